@@ -1,0 +1,135 @@
+r"""Log-likelihoods through the probability-flow ODE (instantaneous change of variables).
+
+Along the probability flow :math:`\dot u = v(u, t)`, :math:`\frac{d}{dt}\log p_t(u_t) = -\nabla\cdot v(u_t, t)`,
+so
+
+.. math::
+
+    \log p_{t_0}(u_{t_0}) = \log p_T(u_T) + \int_{t_0}^T \nabla\cdot v(u_t, t)\,dt
+
+(Chen et al. 2018; Song et al. 2021; the CLD paper's eq. 60). The divergence is computed exactly (one
+backward pass per state dimension: small problems) or with Hutchinson's estimator
+:math:`\nabla\cdot v \approx \epsilon^\top (\partial v/\partial u)\,\epsilon` with one fixed Rademacher probe
+per solve (unbiased).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._validation import check_positive, check_state
+from .gaussian import gaussian_log_prob
+from .reverse import ProbabilityFlowODE
+
+__all__ = ["LikelihoodResult", "log_likelihood", "divergence"]
+
+
+@dataclass
+class LikelihoodResult:
+    """Result of :func:`log_likelihood` (all per-sample tensors of shape ``(batch,)``, float64).
+
+    Attributes
+    ----------
+    log_prob:
+        :math:`\\log p_{t_0}(u)` of the full state.
+    prior_log_prob:
+        :math:`\\log p_T(u_T)`.
+    delta_log_prob:
+        The integrated divergence.
+    final_state:
+        :math:`u_T`.
+    nfe:
+        Vector-field evaluations of the ODE solver.
+    """
+
+    log_prob: torch.Tensor
+    prior_log_prob: torch.Tensor
+    delta_log_prob: torch.Tensor
+    final_state: torch.Tensor
+    nfe: int
+
+
+def divergence(field, u: torch.Tensor, t, probe: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value and divergence of ``field(u, t)``: exact if ``probe`` is None, else Hutchinson with ``probe``.
+
+    Returns ``(v, div)`` with ``div`` of shape ``(batch,)``; ``v`` is detached.
+    """
+    with torch.enable_grad():
+        u = u.detach().requires_grad_(True)
+        v = field(u, t)
+        if probe is not None:
+            (grad,) = torch.autograd.grad((v * probe).sum(), u)
+            div = (grad * probe).reshape(u.shape[0], -1).sum(1)
+        else:
+            flat_v = v.reshape(u.shape[0], -1)
+            div = torch.zeros(u.shape[0], dtype=v.dtype, device=v.device)
+            n = flat_v.shape[1]
+            for i in range(n):
+                (grad,) = torch.autograd.grad(flat_v[:, i].sum(), u, retain_graph=i < n - 1)
+                div = div + grad.reshape(u.shape[0], -1)[:, i]
+    return v.detach(), div.detach()
+
+
+def log_likelihood(
+    ode: ProbabilityFlowODE,
+    u: torch.Tensor,
+    *,
+    t0: float = 1e-5,
+    prior_covariance: torch.Tensor | None = None,
+    trace: str = "hutchinson",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    generator: torch.Generator | None = None,
+) -> LikelihoodResult:
+    r"""Log-density of states ``u`` at time ``t0`` by integrating the probability-flow ODE to ``T``.
+
+    Parameters
+    ----------
+    ode:
+        The probability-flow ODE (forward SDE + score).
+    u:
+        States at time ``t0``, shape ``(batch, k, *event)``.
+    t0:
+        Start time (a small positive cutoff; the CLD paper uses ``1e-5``).
+    prior_covariance:
+        Per-coordinate ``k x k`` covariance of the Gaussian prior :math:`p_T`; default the forward SDE's
+        stationary covariance.
+    trace:
+        ``"hutchinson"`` (one Rademacher probe) or ``"exact"``.
+    rtol, atol, method:
+        ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default).
+    generator:
+        For the Rademacher probe.
+    """
+    import torchdiffeq
+
+    check_state("u", u, ode.num_components)
+    t0 = check_positive("t0", t0)
+    if t0 >= ode.T:
+        raise ValueError(f"t0 must be smaller than T = {ode.T}, got {t0}")
+    if trace not in ("hutchinson", "exact"):
+        raise ValueError(f"trace must be 'hutchinson' or 'exact', got {trace!r}")
+    if prior_covariance is None:
+        if not hasattr(ode.sde, "stationary_covariance"):
+            raise TypeError("pass prior_covariance: the forward SDE has no stationary_covariance()")
+        prior_covariance = ode.sde.stationary_covariance()
+    probe = None
+    if trace == "hutchinson":
+        probe = torch.randint(0, 2, u.shape, generator=generator, device=u.device).to(u.dtype) * 2 - 1
+    calls = [0]
+
+    def field(t, state):
+        x, _ = state
+        calls[0] += 1
+        v, div = divergence(ode.velocity, x, min(max(float(t), 0.0), ode.T), probe)
+        return v, div
+
+    zero = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+    times = torch.tensor([t0, ode.T], dtype=u.dtype, device=u.device)
+    xs, deltas = torchdiffeq.odeint(field, (u.detach(), zero), times, rtol=rtol, atol=atol, method=method)
+    final, delta = xs[-1], deltas[-1].to(torch.float64)
+    prior = gaussian_log_prob(final, prior_covariance)
+    return LikelihoodResult(prior + delta, prior, delta, final, calls[0])

@@ -1,0 +1,391 @@
+r"""Linear SDEs and their exact Gaussian transition kernels.
+
+A linear SDE on states :math:`u \in \mathbb{R}^{k \times d}` made of ``k`` coupled components per coordinate
+(position and velocity for CLD, ``k = 2``; the data alone for VP/VE diffusions, ``k = 1``) is
+
+.. math::
+
+    du = \beta(t)\,(F \otimes I_d)\,u\,dt + \sqrt{\beta(t)}\,(G \otimes I_d)\,dw,
+
+with ``k x k`` matrices :math:`F` (drift) and :math:`G` (diffusion, ``k x m``). Its transition kernel is Gaussian,
+:math:`u_t \mid u_s \sim \mathcal{N}(\Phi(t, s) u_s, Q(t, s) \otimes I_d)`, with (Van Loan, 1978)
+
+.. math::
+
+    \exp\!\left(\Delta B \begin{pmatrix} F & GG^\top \\ 0 & -F^\top \end{pmatrix}\right)
+    = \begin{pmatrix} \Phi & M_{12} \\ 0 & \Phi^{-\top} \end{pmatrix},\qquad
+    Q = M_{12}\,\Phi^\top,\qquad \Delta B = B(t) - B(s).
+
+States are tensors of shape ``(batch, k, *event_shape)``: the component axis is dim 1.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+
+from ._validation import as_float64_time, check_positive, check_state, check_time
+from .schedules import ConstantBeta, ReversedRescaling, TimeRescaling
+
+__all__ = [
+    "apply_matrix",
+    "LinearSDEBase",
+    "LinearSDE",
+    "TimeVaryingLinearSDE",
+    "van_loan_kernel",
+    "stationary_covariance",
+]
+
+_SERIES_THRESHOLD = 0.5  # switch to the Taylor series of Q when |dB| * ||F|| is below this
+_SERIES_TERMS = 30
+
+
+def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Apply a ``k x k`` matrix to the component axis of ``u``: :math:`(A \otimes I_d)\,u`.
+
+    Parameters
+    ----------
+    matrix:
+        Shape ``(k, k)`` (one matrix for the whole batch) or ``(batch, k, k)`` (one per sample). It is cast
+        to ``u``'s dtype and device.
+    u:
+        State of shape ``(batch, k, *event_shape)``.
+    """
+    matrix = matrix.to(dtype=u.dtype, device=u.device)
+    flat = u.reshape(u.shape[0], u.shape[1], -1)
+    if matrix.ndim == 2:
+        out = torch.einsum("ij,bjn->bin", matrix, flat)
+    elif matrix.ndim == 3:
+        out = torch.einsum("bij,bjn->bin", matrix, flat)
+    else:
+        raise ValueError(f"matrix must have shape (k, k) or (batch, k, k), got {tuple(matrix.shape)}")
+    return out.reshape(u.shape[0], matrix.shape[-2], *u.shape[2:])
+
+
+def _series_coefficients(F: torch.Tensor, GGt: torch.Tensor, terms: int) -> torch.Tensor:
+    """C_n = L^{n-1}(GG^T) / n! with L(X) = F X + X F^T, so that Q(h) = sum_n h^n C_n."""
+    coefficients = []
+    current = GGt.clone()
+    for n in range(1, terms + 1):
+        coefficients.append(current / float(math.factorial(n)))
+        current = F @ current + current @ F.T
+    return torch.stack(coefficients)
+
+
+def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Transition matrix and noise covariance of :math:`du = F u\,db + G\,dw_b` over a span ``delta`` of ``b``.
+
+    Parameters
+    ----------
+    F, GGt:
+        ``k x k`` float64 matrices :math:`F` and :math:`GG^\top`.
+    delta:
+        float64 tensor of any shape of non-negative spans :math:`\Delta B`.
+
+    Returns
+    -------
+    (Phi, Q):
+        Tensors of shape ``delta.shape + (k, k)``. :math:`\Phi = e^{\Delta B F}` by ``torch.linalg.matrix_exp``;
+        :math:`Q` by Van Loan's block exponential, except where :math:`|\Delta B|\,\|F\| < 0.5`, where the
+        Taylor series :math:`Q = \sum_n \Delta B^n L^{n-1}(GG^\top)/n!`, :math:`L(X) = FX + XF^\top`, keeps
+        every entry to full relative precision (entries such as CLD's :math:`Q_{xx} = O(\Delta B^3)` would
+        otherwise lose digits to the block exponential's norm-wise rounding error).
+    """
+    k = F.shape[-1]
+    delta = delta.to(torch.float64)
+    shape = delta.shape
+    flat = delta.reshape(-1)
+    block = torch.zeros(2 * k, 2 * k, dtype=torch.float64)
+    block[:k, :k] = F
+    block[:k, k:] = GGt
+    block[k:, k:] = -F.T
+    exp_block = torch.linalg.matrix_exp(flat[:, None, None] * block)
+    Phi = exp_block[:, :k, :k]
+    Q = exp_block[:, :k, k:] @ Phi.transpose(-1, -2)
+    norm_F = torch.linalg.matrix_norm(F, ord=1).item()
+    small = flat.abs() * norm_F < _SERIES_THRESHOLD
+    if norm_F == 0:
+        small = torch.ones_like(flat, dtype=torch.bool)
+    if bool(small.any()):
+        C = _series_coefficients(F, GGt, _SERIES_TERMS)
+        h = flat[small]
+        powers = h[:, None] ** torch.arange(1, _SERIES_TERMS + 1, dtype=torch.float64)
+        Q[small] = torch.einsum("bn,nij->bij", powers, C)
+    Q = 0.5 * (Q + Q.transpose(-1, -2))
+    return Phi.reshape(*shape, k, k), Q.reshape(*shape, k, k)
+
+
+def stationary_covariance(F: torch.Tensor, GGt: torch.Tensor) -> torch.Tensor:
+    r"""Solve the Lyapunov equation :math:`F\Sigma + \Sigma F^\top + GG^\top = 0` (float64).
+
+    Raises ``ValueError`` when :math:`F` has an eigenvalue with non-negative real part (no stationary law).
+    """
+    F = F.to(torch.float64)
+    k = F.shape[-1]
+    eig = torch.linalg.eigvals(F)
+    if bool((eig.real >= 0).any()):
+        raise ValueError(
+            f"the drift matrix has eigenvalues {eig.tolist()} with non-negative real part: the SDE has no "
+            "stationary distribution"
+        )
+    eye = torch.eye(k, dtype=torch.float64)
+    # Row-major vec: vec(F S) = (F kron I) vec(S), vec(S F^T) = (I kron F) vec(S).
+    system = torch.kron(F, eye) + torch.kron(eye, F)
+    sigma = torch.linalg.solve(system, -GGt.reshape(-1)).reshape(k, k)
+    return 0.5 * (sigma + sigma.T)
+
+
+class LinearSDEBase(ABC):
+    r"""Common interface of linear SDEs :math:`du = F(t) u\,dt + G(t)\,dw` acting per coordinate.
+
+    Subclasses provide :meth:`drift_matrix`, :meth:`diffusion_matrix`, :meth:`transition_matrix` and
+    :meth:`noise_covariance`; everything else (drift, diffusion, perturbation kernels, reverse-time SDEs,
+    oracles, samplers) is written against this interface.
+
+    Attributes
+    ----------
+    num_components:
+        ``k``, the number of coupled components per coordinate.
+    T:
+        The time horizon; times must lie in ``[0, T]``.
+    """
+
+    num_components: int
+    T: float
+
+    # -- coefficients -------------------------------------------------------------------------------
+    @abstractmethod
+    def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        """F(t) for a float64 tensor of times, without range checks (ODE solvers may probe past T)."""
+
+    @abstractmethod
+    def _diffusion_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        """G(t) for a float64 tensor of times, without range checks."""
+
+    def drift_matrix(self, t) -> torch.Tensor:
+        r"""The ``k x k`` drift matrix :math:`F(t)` (float64, shape ``t.shape + (k, k)``)."""
+        return self._drift_matrix(check_time("t", t, self.T))
+
+    def diffusion_matrix(self, t) -> torch.Tensor:
+        r"""The ``k x m`` diffusion matrix :math:`G(t)` (float64, shape ``t.shape + (k, m)``)."""
+        return self._diffusion_matrix(check_time("t", t, self.T))
+
+    def diffusion_covariance(self, t) -> torch.Tensor:
+        r""":math:`G(t)G(t)^\top` (float64, shape ``t.shape + (k, k)``)."""
+        G = self.diffusion_matrix(t)
+        return G @ G.transpose(-1, -2)
+
+    def drift(self, u: torch.Tensor, t) -> torch.Tensor:
+        r"""The drift :math:`f(u, t) = (F(t) \otimes I_d)\,u` for a state of shape ``(batch, k, *event)``.
+
+        ``t`` is a scalar or a tensor of shape ``(batch,)``.
+        """
+        check_state("u", u, self.num_components)
+        return apply_matrix(self.drift_matrix(self._batch_time(t, u)), u)
+
+    def diffuse(self, u: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+        r""":math:`(G(t) \otimes I_d)\,\xi` for noise ``xi`` of shape ``(batch, m, *event)``."""
+        return apply_matrix(self.diffusion_matrix(self._batch_time(t, u)), noise)
+
+    def _batch_time(self, t, u: torch.Tensor) -> torch.Tensor:
+        t = check_time("t", t, self.T)
+        if t.ndim == 0:
+            return t
+        if t.shape != (u.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape (batch,) = ({u.shape[0]},), got {tuple(t.shape)}")
+        return t
+
+    @property
+    def noise_dimension(self) -> int:
+        """``m``, the number of Brownian components per coordinate."""
+        return int(self.diffusion_matrix(torch.tensor(0.0, dtype=torch.float64)).shape[-1])
+
+    # -- kernels ------------------------------------------------------------------------------------
+    @abstractmethod
+    def transition_matrix(self, t, s=0.0) -> torch.Tensor:
+        r"""Transition (mean) matrix :math:`\Phi(t, s)`, so that :math:`E[u_t \mid u_s] = \Phi(t, s) u_s`."""
+
+    @abstractmethod
+    def noise_covariance(self, t, s=0.0) -> torch.Tensor:
+        r"""Noise covariance :math:`Q(t, s) = \int_s^t \Phi(t, r) G G^\top(r) \Phi(t, r)^\top dr`."""
+
+    def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Both :math:`(\Phi(t, s), Q(t, s))`; subclasses may compute them together."""
+        return self.transition_matrix(t, s), self.noise_covariance(t, s)
+
+    def _check_interval(self, t, s) -> tuple[torch.Tensor, torch.Tensor]:
+        t = check_time("t", t, self.T)
+        s = check_time("s", s, self.T)
+        t, s = torch.broadcast_tensors(t, s)
+        if bool((t < s).any()):
+            raise ValueError("kernels need t >= s (use the reverse-time SDE to go backwards in time)")
+        return t, s
+
+
+class LinearSDE(LinearSDEBase):
+    r"""Time-rescaled linear SDE :math:`du = \beta(t) F u\,dt + \sqrt{\beta(t)}\,G\,dw` with constant ``F, G``.
+
+    Parameters
+    ----------
+    drift_matrix:
+        :math:`F`, a ``k x k`` matrix (anything ``torch.as_tensor`` accepts).
+    diffusion_matrix:
+        :math:`G`, a ``k x m`` matrix.
+    beta:
+        The time rescaling: a positive number (constant rate) or a :class:`~splitdyn.schedules.TimeRescaling`
+        (e.g. :class:`~splitdyn.schedules.LinearBeta` for the VPSDE).
+    T:
+        Time horizon.
+
+    Examples
+    --------
+    An Ornstein-Uhlenbeck process (the VPSDE with constant rate):
+
+    >>> import torch
+    >>> from splitdyn import LinearSDE
+    >>> sde = LinearSDE([[-0.5]], [[1.0]], beta=2.0)
+    >>> sde.transition_matrix(1.0)
+    tensor([[0.3679]], dtype=torch.float64)
+    >>> sde.noise_covariance(1.0)
+    tensor([[0.8647]], dtype=torch.float64)
+    """
+
+    def __init__(self, drift_matrix, diffusion_matrix, beta: float | TimeRescaling = 1.0, T: float = 1.0) -> None:
+        F = torch.as_tensor(drift_matrix, dtype=torch.float64)
+        G = torch.as_tensor(diffusion_matrix, dtype=torch.float64)
+        if F.ndim != 2 or F.shape[0] != F.shape[1]:
+            raise ValueError(f"drift_matrix must be a square k x k matrix, got shape {tuple(F.shape)}")
+        if G.ndim != 2 or G.shape[0] != F.shape[0]:
+            raise ValueError(f"diffusion_matrix must have shape (k, m) = ({F.shape[0]}, m), got {tuple(G.shape)}")
+        if not bool(torch.isfinite(F).all()) or not bool(torch.isfinite(G).all()):
+            raise ValueError("drift_matrix and diffusion_matrix must be finite")
+        if not isinstance(beta, TimeRescaling):
+            beta = ConstantBeta(beta)
+        self.F = F
+        self.G = G
+        self.GGt = G @ G.T
+        self.rescaling = beta
+        self.T = check_positive("T", T)
+        self.num_components = F.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LinearSDE(F={self.F.tolist()}, G={self.G.tolist()}, beta={self.rescaling!r}, T={self.T})"
+
+    def beta(self, t) -> torch.Tensor:
+        r"""The rate :math:`\beta(t)` (float64)."""
+        return self.rescaling.beta(check_time("t", t, self.T))
+
+    def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        return self.rescaling.beta(t)[..., None, None] * self.F
+
+    def _diffusion_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        return self.rescaling.beta(t).sqrt()[..., None, None] * self.G
+
+    def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        t, s = self._check_interval(t, s)
+        return van_loan_kernel(self.F, self.GGt, self.rescaling.increment(t, s))
+
+    def transition_matrix(self, t, s=0.0) -> torch.Tensor:
+        t, s = self._check_interval(t, s)
+        return torch.linalg.matrix_exp(self.rescaling.increment(t, s)[..., None, None] * self.F)
+
+    def noise_covariance(self, t, s=0.0) -> torch.Tensor:
+        return self.kernel(t, s)[1]
+
+    def stationary_covariance(self) -> torch.Tensor:
+        r"""The stationary covariance :math:`\Sigma_\infty` solving :math:`F\Sigma + \Sigma F^\top + GG^\top = 0`.
+
+        It does not depend on :math:`\beta(t)`. For CLD it is :math:`\mathrm{diag}(1, M)`.
+        """
+        return stationary_covariance(self.F, self.GGt)
+
+    def reverse_linear_part(self, precision=None) -> "LinearSDE":
+        r"""The linear part of the reverse-time SDE, as a linear SDE in reverse time :math:`\tau = T - t`.
+
+        Writing the score as :math:`\nabla \log p = (\nabla \log p + P u) - P u` for a reference precision
+        :math:`P` (default: the stationary precision :math:`\Sigma_\infty^{-1}`), the reverse drift
+        :math:`-f + GG^\top \nabla\log p` splits into the linear part
+        :math:`\tilde\beta(\tau)\,(-F - GG^\top P)\,u` with noise :math:`\sqrt{\tilde\beta(\tau)}\,G\,d\bar w`,
+        returned here with :math:`\tilde\beta(\tau) = \beta(T - \tau)`, and the score part
+        :math:`\tilde\beta(\tau)\,GG^\top(\nabla\log p + P u)` (see :func:`splitdyn.reverse.score_drift`).
+        For CLD this is the paper's :math:`\hat{\mathcal L}^*_A` (eq. 76, kernels eq. 85-90).
+
+        Parameters
+        ----------
+        precision:
+            ``k x k`` reference precision :math:`P`; default the inverse stationary covariance.
+        """
+        P = self.reference_precision() if precision is None else torch.as_tensor(precision, dtype=torch.float64)
+        if P.shape != self.F.shape:
+            raise ValueError(f"precision must have shape {tuple(self.F.shape)}, got {tuple(P.shape)}")
+        return LinearSDE(-self.F - self.GGt @ P, self.G, ReversedRescaling(self.rescaling, self.T), self.T)
+
+    def reference_precision(self) -> torch.Tensor:
+        r"""The precision :math:`\Sigma_\infty^{-1}` of the stationary law, used to split reverse drifts."""
+        return torch.linalg.inv(self.stationary_covariance())
+
+
+class TimeVaryingLinearSDE(LinearSDEBase):
+    r"""General linear SDE :math:`du = F(t) u\,dt + G(t)\,dw` with callables for :math:`F(t)` and :math:`G(t)`.
+
+    The kernels are obtained by integrating the moment ODEs :math:`\dot\Phi = F\Phi` and
+    :math:`\dot Q = FQ + QF^\top + GG^\top` with torchdiffeq (see :func:`splitdyn.moments.moment_kernels`).
+
+    Parameters
+    ----------
+    drift_matrix, diffusion_matrix:
+        Callables mapping a float64 scalar tensor ``t`` to a ``k x k`` (``k x m``) tensor.
+    num_components:
+        ``k``.
+    T:
+        Time horizon.
+    rtol, atol:
+        Tolerances of the moment-ODE solve (``dopri5``).
+    """
+
+    def __init__(
+        self,
+        drift_matrix: Callable[[torch.Tensor], torch.Tensor],
+        diffusion_matrix: Callable[[torch.Tensor], torch.Tensor],
+        num_components: int,
+        T: float = 1.0,
+        rtol: float = 1e-11,
+        atol: float = 1e-13,
+    ) -> None:
+        if not callable(drift_matrix) or not callable(diffusion_matrix):
+            raise TypeError("drift_matrix and diffusion_matrix must be callables of time")
+        if not isinstance(num_components, int) or num_components < 1:
+            raise ValueError(f"num_components must be a positive int, got {num_components!r}")
+        self._F = drift_matrix
+        self._G = diffusion_matrix
+        self.num_components = num_components
+        self.T = check_positive("T", T)
+        self.rtol = check_positive("rtol", rtol)
+        self.atol = check_positive("atol", atol)
+
+    def _evaluate(self, fn, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        flat = t.reshape(-1)
+        values = torch.stack([torch.as_tensor(fn(ti), dtype=torch.float64) for ti in flat])
+        return values.reshape(*t.shape, *values.shape[1:])
+
+    def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        return self._evaluate(self._F, t)
+
+    def _diffusion_matrix(self, t: torch.Tensor) -> torch.Tensor:
+        return self._evaluate(self._G, t)
+
+    def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        from .moments import moment_kernels
+
+        t, s = self._check_interval(t, s)
+        return moment_kernels(self, t, s, rtol=self.rtol, atol=self.atol)
+
+    def transition_matrix(self, t, s=0.0) -> torch.Tensor:
+        return self.kernel(t, s)[0]
+
+    def noise_covariance(self, t, s=0.0) -> torch.Tensor:
+        return self.kernel(t, s)[1]

@@ -1,0 +1,78 @@
+r"""Moment ODEs of a linear SDE, integrated with torchdiffeq: the reference path for every exact kernel.
+
+For :math:`du = F(t)u\,dt + G(t)\,dw` the transition matrix and noise covariance solve
+
+.. math::
+
+    \frac{d}{dt}\Phi(t, s) = F(t)\,\Phi(t, s),\qquad
+    \frac{d}{dt}Q(t, s) = F(t) Q + Q F(t)^\top + G(t)G(t)^\top,\qquad \Phi(s, s) = I,\ Q(s, s) = 0
+
+(Särkkä & Solin 2019, Sec. 6.1; the CLD paper's eq. 26-27).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._validation import check_positive
+
+__all__ = ["moment_kernels"]
+
+
+def moment_kernels(sde, t, s=0.0, *, rtol: float = 1e-11, atol: float = 1e-13, method: str = "dopri5"):
+    r"""Integrate the moment ODEs of ``sde`` from ``s`` to ``t`` with ``torchdiffeq.odeint`` (float64).
+
+    Parameters
+    ----------
+    sde:
+        Any :class:`~splitdyn.linear_sde.LinearSDEBase` (only ``drift_matrix`` and ``diffusion_covariance``
+        are used).
+    t, s:
+        Times (broadcastable); every ``t >= s``.
+    rtol, atol, method:
+        Passed to ``torchdiffeq.odeint``.
+
+    Returns
+    -------
+    (Phi, Q):
+        float64 tensors of shape ``broadcast(t, s).shape + (k, k)``.
+    """
+    import torchdiffeq
+
+    rtol = check_positive("rtol", rtol)
+    atol = check_positive("atol", atol)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    s = torch.as_tensor(s, dtype=torch.float64)
+    t, s = torch.broadcast_tensors(t, s)
+    k = sde.num_components
+    eye = torch.eye(k, dtype=torch.float64)
+
+    def rhs(r, y):
+        Phi, Q = y[:, :k], y[:, k:]
+        F = sde._drift_matrix(r)
+        G = sde._diffusion_matrix(r)
+        GGt = G @ G.T
+        return torch.cat([F @ Phi, F @ Q + Q @ F.T + GGt], dim=1)
+
+    flat_t, flat_s = t.reshape(-1), s.reshape(-1)
+    Phi_out = torch.empty(flat_t.numel(), k, k, dtype=torch.float64)
+    Q_out = torch.empty_like(Phi_out)
+    y0 = torch.cat([eye, torch.zeros(k, k, dtype=torch.float64)], dim=1)
+    # One solve per distinct start time, saving at all its end times.
+    for start in torch.unique(flat_s):
+        idx = (flat_s == start).nonzero().reshape(-1)
+        ends, inverse = torch.unique(flat_t[idx], return_inverse=True)
+        grid = torch.cat([start.reshape(1), ends])
+        keep_first = ends[0] == start
+        if keep_first:
+            grid = grid[1:]
+        if grid.numel() == 1:
+            ys = y0[None]
+        else:
+            ys = torchdiffeq.odeint(rhs, y0, grid, rtol=rtol, atol=atol, method=method)
+        if not keep_first:
+            ys = ys[1:]
+        Phi_out[idx] = ys[inverse, :, :k]
+        Q_out[idx] = ys[inverse, :, k:]
+    Q_out = 0.5 * (Q_out + Q_out.transpose(-1, -2))
+    return Phi_out.reshape(*t.shape, k, k), Q_out.reshape(*t.shape, k, k)

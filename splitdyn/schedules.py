@@ -1,0 +1,147 @@
+r"""Time rescalings :math:`\beta(t)` and their integrals :math:`B(t) = \int_0^t \beta(r)\,dr`.
+
+A linear SDE :math:`du = \beta(t) F u\,dt + \sqrt{\beta(t)} G\,dw` with a constant pair ``(F, G)`` only sees
+time through :math:`B`: its transition matrix is :math:`\exp((B(t) - B(s)) F)` (paper eq. 28 uses
+:math:`B(t)` in the same way). All values are float64.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+
+from ._validation import as_float64_time, check_nonnegative, check_positive
+
+__all__ = ["TimeRescaling", "ConstantBeta", "LinearBeta", "CustomBeta", "ReversedRescaling"]
+
+
+class TimeRescaling(ABC):
+    r"""A non-negative rate :math:`\beta(t)` with its integral :math:`B(t)`.
+
+    Subclasses implement :meth:`beta` and :meth:`integral`; both take and return float64 tensors.
+    """
+
+    @abstractmethod
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        r"""The rate :math:`\beta(t)`."""
+
+    @abstractmethod
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        r"""The integral :math:`B(t) = \int_0^t \beta(r)\,dr`."""
+
+    def increment(self, t, s) -> torch.Tensor:
+        r""":math:`B(t) - B(s)`, the integrated rate over ``[s, t]`` (float64, broadcast over ``t`` and ``s``)."""
+        t = as_float64_time("t", t)
+        s = as_float64_time("s", s)
+        return self.integral(t) - self.integral(s)
+
+
+class ConstantBeta(TimeRescaling):
+    r"""Constant rate :math:`\beta(t) = \beta`, so :math:`B(t) = \beta t` (the CLD paper's setting, :math:`\beta = 4`).
+
+    Parameters
+    ----------
+    value:
+        The rate :math:`\beta > 0`.
+    """
+
+    def __init__(self, value: float) -> None:
+        self.value = check_positive("beta", value)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(as_float64_time("t", t), self.value)
+
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        return self.value * as_float64_time("t", t)
+
+    def increment(self, t, s) -> torch.Tensor:
+        # B(t) - B(s) = beta (t - s), computed without cancellation in B.
+        return self.value * (as_float64_time("t", t) - as_float64_time("s", s))
+
+    def __repr__(self) -> str:
+        return f"ConstantBeta({self.value})"
+
+
+class LinearBeta(TimeRescaling):
+    r"""VP-style linear rate :math:`\beta(t) = \beta_{\min} + (\beta_{\max} - \beta_{\min})\,t/T`.
+
+    :math:`B(t) = \beta_{\min} t + (\beta_{\max} - \beta_{\min})\,t^2 / (2T)`. With ``beta_min = 0.1``,
+    ``beta_max = 20`` and ``T = 1`` this is the VPSDE of Song et al. (2021).
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0) -> None:
+        self.beta_min = check_nonnegative("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
+        self.T = check_positive("T", T)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        return self.beta_min + (self.beta_max - self.beta_min) * t / self.T
+
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t / self.T
+
+    def increment(self, t, s) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        s = as_float64_time("s", s)
+        # (t^2 - s^2) = (t - s)(t + s): no cancellation for nearby t, s.
+        return (t - s) * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * (t + s) / self.T)
+
+    def __repr__(self) -> str:
+        return f"LinearBeta(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
+
+
+class CustomBeta(TimeRescaling):
+    r"""A user-given rate and its integral.
+
+    Parameters
+    ----------
+    beta:
+        Callable mapping a float64 tensor of times to :math:`\beta(t) \ge 0`.
+    integral:
+        Callable mapping times to :math:`B(t) = \int_0^t \beta`. It is the user's responsibility that it is
+        the integral of ``beta``; :func:`splitdyn.moments.moment_kernels` gives an independent check.
+    """
+
+    def __init__(self, beta: Callable[[torch.Tensor], torch.Tensor], integral: Callable[[torch.Tensor], torch.Tensor]):
+        if not callable(beta) or not callable(integral):
+            raise TypeError("beta and integral must be callables mapping a tensor of times to a tensor")
+        self._beta = beta
+        self._integral = integral
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self._beta(as_float64_time("t", t)), dtype=torch.float64)
+
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self._integral(as_float64_time("t", t)), dtype=torch.float64)
+
+
+class ReversedRescaling(TimeRescaling):
+    r"""The rate seen in reverse time :math:`\tau = T - t`: :math:`\tilde\beta(\tau) = \beta(T - \tau)`.
+
+    Its integral is :math:`\tilde B(\tau) = B(T) - B(T - \tau)`, so a step over :math:`[\tau, \tau + h]`
+    integrates :math:`\beta` over exactly the forward interval :math:`[T - \tau - h, T - \tau]`.
+    """
+
+    def __init__(self, base: TimeRescaling, T: float) -> None:
+        if not isinstance(base, TimeRescaling):
+            raise TypeError(f"base must be a TimeRescaling, got {type(base).__name__}")
+        self.base = base
+        self.T = check_positive("T", T)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return self.base.beta(self.T - as_float64_time("t", t))
+
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        return self.base.increment(self.T, self.T - as_float64_time("t", t))
+
+    def increment(self, t, s) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        s = as_float64_time("s", s)
+        return self.base.increment(self.T - s, self.T - t)
+
+    def __repr__(self) -> str:
+        return f"ReversedRescaling({self.base!r}, T={self.T})"
