@@ -92,12 +92,27 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
         :math:`Q` by Van Loan's block exponential, except where :math:`|\Delta B|\,\|F\| < 0.5`, where the
         Taylor series :math:`Q = \sum_n \Delta B^n L^{n-1}(GG^\top)/n!`, :math:`L(X) = FX + XF^\top`, keeps
         every entry to full relative precision (entries such as CLD's :math:`Q_{xx} = O(\Delta B^3)` would
-        otherwise lose digits to the block exponential's norm-wise rounding error).
+        otherwise lose digits to the block exponential's norm-wise rounding error). Where
+        :math:`|\Delta B|\,\|F\| > 1` the span is halved :math:`m` times and the result doubled back with
+        the semigroup property, since the block exponential's error grows like :math:`e^{2|\Delta B|\|F\|}`.
     """
     k = F.shape[-1]
     delta = delta.to(torch.float64)
     shape = delta.shape
     flat = delta.reshape(-1)
+    norm_F = torch.linalg.matrix_norm(F, ord=1).item()
+    # Scaling and squaring on the semigroup: the block exponential's norm-wise rounding error grows like
+    # exp(2 |dB| ||F||), so evaluate over dB / 2^m and double m times with
+    # Phi(2h) = Phi(h)^2, Q(2h) = Phi(h) Q(h) Phi(h)^T + Q(h).
+    largest = flat.abs().max().item() if flat.numel() else 0.0
+    doublings = max(0, math.ceil(math.log2(largest * norm_F))) if largest * norm_F > 1.0 else 0
+    if doublings:
+        Phi, Q = van_loan_kernel(F, GGt, flat / 2.0**doublings)
+        for _ in range(doublings):
+            Q = Phi @ Q @ Phi.transpose(-1, -2) + Q
+            Phi = Phi @ Phi
+        Q = 0.5 * (Q + Q.transpose(-1, -2))
+        return Phi.reshape(*shape, k, k), Q.reshape(*shape, k, k)
     block = torch.zeros(2 * k, 2 * k, dtype=torch.float64)
     block[:k, :k] = F
     block[:k, k:] = GGt
@@ -105,7 +120,6 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
     exp_block = torch.linalg.matrix_exp(flat[:, None, None] * block)
     Phi = exp_block[:, :k, :k]
     Q = exp_block[:, :k, k:] @ Phi.transpose(-1, -2)
-    norm_F = torch.linalg.matrix_norm(F, ord=1).item()
     small = flat.abs() * norm_F < _SERIES_THRESHOLD
     if norm_F == 0:
         small = torch.ones_like(flat, dtype=torch.bool)

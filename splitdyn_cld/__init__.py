@@ -1,5 +1,33 @@
 """splitdyn_cld: critically-damped Langevin diffusion score-based generative models on top of splitdyn."""
 
+from .kernels import ell, forward_covariance, forward_mean_matrix, half_step_kernel, velocity_variance
+from .likelihood import NLLBound, nll_bound
+from .losses import dsm_loss, hsm_loss, sample_times
 from .process import CLD
+from .samplers import SAMPLERS, SampleResult, euler_maruyama, probability_flow, sample, sscs, torchsde_euler
+from .score import MixedScore
+from .vpsde import vpsde, vpsde_em
 
-__all__ = ["CLD"]
+__all__ = [
+    "CLD",
+    "MixedScore",
+    "NLLBound",
+    "SAMPLERS",
+    "SampleResult",
+    "dsm_loss",
+    "ell",
+    "euler_maruyama",
+    "forward_covariance",
+    "forward_mean_matrix",
+    "half_step_kernel",
+    "hsm_loss",
+    "nll_bound",
+    "probability_flow",
+    "sample",
+    "sample_times",
+    "sscs",
+    "torchsde_euler",
+    "velocity_variance",
+    "vpsde",
+    "vpsde_em",
+]

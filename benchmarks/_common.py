@@ -1,0 +1,72 @@
+"""Shared helpers for the benchmark scripts: machine description, timing, and result writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """A one-line description of the machine the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs (after ``warmup`` runs), synchronising CUDA."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_results(name: str, payload: dict, markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write ``name.json`` and ``name.md`` (with the machine line) into the results folder."""
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), **payload}
+    json_path = out / f"{name}.json"
+    md_path = out / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=2))
+    md_path.write_text(f"Machine: {payload['machine']}\n\n{markdown}\n")
+    return json_path, md_path
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
