@@ -115,9 +115,20 @@ def sample_torchsde(
     adapter = reverse.as_torchsde(u.shape[2:], noise_type=noise_type)
     reverse.reset_count()
     y = u.reshape(u.shape[0], -1)
-    for a, b in zip(times[:-1], times[1:]):
-        ts = torch.tensor([a, b], dtype=u.dtype, device=u.device)
-        y = torchsde.sdeint(adapter, y, ts, method=method, dt=b - a, bm=bm)[-1]
-    solution = Solution(state=y.reshape(u.shape), nfe=reverse.evaluations, times=times)
+    steps = torch.diff(torch.tensor(times, dtype=torch.float64))
+    if torch.allclose(steps, steps[0].expand_as(steps), rtol=1e-12, atol=0):
+        # one call: torchsde's fixed step dt lands on every grid time
+        ts = torch.tensor(times, dtype=u.dtype, device=u.device)
+        y = torchsde.sdeint(adapter, y, ts, method=method, dt=float(steps[0]), bm=bm)[-1]
+        calls = 1
+    else:
+        # a non-uniform grid: one call per interval so that every step is exactly the grid's
+        for a, b in zip(times[:-1], times[1:]):
+            ts = torch.tensor([a, b], dtype=u.dtype, device=u.device)
+            y = torchsde.sdeint(adapter, y, ts, method=method, dt=b - a, bm=bm)[-1]
+        calls = len(times) - 1
+    # each sdeint call evaluates the drift once more to check its contract (shapes): not a solver step
+    nfe = reverse.evaluations - calls
+    solution = Solution(state=y.reshape(u.shape), nfe=nfe, times=times)
     check_finite_tensor("the torchsde sample", solution.state)
     return _denoise(reverse, solution, denoise_eps)
