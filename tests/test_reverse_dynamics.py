@@ -136,3 +136,37 @@ def test_hutchinson_trace_is_unbiased():
                               generator=torch.Generator().manual_seed(0)).log_prob
     se = estimate.std() / math.sqrt(estimate.numel())
     assert abs(estimate.mean() - exact[0]) < 5 * se + 1e-4
+
+
+class _ForwardSDE(torch.nn.Module):
+    """A forward linear SDE in torchsde's protocol (general noise), to check the exact kernel by Monte Carlo."""
+
+    noise_type, sde_type = "general", "ito"
+
+    def __init__(self, sde, d):
+        super().__init__()
+        self.sde, self.d = sde, d
+
+    def f(self, t, y):
+        return self.sde.drift(y.reshape(y.shape[0], 2, self.d), float(t)).reshape(y.shape)
+
+    def g(self, t, y):
+        G = torch.kron(self.sde.diffusion_matrix(float(t)), torch.eye(self.d, dtype=torch.float64))
+        return G.expand(y.shape[0], -1, -1)
+
+
+def test_torchsde_monte_carlo_reproduces_the_exact_mean_and_covariance():
+    cld = CLD(beta=LinearBeta(1.0, 6.0))
+    n, t = 8000, 0.4
+    u0 = torch.tensor([0.7, -0.3], dtype=torch.float64)
+    y0 = u0.expand(n, 2).contiguous()
+    torch.manual_seed(0)
+    y = torchsde.sdeint(_ForwardSDE(cld, 1), y0, torch.tensor([0.0, t], dtype=torch.float64), method="euler", dt=1e-3)[-1]
+    Phi, Q = cld.kernel(t)
+    mean, cov = Phi @ u0, Q
+    mean_se = torch.sqrt(cov.diag() / n)
+    assert ((y.mean(0) - mean).abs() < 5 * mean_se).all()
+    emp = torch.cov(y.T)
+    cov_se = torch.sqrt((cov**2 + torch.outer(cov.diag(), cov.diag())) / n)
+    # 5 standard errors of the estimator plus the O(dt) Euler bias of the reference
+    assert ((emp - cov).abs() < 5 * cov_se + 2e-3 * cov.abs().max()).all()

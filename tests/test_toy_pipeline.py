@@ -75,3 +75,13 @@ def test_swiss_rolls_sit_at_five_places():
     assert nearest.max() < 0.25
     with pytest.raises(ValueError, match="unknown toy dataset"):
         get_toy_dataset("moons")
+
+
+def test_score_complexity_cld_is_simpler_near_zero_and_hsm_is_less_noisy(tmp_path):
+    module = load_example("toy_score_complexity")
+    result = module.main(["--samples", "4000", "--times", "0.001", "0.01", "0.1", "--out", str(tmp_path)])
+    for row in result["score_complexity"]:
+        assert row["xi_cld"] < row["xi_vpsde"]
+    for row in result["gradient_noise"]:
+        assert row["hsm"] < row["dsm"]
+    assert (tmp_path / "score_complexity.png").exists()

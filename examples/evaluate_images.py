@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Evaluate an image CLD-SGM checkpoint: sample quality at several NFE, and the NLL bound (eq. 60).
+
+Digits (offline, no download): Fréchet distance in the features of a small digits classifier
+(train it once with examples/train_digits_classifier.py), for SSCS and EM at several NFE::
+
+    python examples/train_digits_classifier.py --out outputs/digits_classifier.pt
+    python examples/evaluate_images.py --checkpoint outputs/digits --nfe 20 50 100 200 --json outputs/digits/eval.json
+
+CIFAR-10 FID (50k samples in the paper; needs torchmetrics+torch-fidelity or clean-fid AND the Inception
+weights file, nothing is downloaded) and the NLL bound in bits/dim on the test split::
+
+    torchrun --standalone --nproc_per_node 8 examples/evaluate_images.py --checkpoint outputs/cifar10 \\
+        --metric fid nll --inception-weights ~/.cache/splitdyn/weights-inception-2015-12-05-6726825d.pth \\
+        --data-root data/cifar10 --samplers sscs --nfe 150 --num-samples 50000 --nll-count 10000
+
+FID can also be computed on samples written by sample_images.py: ``--samples path/samples.npz``.
+Reference statistics of the real training images are cached in --ref-stats (an .npz with mu and sigma).
+Under torchrun each rank draws its share of the samples / NLL images; rank 0 prints and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from splitdyn_cld.evaluation import (FeatureStatistics, bits_per_dim_offset, extract_features, feature_statistics,
+                                     frechet_distance, inception_feature_extractor, load_digits_classifier)
+from splitdyn_cld.image_training import (build_dataset, cleanup_distributed, generate_images, load_trained_model,
+                                         setup_distributed, shard_sizes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the training output folder holding it")
+    p.add_argument("--metric", nargs="+", choices=["digits-fd", "fid", "nll"],
+                   help="default: digits-fd for digits models, fid otherwise")
+    p.add_argument("--samplers", nargs="+", choices=["sscs", "em"], default=["sscs", "em"])
+    p.add_argument("--nfe", nargs="+", type=int, default=[20, 50, 100, 200],
+                   help="NFE per sample (steps = NFE - 1: the denoising step counts one)")
+    p.add_argument("--grid", choices=["uniform", "quadratic"], default="quadratic")
+    p.add_argument("--ode", action="store_true", help="also evaluate the probability-flow ODE (RK45)")
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--num-samples", type=int, default=1000, help="GLOBAL samples per sampler setting")
+    p.add_argument("--batch-size", type=int, default=500, help="images per sampler call on each rank")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", dest="ema", action="store_false")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dataset", help="data for references / NLL (default: the checkpoint's)")
+    p.add_argument("--data-root", help="data folder (default: the checkpoint's)")
+    g = p.add_argument_group("digits Fréchet distance")
+    g.add_argument("--classifier", default="outputs/digits_classifier.pt",
+                   help="digits classifier from examples/train_digits_classifier.py")
+    g = p.add_argument_group("FID")
+    g.add_argument("--inception-weights", help="Inception-v3 weights file (required for --metric fid)")
+    g.add_argument("--fid-backend", choices=["auto", "torchmetrics", "clean-fid"], default="auto")
+    g.add_argument("--ref-stats", help="cache of the reference statistics (.npz; computed and saved if missing)")
+    g.add_argument("--samples", help="evaluate FID on these samples (.npz from sample_images.py) instead of sampling")
+    g = p.add_argument_group("NLL bound (eq. 60)")
+    g.add_argument("--nll-count", type=int, default=256, help="test images (GLOBAL)")
+    g.add_argument("--nll-batch", type=int, default=64)
+    g.add_argument("--nll-rtol", type=float, default=1e-5)
+    g.add_argument("--nll-atol", type=float, default=1e-5)
+    p.add_argument("--json", help="write the results here (default <checkpoint folder>/eval.json)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def _gather(ctx, tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a CPU tensor over the ranks (rank order)."""
+    if not ctx.distributed:
+        return tensor
+    parts = [None] * ctx.world_size
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
+def _share(ctx, total: int) -> int:
+    return shard_sizes(total, ctx.world_size)[ctx.rank]
+
+
+def _real_images(dataset_name: str, root, image_shape, train: bool, seed: int, count: int | None = None):
+    """Real images in [-1, 1] as one tensor (the first ``count`` of a fixed permutation)."""
+    dataset = build_dataset(dataset_name, root, image_shape, train=train, seed=seed)
+    n = len(dataset) if count is None else min(count, len(dataset))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    items = [dataset[int(i)] for i in order]
+    items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+    return torch.stack(items).float()
+
+
+def _print_table(rows: list[dict], metrics: list[str]) -> None:
+    columns = ["sampler", "grid", "nfe"] + [m for m in ("digits_fd", "fid") if m in metrics] + ["seconds"]
+    print(" | ".join(f"{c:>10}" for c in columns))
+    print("-" * (13 * len(columns)))
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            cells.append(f"{value:>10.4g}" if isinstance(value, float) else f"{str(value):>10}")
+        print(" | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for n in args.nfe:
+        if n < 2:
+            raise SystemExit(f"error: --nfe values must be >= 2 (one step plus the denoising step), got {n}")
+    metrics_requested = args.metric
+    # Fail early, before any sampling, on missing FID inputs.
+    if metrics_requested and "fid" in metrics_requested:
+        try:
+            inception_feature_extractor(args.inception_weights, args.fid_backend, device="cpu") if False else None
+            from splitdyn_cld.evaluation import _check_weights
+
+            _check_weights(args.inception_weights)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    ctx = setup_distributed(args.device)
+    try:
+        return _evaluate(args, ctx)
+    finally:
+        cleanup_distributed(ctx)
+
+
+def _evaluate(args, ctx) -> int:
+    model = load_trained_model(args.checkpoint, use_ema=args.ema, device=ctx.device)
+    settings = model.settings
+    dataset = args.dataset or settings.dataset
+    root = args.data_root or settings.data_root
+    metrics = args.metric or (["digits-fd"] if dataset == "digits" else ["fid"])
+    ckpt_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    results: dict = {"checkpoint": str(args.checkpoint), "step": model.step, "dataset": dataset,
+                     "num_samples": args.num_samples, "world_size": ctx.world_size, "rows": []}
+
+    extractors: dict[str, callable] = {}
+    references: dict[str, FeatureStatistics] = {}
+    if "digits-fd" in metrics:
+        classifier = load_digits_classifier(args.classifier, map_location=ctx.device)
+        extractors["digits_fd"] = classifier.features
+        train_images = _real_images(dataset, root, model.image_shape, True, args.seed)
+        references["digits_fd"] = feature_statistics(extract_features(classifier.features, train_images,
+                                                                      device=ctx.device))
+        test_images = _real_images(dataset, root, model.image_shape, False, args.seed)
+        floor = frechet_distance(references["digits_fd"],
+                                 extract_features(classifier.features, test_images, device=ctx.device))
+        results["digits_fd_real_test_vs_train"] = {"value": floor, "n_test": len(test_images),
+                                                   "n_train": len(train_images)}
+        results["classifier"] = {"path": args.classifier, **getattr(classifier, "metadata", {})}
+    if "fid" in metrics:
+        try:
+            extractor = inception_feature_extractor(args.inception_weights, args.fid_backend, device=ctx.device)
+        except (FileNotFoundError, ImportError) as exc:
+            if ctx.is_main:
+                print(f"error: {exc}", file=sys.stderr)
+            return 2
+        extractors["fid"] = extractor
+        ref_path = Path(args.ref_stats) if args.ref_stats else ckpt_dir / f"fid_ref_{dataset}.npz"
+        if ref_path.is_file():
+            references["fid"] = FeatureStatistics.load(ref_path)
+        else:
+            real = _real_images(dataset, root, model.image_shape, True, args.seed)
+            mine = real[ctx.rank::ctx.world_size]
+            features = _gather(ctx, extract_features(extractor, mine, batch_size=args.batch_size, device=ctx.device))
+            references["fid"] = feature_statistics(features)
+            if ctx.is_main:
+                references["fid"].save(ref_path)
+        results["fid_reference"] = {"path": str(ref_path), "n": references["fid"].n}
+
+    settings_list: list[tuple[str, int | None]] = []
+    if args.samples and "fid" in metrics:
+        settings_list.append(("file", None))
+    else:
+        settings_list += [(s, n) for s in args.samplers for n in args.nfe]
+        if args.ode:
+            settings_list.append(("ode", None))
+    if extractors:
+        for sampler, nfe in settings_list:
+            tic = time.perf_counter()
+            if sampler == "file":
+                with np.load(args.samples) as f:
+                    all_images = torch.from_numpy(f["images"]).permute(0, 3, 1, 2).contiguous()
+                images, mean_nfe = all_images[ctx.rank::ctx.world_size], float("nan")
+            else:
+                generator = torch.Generator(ctx.device).manual_seed(args.seed * 65_537 + 1000 + ctx.rank)
+                images, mean_nfe = generate_images(
+                    model.score, model.cld, _share(ctx, args.num_samples), model.image_shape, sampler=sampler,
+                    n_steps=(nfe - 1) if nfe else 0, grid=args.grid, batch_size=args.batch_size, rtol=args.rtol,
+                    atol=args.atol, generator=generator, device=ctx.device, progress=args.progress and ctx.is_main)
+            row = {"sampler": sampler, "grid": args.grid if sampler in ("sscs", "em") else "-",
+                   "nfe": nfe if nfe else mean_nfe}
+            for name, extract in extractors.items():
+                features = _gather(ctx, extract_features(extract, images, batch_size=args.batch_size,
+                                                         device=ctx.device))
+                row[name] = frechet_distance(references[name], features)
+            row["seconds"] = round(time.perf_counter() - tic, 2)
+            results["rows"].append(row)
+            if ctx.is_main:
+                print(json.dumps(row), file=sys.stderr, flush=True)
+
+    if "nll" in metrics:
+        results["nll"] = _nll(args, ctx, model, dataset, root)
+
+    if ctx.is_main:
+        print(f"checkpoint step {model.step}, {args.num_samples} samples per setting")
+        if "digits_fd_real_test_vs_train" in results:
+            floor = results["digits_fd_real_test_vs_train"]
+            print(f"digits FD, real test images vs train images (n={floor['n_test']}): {floor['value']:.4g}")
+        if results["rows"]:
+            _print_table(results["rows"], [m.replace("-", "_") for m in metrics])
+        if "nll" in results:
+            r = results["nll"]
+            print(f"NLL bound (eq. 60): {r['bits_per_dim']:.4f} +- {r['stderr']:.4f} bits/dim "
+                  f"on {r['count']} test images (ODE NFE {r['nfe']:.0f})")
+        out = Path(args.json) if args.json else ckpt_dir / "eval.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"wrote {out}")
+    return 0
+
+
+def _nll(args, ctx, model, dataset: str, root) -> dict:
+    from splitdyn_cld import data
+    from splitdyn_cld.likelihood import nll_bound
+
+    raw = data.load_test_uint8(dataset, root) if hasattr(data, "load_test_uint8") else None
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    sys.exit(main())
