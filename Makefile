@@ -28,6 +28,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_accuracy.py --quick
 	$(PY) benchmarks/bench_step_cost.py --quick
+	$(PY) benchmarks/report.py
 
 table8: $(STAMP)
 	$(PY) examples/toy_analytic_sampling.py --json outputs/table8_uniform.json
