@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from splitdyn_cld.evaluation import (FeatureStatistics, bits_per_dim_offset, extract_features, feature_statistics,
+from splitdyn_cld.evaluation import (FeatureStatistics, check_inception_weights, extract_features, feature_statistics,
                                      frechet_distance, inception_feature_extractor, load_digits_classifier)
-from splitdyn_cld.image_training import (build_dataset, cleanup_distributed, generate_images, load_trained_model,
+from splitdyn_cld.data import bits_per_dim_offset, load_uint8, to_float, to_uint8
+from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model,
                                          setup_distributed, shard_sizes)
 
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inception-weights", help="Inception-v3 weights file (required for --metric fid)")
     g.add_argument("--fid-backend", choices=["auto", "torchmetrics", "clean-fid"], default="auto")
     g.add_argument("--ref-stats", help="cache of the reference statistics (.npz; computed and saved if missing)")
-    g.add_argument("--samples", help="evaluate FID on these samples (.npz from sample_images.py) instead of sampling")
+    g.add_argument("--samples", help="evaluate these samples (.npz from sample_images.py) instead of sampling")
     g = p.add_argument_group("NLL bound (eq. 60)")
     g.add_argument("--nll-count", type=int, default=256, help="test images (GLOBAL)")
     g.add_argument("--nll-batch", type=int, default=64)
@@ -88,14 +89,25 @@ def _share(ctx, total: int) -> int:
     return shard_sizes(total, ctx.world_size)[ctx.rank]
 
 
-def _real_images(dataset_name: str, root, image_shape, train: bool, seed: int, count: int | None = None):
-    """Real images in [-1, 1] as one tensor (the first ``count`` of a fixed permutation)."""
-    dataset = build_dataset(dataset_name, root, image_shape, train=train, seed=seed)
-    n = len(dataset) if count is None else min(count, len(dataset))
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    items = [dataset[int(i)] for i in order]
-    items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-    return torch.stack(items).float()
+def _real_uint8(dataset_name: str, root, image_shape, train: bool) -> torch.Tensor:
+    """Real images as uint8 ``(N, C, H, W)`` (the split the model was trained on, or the test split)."""
+    if dataset_name == "synthetic":
+        raise SystemExit("error: the synthetic dataset has no real images to compare with; pass --dataset")
+    images = load_uint8(dataset_name, root, train=train, image_size=image_shape[-1])
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise SystemExit(f"error: dataset {dataset_name!r} has images of shape {tuple(images.shape[1:])}, the model "
+                         f"generates {tuple(image_shape)}")
+    return images
+
+
+def _classifier_features(classifier):
+    """Features of uint8 images, or of float images in [-1, 1] quantised to 8 bits first (as real images are)."""
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        x = images if images.dtype == torch.uint8 else to_uint8(images)
+        return classifier.features(to_float(x))
+
+    return features
 
 
 def _print_table(rows: list[dict], metrics: list[str]) -> None:
@@ -115,14 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.nfe:
         if n < 2:
             raise SystemExit(f"error: --nfe values must be >= 2 (one step plus the denoising step), got {n}")
-    metrics_requested = args.metric
-    # Fail early, before any sampling, on missing FID inputs.
-    if metrics_requested and "fid" in metrics_requested:
+    # Fail early, before loading or sampling anything, on missing FID inputs.
+    if args.metric and "fid" in args.metric:
         try:
-            inception_feature_extractor(args.inception_weights, args.fid_backend, device="cpu") if False else None
-            from splitdyn_cld.evaluation import _check_weights
-
-            _check_weights(args.inception_weights)
+            check_inception_weights(args.inception_weights)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -148,13 +156,11 @@ def _evaluate(args, ctx) -> int:
     references: dict[str, FeatureStatistics] = {}
     if "digits-fd" in metrics:
         classifier = load_digits_classifier(args.classifier, map_location=ctx.device)
-        extractors["digits_fd"] = classifier.features
-        train_images = _real_images(dataset, root, model.image_shape, True, args.seed)
-        references["digits_fd"] = feature_statistics(extract_features(classifier.features, train_images,
-                                                                      device=ctx.device))
-        test_images = _real_images(dataset, root, model.image_shape, False, args.seed)
-        floor = frechet_distance(references["digits_fd"],
-                                 extract_features(classifier.features, test_images, device=ctx.device))
+        extract = extractors["digits_fd"] = _classifier_features(classifier)
+        train_images = _real_uint8(dataset, root, model.image_shape, True)
+        references["digits_fd"] = feature_statistics(extract_features(extract, train_images, device=ctx.device))
+        test_images = _real_uint8(dataset, root, model.image_shape, False)
+        floor = frechet_distance(references["digits_fd"], extract_features(extract, test_images, device=ctx.device))
         results["digits_fd_real_test_vs_train"] = {"value": floor, "n_test": len(test_images),
                                                    "n_train": len(train_images)}
         results["classifier"] = {"path": args.classifier, **getattr(classifier, "metadata", {})}
@@ -170,7 +176,7 @@ def _evaluate(args, ctx) -> int:
         if ref_path.is_file():
             references["fid"] = FeatureStatistics.load(ref_path)
         else:
-            real = _real_images(dataset, root, model.image_shape, True, args.seed)
+            real = _real_uint8(dataset, root, model.image_shape, True)
             mine = real[ctx.rank::ctx.world_size]
             features = _gather(ctx, extract_features(extractor, mine, batch_size=args.batch_size, device=ctx.device))
             references["fid"] = feature_statistics(features)
@@ -179,7 +185,7 @@ def _evaluate(args, ctx) -> int:
         results["fid_reference"] = {"path": str(ref_path), "n": references["fid"].n}
 
     settings_list: list[tuple[str, int | None]] = []
-    if args.samples and "fid" in metrics:
+    if args.samples:
         settings_list.append(("file", None))
     else:
         settings_list += [(s, n) for s in args.samplers for n in args.nfe]
@@ -213,7 +219,7 @@ def _evaluate(args, ctx) -> int:
         results["nll"] = _nll(args, ctx, model, dataset, root)
 
     if ctx.is_main:
-        print(f"checkpoint step {model.step}, {args.num_samples} samples per setting")
+        print(f"checkpoint step {model.step}" + (f", {args.num_samples} samples per setting" if results["rows"] else ""))
         if "digits_fd_real_test_vs_train" in results:
             floor = results["digits_fd_real_test_vs_train"]
             print(f"digits FD, real test images vs train images (n={floor['n_test']}): {floor['value']:.4g}")
@@ -231,11 +237,33 @@ def _evaluate(args, ctx) -> int:
 
 
 def _nll(args, ctx, model, dataset: str, root) -> dict:
-    from splitdyn_cld import data
+    """NLL bound (eq. 60) in bits/dim on the first --nll-count test images (dequantised, 8-bit convention)."""
+    from splitdyn_cld.data import dequantize, load_test_uint8
     from splitdyn_cld.likelihood import nll_bound
 
-    raw = data.load_test_uint8(dataset, root) if hasattr(data, "load_test_uint8") else None
-    raise NotImplementedError
+    c, h, w = model.image_shape
+    test = load_test_uint8(dataset, root, image_size=h)[: args.nll_count]
+    mine = test[ctx.rank::ctx.world_size]
+    generator = torch.Generator(ctx.device).manual_seed(args.seed * 65_537 + 2000 + ctx.rank)
+    bits, nfes = [], []
+    batches = range(0, len(mine), args.nll_batch)
+    if args.progress and ctx.is_main:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="nll", leave=False)
+    for start in batches:
+        x0 = dequantize(mine[start:start + args.nll_batch].to(ctx.device), generator=generator)
+        result = nll_bound(model.cld, model.score, x0, rtol=args.nll_rtol, atol=args.nll_atol,
+                           bits_offset=bits_per_dim_offset(256), generator=generator)
+        bits.append(result.bits_per_dim.double().cpu())
+        nfes.append(float(result.nfe))
+    local = torch.cat(bits) if bits else torch.empty(0, dtype=torch.float64)
+    values = _gather(ctx, local)
+    nfe = _gather(ctx, torch.tensor(nfes, dtype=torch.float64))
+    n = len(values)
+    return {"bits_per_dim": float(values.mean()), "stderr": float(values.std() / math.sqrt(n)) if n > 1 else 0.0,
+            "count": n, "nfe": float(nfe.mean()) if len(nfe) else 0.0, "rtol": args.nll_rtol, "atol": args.nll_atol,
+            "convention": "uniform dequantisation of 8-bit values, bits/dim = nats/(D ln 2) + 7, D data dims"}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splitdyn_cld.data import to_uint8
 from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model, save_image_grid,
                                          setup_distributed, shard_sizes)
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                                       rtol=args.rtol, atol=args.atol, denoise=args.denoise, generator=generator,
                                       device=ctx.device, progress=args.progress and ctx.is_main)
         seconds = time.perf_counter() - tic
-        uint8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        uint8 = to_uint8(images).permute(0, 2, 3, 1).numpy()
         np.savez(out / f"samples_rank{ctx.rank}.npz", images=uint8, nfe=nfe, seconds=seconds)
         ctx.barrier()
         if ctx.is_main:

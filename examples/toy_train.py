@@ -1,117 +1,152 @@
-"""Train CLD-SGM (HSM, mixed score, small ResNet, EMA) and a VPSDE baseline on 2-D toy data, then sample
-with SSCS, EM and the probability-flow ODE, report metrics, and save figures. This is ``make demo``.
+"""Train CLD-SGM and a VPSDE baseline on 2-D toy data, sample, score, plot. This is ``make demo``.
 
-Metrics: mean -log p_data(x) of samples (diamond data only: the paper's toy metric), sliced Wasserstein-2
-distance to fresh data samples, mode-weight error (diamond), and the NLL of held-out data: the CLD bound of
-eq. 60 and the VPSDE's probability-flow likelihood (both in nats, exact trace).
+CLD-SGM: hybrid score matching (eq. 9, lambda = ell_t^-2), the mixed score (Sec. 3.2) on a small residual
+MLP (splitdyn_cld.toy_models), an EMA of the weights; M = 0.25, Gamma = 1 (critical), beta = 4, gamma = 0.04.
+VPSDE: beta(t) = 0.1 + 19.9 t, the standard noise-prediction loss ||eps_theta - eps||^2, the same network.
+
+Sampling: CLD with SSCS (Algorithm 1), Euler-Maruyama and the probability-flow ODE (RK45, rtol = atol =
+1e-5); the VPSDE with Euler-Maruyama. All finish with the denoising step (1 NFE). The table reports, per
+sampler: NFE; the mean -log p_data of the samples (diamond only, where the true density is known; a perfect
+sampler gives the data's entropy, and values below it mean samples too concentrated on the mode centres);
+the sliced Wasserstein-2 distance and the unbiased squared MMD (Gaussian kernels; can be slightly negative)
+to fresh data samples; the mode-weight error (diamond). Below it, the NLL of held-out data in nats: the
+CLD bound of eq. 60 and the VPSDE's probability-flow NLL (exact divergence), next to the data's entropy.
+
+Outputs in --out: samples.png (data and each sampler's samples), samples.pt (the samples), loss.png
+(training losses), loss_cld.csv / loss_vpsde.csv, metrics.json, and the trained models (cld.pt, vpsde.pt:
+weights, EMA weights and settings; examples/toy_score_complexity.py --network cld.pt reads them).
 
 Examples
 --------
-python examples/toy_train.py --out outputs/demo                       # the default (< 5 min on 2 cores)
-python examples/toy_train.py --data swissroll --steps 20000 --out outputs/swissroll
+python examples/toy_train.py --out outputs/demo                        # the default: < 5 min on 2 cores
+python examples/toy_train.py --steps 30000 --out outputs/diamond_long  # closer to converged
+python examples/toy_train.py --data swissroll --steps 30000 --out outputs/swissroll
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
-from splitdyn import PerturbationKernel, ProbabilityFlowODE, log_likelihood
-from splitdyn.metrics import mode_weight_error, wasserstein_sliced
+from splitdyn import PerturbationKernel, ProbabilityFlowODE
+from splitdyn.likelihood import log_likelihood
+from splitdyn.metrics import mmd_rbf, mode_weight_error, wasserstein_sliced
 from splitdyn.oracles import diamond_mixture
 from splitdyn.score_matching import kernel_score_matching_loss
-from splitdyn_cld import CLD, MixedScore, hsm_loss, nll_bound, sample
+from splitdyn_cld import CLD, hsm_loss, nll_bound, sample
 from splitdyn_cld.toy_data import get_toy_dataset
-from splitdyn_cld.toy_models import ToyResNet
-from splitdyn_cld.training import check_finite_loss, make_ema
+from splitdyn_cld.toy_models import cld_toy_score, vpsde_toy_score
+from splitdyn_cld.training import CSVLogger, check_finite_loss, make_ema, save_checkpoint, warmup_lr
 from splitdyn_cld.vpsde import vpsde, vpsde_em
 
 
-class NoisePredictionScore(torch.nn.Module):
-    """VPSDE score from a noise predictor: s(x, t) = -eps_theta(x, t) / sigma_t."""
-
-    def __init__(self, net: torch.nn.Module, sde) -> None:
-        super().__init__()
-        self.net, self.sde = net, sde
-
-    def forward(self, u, t):
-        t = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
-        t = t.expand(u.shape[0]) if t.ndim == 0 else t
-        sigma = self.sde.noise_covariance(t)[:, 0, 0].sqrt().to(u.dtype).reshape(-1, 1, 1)
-        return -self.net(u, t.to(u.dtype)) / sigma
-
-
-def vpsde_loss(score, x0, sde, t_min, generator):
-    t = t_min + (sde.T - t_min) * torch.rand(x0.shape[0], generator=generator, dtype=torch.float64)
+def vpsde_loss(score_model, x0: torch.Tensor, sde, generator: torch.Generator | None, t_min: float = 1e-5) -> torch.Tensor:
+    r"""The VPSDE's noise-prediction loss: DSM with :math:`\lambda(t) = \sigma_t^2`, i.e.
+    :math:`\|\varepsilon_\theta(x_t, t) - \varepsilon\|^2` for ``score_model`` a
+    :class:`~splitdyn_cld.toy_models.NoisePredictionScore`; :math:`t \sim U[t_{min}, T)`."""
+    cpu = generator if generator is None or generator.device.type == "cpu" else None
+    t = t_min + (sde.T - t_min) * torch.rand(x0.shape[0], generator=cpu, dtype=torch.float64)
     kernel = PerturbationKernel(sde, t, x0[:, None])
-    weight = kernel.covariance[:, 0, 0]  # lambda = sigma^2: ||eps_theta - eps||^2
-    return kernel_score_matching_loss(score, kernel, weight=weight, generator=generator).mean()
+    return kernel_score_matching_loss(score_model, kernel, weight=kernel.covariance[:, 0, 0], generator=generator).mean()
 
 
-def train(model, loss_fn, data, steps, batch_size, lr, ema_decay, seed, desc, log_every=100):
+def train(model, loss_fn, data, args, device, name: str, log_path: Path):
+    """Adam with a short linear warm-up and a cosine decay, gradient clipping at 1, EMA of the weights.
+
+    Returns the EMA model (``ema.module``, in eval mode), the trained model, the ``AveragedModel`` (for its
+    ``state_dict``) and the loss history ``[(step, running mean loss), ...]`` (also written to ``log_path``)."""
     from tqdm.auto import tqdm
 
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    ema = make_ema(model, ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    bar = tqdm(range(steps), desc=desc)
-    for step in bar:
-        x0 = data(batch_size, generator)
-        loss = loss_fn(model, x0, generator)
-        check_finite_loss(loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        ema.update_parameters(model)
-        if step % log_every == 0 or step == steps - 1:
-            history.append((step, loss.item()))
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    return ema.module, history
+    torch.manual_seed(args.seed)
+    data_gen = torch.Generator().manual_seed(args.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    model.to(device).train()
+    ema = make_ema(model, args.ema)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    warmup = max(1, min(200, args.steps // 10))
+
+    def lr_at(step: int) -> float:  # linear warm-up, then a cosine decay to 10% of the peak
+        progress = max(0, step - warmup) / max(1, args.steps - warmup)
+        return warmup_lr(step, args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress))), warmup)
+
+    history, running = [], []
+    every = max(1, args.steps // 200)
+    with CSVLogger(log_path, fieldnames=["step", "loss", "lr"]) as log:
+        bar = tqdm(range(args.steps), desc=name, disable=args.no_progress, mininterval=1.0)
+        for step in bar:
+            x0 = data(args.batch_size, data_gen).to(device)
+            loss = loss_fn(model, x0, noise_gen)
+            check_finite_loss(loss, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ema.update_parameters(model)
+            running.append(loss.item())
+            if len(running) == every or step == args.steps - 1:
+                mean = sum(running) / len(running)
+                history.append((step, mean))
+                log.log(step=step, loss=mean, lr=lr_at(step))
+                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+                running = []
+    return ema.module.eval(), model.eval(), ema, history
 
 
 @torch.no_grad()
-def evaluate(args, cld, cld_score, vp, vp_score, data, generator):
+def evaluate(args, cld, cld_score, vp, vp_score, data, device):
+    """Sample with every sampler and compute the sample metrics and held-out NLLs."""
     true = diamond_mixture() if args.data == "diamond" else None
     reference = data(args.eval_samples, torch.Generator().manual_seed(args.seed + 99))
-    held_out = data(args.nll_samples, torch.Generator().manual_seed(args.seed + 7))
+    generator = torch.Generator(device=device).manual_seed(args.seed + 2)
     rows, samples = [], {}
 
-    def record(name, x, nfe):
-        x = x.float()
-        row = {"model": name.split()[0], "sampler": name.split()[1], "nfe": int(nfe),
-               "sw2": wasserstein_sliced(x, reference, generator=torch.Generator().manual_seed(0))}
+    def record(model, sampler, x, nfe, seconds):
+        x = x.detach().float().cpu()
+        row = {"model": model, "sampler": sampler, "nfe": int(nfe),
+               "sw2": wasserstein_sliced(x, reference, generator=torch.Generator().manual_seed(0)),
+               "mmd2": mmd_rbf(x, reference, max_samples=2000), "seconds": seconds}
         if true is not None:
             row["nll_samples"] = (-true.log_prob(x)).mean().item()
             row["mode_weight_error"] = mode_weight_error(x, true)
+        row["nonfinite"] = int((~torch.isfinite(x)).any(1).sum())
         rows.append(row)
-        samples[f"{name} (NFE {nfe})"] = x
+        samples[f"{model} {sampler} (NFE {nfe})"] = x
 
-    for sampler in ("sscs", "em"):
-        for n in args.sample_steps:
-            out = sample(cld, cld_score, (args.eval_samples, 2), n - 1, sampler=sampler, generator=generator)
-            record(f"CLD {sampler.upper()}", out.x, out.nfe)
-    out = sample(cld, cld_score, (args.eval_samples, 2), None, sampler="ode", generator=generator)
-    record("CLD ODE", out.x, out.nfe)
+    shape = (args.eval_samples, 2)
+    progress = not args.no_progress
     for n in args.sample_steps:
-        x, nfe = vpsde_em(vp, vp_score, (args.eval_samples, 2), n - 1, generator=generator)
-        record("VPSDE EM", x, nfe)
-    with torch.enable_grad():
-        bound = nll_bound(cld, cld_score, held_out, trace="exact", rtol=1e-5, atol=1e-5, generator=generator)
-        vp_ll = log_likelihood(ProbabilityFlowODE(vp, vp_score), held_out[:, None], t0=1e-5, trace="exact")
-    likelihoods = {"cld_nll_bound_nats": bound.nats.mean().item(), "vpsde_nll_nats": (-vp_ll.log_prob).mean().item()}
-    if true is not None:
-        likelihoods["data_entropy_nats"] = (-true.log_prob(held_out)).mean().item()
-    return rows, samples, likelihoods
+        for sampler in ("sscs", "em"):
+            start = time.perf_counter()
+            out = sample(cld, cld_score, shape, n - 1, sampler=sampler, generator=generator, device=device,
+                         progress=progress)
+            record("CLD", sampler.upper(), out.x, out.nfe, time.perf_counter() - start)
+        start = time.perf_counter()
+        x, nfe = vpsde_em(vp, vp_score, shape, n - 1, generator=generator, device=device, progress=progress)
+        record("VPSDE", "EM", x, nfe, time.perf_counter() - start)
+    start = time.perf_counter()
+    out = sample(cld, cld_score, shape, None, sampler="ode", generator=generator, device=device)
+    record("CLD", "ODE", out.x, out.nfe, time.perf_counter() - start)
+
+    likelihoods = {}
+    if args.nll_samples > 0:
+        held_out = data(args.nll_samples, torch.Generator().manual_seed(args.seed + 7)).to(device)
+        with torch.enable_grad():
+            bound = nll_bound(cld, cld_score, held_out, trace="exact", rtol=1e-5, atol=1e-5, generator=generator)
+            vp_ll = log_likelihood(ProbabilityFlowODE(vp, vp_score), held_out[:, None], t0=1e-5, trace="exact")
+        likelihoods = {"cld_nll_bound": bound.nats.mean().item(), "vpsde_nll": (-vp_ll.log_prob).mean().item()}
+        if true is not None:
+            likelihoods["data_entropy"] = (-true.log_prob(held_out.cpu())).mean().item()
+    return rows, samples, likelihoods, reference
 
 
-def plot(samples, data_points, history, out: Path):
+def plot(samples, data_points, history, out: Path, limits: float = 1.4):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,83 +154,129 @@ def plot(samples, data_points, history, out: Path):
 
     names = ["data"] + list(samples)
     cols = 4
-    rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    nrows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 3.0 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         x = data_points if name == "data" else samples[name]
-        ax.scatter(x[:3000, 0], x[:3000, 1], s=0.6, alpha=0.5)
+        x = x[torch.isfinite(x).all(1)][:5000]
+        ax.scatter(x[:, 0], x[:, 1], s=0.4, alpha=0.4, color="k" if name == "data" else "C0", rasterized=True)
         ax.set_title(name, fontsize=9)
-        ax.set_xlim(-1.4, 1.4)
-        ax.set_ylim(-1.4, 1.4)
+        ax.set_xlim(-limits, limits)
+        ax.set_ylim(-limits, limits)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=110)
+    fig.savefig(out / "samples.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, h in history.items():
-        ax.plot([s for s, _ in h], [l for _, l in h], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
+
+    fig, axes = plt.subplots(1, len(history), figsize=(4.5 * len(history), 3.2), squeeze=False)
+    for ax, (name, h) in zip(axes.flat, history.items()):
+        ax.plot([s for s, _ in h], [v for _, v in h])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (running mean)")
+        ax.set_yscale("log")
+        ax.set_title(name)
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=110)
     plt.close(fig)
 
 
 def format_table(rows, likelihoods) -> str:
-    lines = [f"{'model':<7}{'sampler':<9}{'NFE':>5}{'-log p_data':>13}{'SW2':>9}{'mode err':>10}"]
+    head = f"{'model':<7}{'sampler':<9}{'NFE':>6}{'-log p_data':>13}{'SW2':>9}{'MMD^2':>10}{'mode err':>10}{'time s':>8}"
+    lines = [head, "-" * len(head)]
     for r in rows:
         nll = f"{r['nll_samples']:.3f}" if "nll_samples" in r else "-"
         mwe = f"{r['mode_weight_error']:.3f}" if "mode_weight_error" in r else "-"
-        lines.append(f"{r['model']:<7}{r['sampler']:<9}{r['nfe']:>5}{nll:>13}{r['sw2']:>9.4f}{mwe:>10}")
-    lines.append("held-out NLL (nats): " + ", ".join(f"{k} = {v:.3f}" for k, v in likelihoods.items()))
+        lines.append(f"{r['model']:<7}{r['sampler']:<9}{r['nfe']:>6}{nll:>13}{r['sw2']:>9.4f}{r['mmd2']:>10.5f}"
+                     f"{mwe:>10}{r['seconds']:>8.1f}")
+    if likelihoods:
+        names = {"cld_nll_bound": "CLD NLL bound (eq. 60)", "vpsde_nll": "VPSDE NLL", "data_entropy": "data entropy"}
+        lines.append("held-out NLL in nats: " + ", ".join(f"{names[k]} {v:.3f}" for k, v in likelihoods.items()))
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=["diamond", "swissroll"], default="diamond")
-    parser.add_argument("--steps", type=int, default=4000, help="training steps per model")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--sample-steps", type=int, nargs="+", default=[50, 200], help="NFE (incl. denoising)")
-    parser.add_argument("--eval-samples", type=int, default=5000)
-    parser.add_argument("--nll-samples", type=int, default=200)
+    parser.add_argument("--data", choices=["diamond", "swissroll"], default="diamond", help="toy dataset")
+    parser.add_argument("--steps", type=int, default=4000, help="training steps per model (default 4000)")
+    parser.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3; cosine decay to 10%%)")
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999, with warm-up)")
+    parser.add_argument("--width", type=int, default=64, help="network width (default 64)")
+    parser.add_argument("--blocks", type=int, default=4, help="residual blocks (default 4)")
+    parser.add_argument("--sample-steps", type=int, nargs="+", default=[50, 200],
+                        help="NFE budgets for SSCS/EM, denoising step included (default 50 200)")
+    parser.add_argument("--eval-samples", type=int, default=5000, help="samples per sampler (default 5000)")
+    parser.add_argument("--nll-samples", type=int, default=200, help="held-out points for the NLLs (default 200; 0 skips)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default="outputs/toy")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: these small networks gain nothing from more, and "
+                             "oversubscribed cores slow them down many times; 0 keeps torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--out", default="outputs/toy", help="output folder (default outputs/toy)")
     args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "eval_samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.nll_samples < 0:
+        parser.error("--nll-samples must be non-negative")
+    if min(args.sample_steps) < 2:
+        parser.error("--sample-steps must be at least 2 (one step plus the denoising step)")
+    if not 0 < args.ema < 1:
+        parser.error("--ema must lie in (0, 1)")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
+    device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     data = get_toy_dataset(args.data)
+
     cld = CLD(mass=0.25, friction=1.0, beta=4.0, gamma=0.04, eps_num=1e-6)
-    cld_model = MixedScore(ToyResNet(2, 2, 1, args.width, args.blocks), cld)
-    cld_model, cld_hist = train(cld_model, lambda m, x, g: hsm_loss(m, x, cld, generator=g), data, args.steps,
-                                args.batch_size, args.lr, args.ema, args.seed, "CLD (HSM)")
+    torch.manual_seed(args.seed)  # the initial weights
+    cld_model = cld_toy_score(cld, 2, args.width, args.blocks)
+    cld_ema, cld_model, cld_avg, cld_hist = train(
+        cld_model, lambda m, x, g: hsm_loss(m, x, cld, generator=g), data, args, device, "CLD-SGM (HSM)",
+        out / "loss_cld.csv")
+    save_checkpoint(out / "cld.pt", {"model": cld_model.state_dict(), "ema": cld_avg.state_dict(), "args": vars(args)})
+
     vp = vpsde()
-    vp_model = NoisePredictionScore(ToyResNet(2, 1, 1, args.width, args.blocks), vp)
-    vp_model, vp_hist = train(vp_model, lambda m, x, g: vpsde_loss(m, x, vp, 1e-5, g), data, args.steps,
-                              args.batch_size, args.lr, args.ema, args.seed, "VPSDE (DSM)")
-    params = sum(p.numel() for p in cld_model.parameters())
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    rows, samples, likelihoods = evaluate(args, cld, cld_model, vp, vp_model, data, generator)
-    plot(samples, data(3000, torch.Generator().manual_seed(5)), {"CLD HSM": cld_hist, "VPSDE DSM": vp_hist}, out)
+    torch.manual_seed(args.seed)
+    vp_model = vpsde_toy_score(vp, 2, args.width, args.blocks)
+    vp_ema, vp_model, vp_avg, vp_hist = train(
+        vp_model, lambda m, x, g: vpsde_loss(m, x, vp, g), data, args, device, "VPSDE (DSM)", out / "loss_vpsde.csv")
+    save_checkpoint(out / "vpsde.pt", {"model": vp_model.state_dict(), "ema": vp_avg.state_dict(), "args": vars(args)})
+    train_seconds = time.perf_counter() - start
+
+    rows, samples, likelihoods, reference = evaluate(args, cld, cld_ema, vp, vp_ema, data, device)
+    plot(samples, reference, {"CLD-SGM (HSM)": cld_hist, "VPSDE (noise prediction)": vp_hist}, out)
+    torch.save(samples, out / "samples.pt")
     elapsed = time.perf_counter() - start
-    result = {"settings": vars(args), "parameters": params, "results": rows, "likelihoods": likelihoods,
-              "seconds": elapsed}
+    params = sum(p.numel() for p in cld_model.parameters())
+    result = {"settings": vars(args), "parameters": {"cld": params, "vpsde": sum(p.numel() for p in vp_model.parameters())},
+              "results": rows, "likelihoods_nats": likelihoods,
+              "final_loss": {"cld": cld_hist[-1][1], "vpsde": vp_hist[-1][1]},
+              "seconds": {"training": train_seconds, "total": elapsed}}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    print(f"\nCLD-SGM vs VPSDE on '{args.data}' ({args.steps} steps each, {params} parameters, {elapsed:.0f} s)")
+    print(f"\nCLD-SGM vs VPSDE on '{args.data}': {args.steps} steps each, {params} parameters, "
+          f"{elapsed:.0f} s ({train_seconds:.0f} s training)")
     print(format_table(rows, likelihoods))
     print(f"figures: {out / 'samples.png'}, {out / 'loss.png'}; metrics: {out / 'metrics.json'}")
     return result

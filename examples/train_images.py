@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", default=None, help="continue from <out>/checkpoint.pt")
     g.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     g.add_argument("--num-workers", type=int, help="DataLoader workers per rank")
+    g.add_argument("--threads", type=int, help="torch CPU threads per process (1 avoids oversubscription)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     return p
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    if result.history:
+    if result.history and result.rank == 0:
         print(f"step {result.step}: loss {result.history[-1]['loss']:.5g}; checkpoint {result.checkpoint}")
     return 0
 

@@ -14,6 +14,7 @@ from .propagators import EulerDrift, EulerMaruyama, ExactLinearFlow, Propagator
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .schedules import ConstantBeta, CustomBeta, LinearBeta, ReversedRescaling, TimeRescaling
 from .splitting import Composition, palindromic, splitting, strang, trotter
+from .samplers import sample_euler_maruyama, sample_probability_flow, sample_split, sample_torchsde, split_step
 
 __version__ = "0.1.0"
 
@@ -54,4 +55,9 @@ __all__ = [
     "trotter",
     "uniform_grid",
     "van_loan_kernel",
+    "sample_euler_maruyama",
+    "sample_probability_flow",
+    "sample_split",
+    "sample_torchsde",
+    "split_step",
 ]

@@ -75,6 +75,16 @@ def _series_coefficients(F: torch.Tensor, GGt: torch.Tensor, terms: int) -> torc
     return torch.stack(coefficients)
 
 
+def _exp_series(F: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    r""":math:`e^{hF} = \sum_n h^n F^n / n!` for a batch ``h`` of spans with ``|h| ||F|| < 0.5`` (float64)."""
+    k = F.shape[-1]
+    powers = h[:, None] ** torch.arange(0, _SERIES_TERMS + 1, dtype=torch.float64)
+    terms = [torch.eye(k, dtype=torch.float64)]
+    for n in range(1, _SERIES_TERMS + 1):
+        terms.append(terms[-1] @ F / float(n))
+    return torch.einsum("bn,nij->bij", powers, torch.stack(terms))
+
+
 def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Transition matrix and noise covariance of :math:`du = F u\,db + G\,dw_b` over a span ``delta`` of ``b``.
 
@@ -88,11 +98,13 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
     Returns
     -------
     (Phi, Q):
-        Tensors of shape ``delta.shape + (k, k)``. :math:`\Phi = e^{\Delta B F}` by ``torch.linalg.matrix_exp``;
-        :math:`Q` by Van Loan's block exponential, except where :math:`|\Delta B|\,\|F\| < 0.5`, where the
-        Taylor series :math:`Q = \sum_n \Delta B^n L^{n-1}(GG^\top)/n!`, :math:`L(X) = FX + XF^\top`, keeps
-        every entry to full relative precision (entries such as CLD's :math:`Q_{xx} = O(\Delta B^3)` would
-        otherwise lose digits to the block exponential's norm-wise rounding error). Where
+        Tensors of shape ``delta.shape + (k, k)``. :math:`\Phi` and :math:`Q` by Van Loan's block exponential
+        (``torch.linalg.matrix_exp``), except where :math:`|\Delta B|\,\|F\| < 0.5`, where the Taylor series
+        :math:`\Phi = \sum_n \Delta B^n F^n / n!` and :math:`Q = \sum_n \Delta B^n L^{n-1}(GG^\top)/n!`,
+        :math:`L(X) = FX + XF^\top`, keep every entry to full relative precision: entries such as CLD's
+        :math:`Q_{xx} = O(\Delta B^3)` would otherwise lose digits to the block exponential's norm-wise
+        rounding error, and ``matrix_exp`` itself loses up to four digits of :math:`\Phi` at some small
+        norms. Where
         :math:`|\Delta B|\,\|F\| > 1` the span is halved :math:`m` times and the result doubled back with
         the semigroup property, since the block exponential's error grows like :math:`e^{2|\Delta B|\|F\|}`.
     """
@@ -104,30 +116,35 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
     # Scaling and squaring on the semigroup: the block exponential's norm-wise rounding error grows like
     # exp(2 |dB| ||F||), so evaluate over dB / 2^m and double m times with
     # Phi(2h) = Phi(h)^2, Q(2h) = Phi(h) Q(h) Phi(h)^T + Q(h).
-    largest = flat.abs().max().item() if flat.numel() else 0.0
-    doublings = max(0, math.ceil(math.log2(largest * norm_F))) if largest * norm_F > 1.0 else 0
-    if doublings:
-        Phi, Q = van_loan_kernel(F, GGt, flat / 2.0**doublings)
-        for _ in range(doublings):
-            Q = Phi @ Q @ Phi.transpose(-1, -2) + Q
-            Phi = Phi @ Phi
-        Q = 0.5 * (Q + Q.transpose(-1, -2))
+    # Each span gets its own number of doublings, so a short span batched with a long one keeps full accuracy.
+    scaled = flat.abs() * norm_F
+    doublings = torch.where(scaled > 1.0, torch.ceil(torch.log2(scaled.clamp_min(1.0))), torch.zeros_like(scaled))
+    if bool((doublings > 0).any()):
+        Phi = torch.empty(flat.numel(), k, k, dtype=torch.float64)
+        Q = torch.empty_like(Phi)
+        for m in torch.unique(doublings).tolist():
+            idx = doublings == m
+            Phi_m, Q_m = van_loan_kernel(F, GGt, flat[idx] / 2.0 ** int(m))
+            for _ in range(int(m)):
+                Q_m = Phi_m @ Q_m @ Phi_m.transpose(-1, -2) + Q_m
+                Phi_m = Phi_m @ Phi_m
+            Phi[idx], Q[idx] = Phi_m, 0.5 * (Q_m + Q_m.transpose(-1, -2))
         return Phi.reshape(*shape, k, k), Q.reshape(*shape, k, k)
     block = torch.zeros(2 * k, 2 * k, dtype=torch.float64)
     block[:k, :k] = F
     block[:k, k:] = GGt
     block[k:, k:] = -F.T
     exp_block = torch.linalg.matrix_exp(flat[:, None, None] * block)
-    Phi = exp_block[:, :k, :k]
+    Phi = exp_block[:, :k, :k].clone()
     Q = exp_block[:, :k, k:] @ Phi.transpose(-1, -2)
     small = flat.abs() * norm_F < _SERIES_THRESHOLD
     if norm_F == 0:
         small = torch.ones_like(flat, dtype=torch.bool)
     if bool(small.any()):
-        C = _series_coefficients(F, GGt, _SERIES_TERMS)
         h = flat[small]
         powers = h[:, None] ** torch.arange(1, _SERIES_TERMS + 1, dtype=torch.float64)
-        Q[small] = torch.einsum("bn,nij->bij", powers, C)
+        Q[small] = torch.einsum("bn,nij->bij", powers, _series_coefficients(F, GGt, _SERIES_TERMS))
+        Phi[small] = _exp_series(F, h)
     Q = 0.5 * (Q + Q.transpose(-1, -2))
     return Phi.reshape(*shape, k, k), Q.reshape(*shape, k, k)
 
@@ -304,7 +321,13 @@ class LinearSDE(LinearSDEBase):
 
     def transition_matrix(self, t, s=0.0) -> torch.Tensor:
         t, s = self._check_interval(t, s)
-        return torch.linalg.matrix_exp(self.rescaling.increment(t, s)[..., None, None] * self.F)
+        delta = self.rescaling.increment(t, s)
+        Phi = torch.linalg.matrix_exp(delta[..., None, None] * self.F)
+        # torch.linalg.matrix_exp loses up to three digits at small norms: use the series there (as the kernel)
+        small = delta.abs() * torch.linalg.matrix_norm(self.F, ord=1) < _SERIES_THRESHOLD
+        if bool(small.any()):
+            Phi[small] = _exp_series(self.F, delta[small])
+        return Phi
 
     def noise_covariance(self, t, s=0.0) -> torch.Tensor:
         return self.kernel(t, s)[1]

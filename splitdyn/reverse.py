@@ -33,6 +33,8 @@ from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter"]
 
+#: Type of a score function: ``score(u, t) -> tensor`` with ``u`` of shape ``(batch, k, *event)`` and ``t``
+#: a float or a ``(batch,)`` tensor of forward times; it returns the score of the requested components.
 ScoreFunction = Callable[[torch.Tensor, object], torch.Tensor]
 
 

@@ -7,6 +7,10 @@ from .process import CLD
 from .samplers import SAMPLERS, SampleResult, euler_maruyama, probability_flow, sample, sscs, torchsde_euler
 from .score import MixedScore
 from .vpsde import vpsde, vpsde_em
+from .kernels import (forward_covariance_determinant, forward_mean_coefficients, perturbation_cholesky,
+                      perturbation_covariance, reverse_linear_kernel)
+from .losses import loss_weight, score_matching_objective
+from .likelihood import velocity_entropy
 
 __all__ = [
     "CLD",
@@ -30,4 +34,12 @@ __all__ = [
     "velocity_variance",
     "vpsde",
     "vpsde_em",
+    "forward_covariance_determinant",
+    "forward_mean_coefficients",
+    "loss_weight",
+    "perturbation_cholesky",
+    "perturbation_covariance",
+    "reverse_linear_kernel",
+    "score_matching_objective",
+    "velocity_entropy",
 ]

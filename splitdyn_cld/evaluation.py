@@ -24,7 +24,6 @@ it needs no general matrix square root and is exact up to round-off for positive
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,9 @@ __all__ = [
     "load_digits_classifier",
     "InceptionWeightsMissingError",
     "inception_feature_extractor",
+    "check_inception_weights",
     "extract_features",
     "INCEPTION_WEIGHTS_HELP",
-    "bits_per_dim_offset",
 ]
 
 
@@ -236,6 +235,7 @@ def load_digits_classifier(path: str | os.PathLike, map_location: str | torch.de
 # Inception features (FID): optional backends, never downloading
 # ---------------------------------------------------------------------------------------------------------------
 
+#: The message shown when FID is asked for without a usable Inception weights file: where to put it.
 INCEPTION_WEIGHTS_HELP = """\
 FID needs the Inception-v3 weights file, passed with --inception-weights PATH (nothing is downloaded):
   * backend 'torchmetrics' (pip install torchmetrics torch-fidelity): the torch-fidelity port of the TF
@@ -249,7 +249,9 @@ class InceptionWeightsMissingError(FileNotFoundError):
     """The Inception weights file for FID was not given or does not exist."""
 
 
-def _check_weights(path) -> Path:
+def check_inception_weights(path) -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path` or raise :class:`InceptionWeightsMissingError` (naming the
+    ``--inception-weights`` flag and the expected files) if it is ``None`` or not a file."""
     if path is None:
         raise InceptionWeightsMissingError(f"no Inception weights file given.\n{INCEPTION_WEIGHTS_HELP}")
     path = Path(path).expanduser()
@@ -269,7 +271,9 @@ def _to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (batch, 1 or 3, H, W), got {tuple(images.shape)}")
     if images.dtype != torch.uint8:
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        from .data import to_uint8
+
+        images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -293,7 +297,7 @@ def inception_feature_extractor(weights: str | os.PathLike | None, backend: str 
     ImportError
         No backend is installed.
     """
-    weights = _check_weights(weights)
+    weights = check_inception_weights(weights)
     if backend not in ("auto", "torchmetrics", "clean-fid"):
         raise ValueError(f"backend must be 'auto', 'torchmetrics' or 'clean-fid', got {backend!r}")
     if backend == "auto":
@@ -327,15 +331,3 @@ def inception_feature_extractor(weights: str | os.PathLike | None, backend: str 
         return network(x, return_features=True)
 
     return cleanfid_features
-
-
-def bits_per_dim_offset(levels: int) -> float:
-    r"""Offset turning a continuous NLL on :math:`[-1, 1]` into bits/dim of ``levels``-level discrete data.
-
-    Uniform dequantisation of :math:`k \in \{0..K-1\}` to :math:`(k + U)/K` scaled to :math:`[-1, 1]` has bins of
-    width :math:`2/K`, so :math:`-\log_2 P = -\log_2 p - D\log_2(2/K)`: the offset is :math:`\log_2(K/2)`
-    (7 for 8-bit images, as in the paper).
-    """
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
-    return math.log2(levels / 2)

@@ -69,6 +69,7 @@ __all__ = [
     "CHECKPOINT_NAME",
 ]
 
+#: File name of the (atomically written) training checkpoint inside the run directory.
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = "splitdyn_cld.image_training/1"
 
@@ -111,6 +112,9 @@ class TrainSettings:
         HSM weighting (``"ell"``: :math:`\\lambda = \\ell_t^{-2}`; ``"likelihood"``) and the time cutoff.
     random_flip:
         Random horizontal flips (drawn from the training generator, so resume stays exact).
+    threads:
+        CPU threads for PyTorch (``torch.set_num_threads``); on a busy machine 1 thread per process avoids
+        OpenMP oversubscription, which can slow CPU training several-fold.
     """
 
     config: str = "digits"
@@ -146,10 +150,13 @@ class TrainSettings:
     sample_grid: str = "quadratic"
     resume: bool = False
     device: str | None = None
+    threads: int | None = None
     progress: bool = True
     tensorboard: bool = True
 
 
+#: Named training presets (``--config`` of ``examples/train_images.py``): network config plus training
+#: hyper-parameters (batch size, learning rate, steps, ...) for each dataset.
 PRESETS: dict[str, dict[str, Any]] = {
     # Table 6, "CIFAR10 (Main)": 800k iterations, 100k warm-up, lr 2e-4, 16 GPUs x 8 = 128, eps_num 1e-9.
     "cifar10": dict(dataset="cifar10", steps=800_000, warmup=100_000, lr=2e-4, batch_size=128, ema_decay=0.9999,
@@ -163,7 +170,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         ema_decay=0.9999, eps_num=1e-6, random_flip=True, ckpt_every=10_000, sample_every=20_000,
                         sample_count=16, log_every=100),
     # scikit-learn's 8x8 digits: a CPU-sized run (minutes), same CLD and loss as the paper.
-    "digits": dict(dataset="digits", steps=1500, warmup=100, lr=2e-3, batch_size=128, ema_decay=0.999,
+    "digits": dict(dataset="digits", steps=1500, warmup=100, lr=1e-3, batch_size=64, ema_decay=0.999,
                    eps_num=1e-6, ckpt_every=500, sample_every=500, log_every=50, sample_steps=100),
     # For tests and smoke runs.
     "tiny": dict(dataset="synthetic", steps=10, warmup=0, lr=1e-3, batch_size=8, ema_decay=0.99, eps_num=1e-6,
@@ -323,13 +330,12 @@ def build_cld(settings: TrainSettings) -> CLD:
 def _net_config(settings: TrainSettings):
     from .nets import get_config
 
-    cfg = get_config(settings.config)
-    changes = {}
+    overrides = {}
     if settings.dropout is not None:
-        changes["dropout"] = settings.dropout
-    if settings.image_size is not None and hasattr(cfg, "image_size"):
-        changes["image_size"] = settings.image_size
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+        overrides["dropout"] = settings.dropout
+    if settings.image_size is not None:
+        overrides["image_size"] = settings.image_size
+    return get_config(settings.config, **overrides)
 
 
 def build_score_model(net_config, cld: CLD, mixed: bool = True, autocast_dtype: torch.dtype | None = None
@@ -342,11 +348,7 @@ def build_score_model(net_config, cld: CLD, mixed: bool = True, autocast_dtype: 
 
 
 def _image_shape(net_config) -> tuple[int, int, int]:
-    channels = getattr(net_config, "channels", None) or getattr(net_config, "image_channels", None)
-    size = getattr(net_config, "image_size", None)
-    if channels is None or size is None:
-        raise AttributeError("the network configuration must define image_size and channels")
-    return int(channels), int(size), int(size)
+    return int(net_config.image_channels), int(net_config.image_size), int(net_config.image_size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,31 +377,24 @@ def build_dataset(name: str, root: str | None, image_shape: tuple[int, int, int]
     """The training (or test) images in :math:`[-1, 1]` as a dataset of ``(C, H, W)`` float tensors.
 
     ``digits`` needs no download (scikit-learn); ``cifar10`` reads the python-pickle CIFAR-10 under ``root``;
-    ``folder`` reads every image under ``root`` at the network's resolution; ``synthetic`` is random data.
+    ``folder`` reads every image under ``root`` at the network's resolution (no split: ``train`` is
+    ignored); ``synthetic`` is random data. Images are mapped to :math:`[-1, 1]` deterministically
+    (:func:`splitdyn_cld.data.to_float`); flips are done on the batch with the training generator.
     """
     from . import data
 
     if name == "synthetic":
         return SyntheticImages(image_shape, seed=seed + (0 if train else 1))
-    if name == "digits":
-        images = data.load_digits_images(train=train)
-    elif name == "cifar10":
-        if root is None:
-            raise ValueError("--dataset cifar10 needs --data-root (the folder holding cifar-10-batches-py)")
-        images = data.load_cifar10(root, train=train)
-    elif name == "folder":
-        if root is None:
-            raise ValueError("--dataset folder needs --data-root (a folder of images)")
-        images = data.load_image_folder(root, image_shape[-1])
-    else:
+    if name not in ("digits", "cifar10", "folder"):
         raise ValueError(f"dataset must be 'digits', 'cifar10', 'folder' or 'synthetic', got {name!r}")
-    dataset = images if isinstance(images, Dataset) else data.ImageDataset(images)
-    sample = dataset[0]
-    sample = sample[0] if isinstance(sample, (tuple, list)) else sample
-    if tuple(sample.shape) != tuple(image_shape):
-        raise ValueError(f"dataset {name!r} has images of shape {tuple(sample.shape)} but the network config "
-                         f"expects {tuple(image_shape)}")
-    return dataset
+    if name in ("cifar10", "folder") and root is None:
+        raise ValueError(f"--dataset {name} needs --data-root ("
+                         + ("the folder holding cifar-10-batches-py)" if name == "cifar10" else "a folder of images)"))
+    images = data.load_uint8(name, root, train=train, image_size=image_shape[-1])
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"dataset {name!r} has images of shape {tuple(images.shape[1:])} but the network "
+                         f"config expects {tuple(image_shape)}")
+    return data.ImageDataset(images)
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -510,10 +505,12 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
                step: int = 0) -> dict[str, float]:
     """One HSM step: loss, non-finite check (all ranks agree), backward, unscale, clip, optimiser step.
 
-    Returns ``{"loss": ..., "grad_norm": ...}`` (the loss averaged over the ranks). Raises
-    :class:`~splitdyn_cld.training.NonFiniteLossError` *before* touching the parameters if the loss is NaN/inf.
+    Returns ``{"loss": ..., "grad_norm": ...}`` (the loss averaged over the ranks; the gradient norm before
+    clipping). Raises :class:`~splitdyn_cld.training.NonFiniteLossError` *before* touching the parameters if
+    the loss is NaN/inf, or (without a gradient scaler) if the gradient norm is. Both checks read a value on
+    the host: two synchronisations per step on a GPU.
     """
-    from .training import check_finite_loss
+    from .training import NonFiniteLossError, check_finite_loss
 
     ctx = ctx or DistributedContext(device=x0.device)
     parameters = parameters if parameters is not None else [p for p in score_model.parameters() if p.requires_grad]
@@ -528,13 +525,18 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
-    if scaler is not None:
+    grad_norm = float(grad_norm)
+    if scaler is not None:  # fp16: the scaler skips steps with inf/NaN gradients and lowers its scale
         scaler.step(optimizer)
         scaler.update()
     else:
+        if not math.isfinite(grad_norm):  # the same on every rank (gradients are all-reduced)
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"the gradient norm is {grad_norm} at step {step} (finite loss {loss_value}): "
+                                     "training stopped before the parameters were updated.")
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_value, "grad_norm": float(grad_norm)}
+    return {"loss": loss_value, "grad_norm": grad_norm}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -542,12 +544,13 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 1,
+                    scale: int | None = None) -> Path:
+    """Tile images ``(N, C, H, W)`` in :math:`[-1, 1]` (or uint8) into one PNG (matplotlib, no GUI).
 
-
-def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 1) -> Path:
-    """Tile images ``(N, C, H, W)`` in :math:`[-1, 1]` (or uint8) into one PNG (matplotlib, no GUI)."""
+    ``scale`` enlarges every pixel to ``scale x scale`` (nearest neighbour); by default small images are
+    enlarged to at least 32 pixels (8x8 digits: 4x).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -555,7 +558,12 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | N
 
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
-    x = images if images.dtype == torch.uint8 else _to_uint8(images)
+    from .data import to_uint8
+
+    x = images.cpu() if images.dtype == torch.uint8 else to_uint8(images.cpu())
+    scale = scale or max(1, math.ceil(32 / max(x.shape[-2:])))
+    if scale > 1:
+        x = x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     n, c, h, w = x.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)
@@ -615,53 +623,40 @@ def generate_images(score_model, cld: CLD, count: int, image_shape: tuple[int, i
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: per-step losses of this run, the final step and the checkpoint path."""
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    history:
+        Per-step ``{"step", "loss", "grad_norm", "lr"}`` of this run (the loss averaged over the ranks).
+    step:
+        The final step.
+    checkpoint, out:
+        Paths of the checkpoint and the output folder.
+    model, ema:
+        The trained :class:`UNetVelocityNet` (unwrapped) and its EMA (an ``AveragedModel``).
+    rank:
+        This process's rank.
+    """
 
     history: list[dict[str, float]]
     step: int
     checkpoint: Path
     out: Path
-
-
-def _unwrap_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return module.state_dict()
+    model: torch.nn.Module | None = None
+    ema: torch.nn.Module | None = None
+    rank: int = 0
 
 
 def _gather_rng(ctx: DistributedContext, generator: torch.Generator) -> list[dict[str, Any]]:
     from .training import rng_state
 
-    local = {"global": rng_state(), "generator": generator.get_state()}
+    local = rng_state({"loss": generator})
     if not ctx.distributed:
         return [local]
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, local)
     return gathered
-
-
-class _CSVLog:
-    """Append rows of scalars to a CSV file (header from the first row; flushed every row)."""
-
-    def __init__(self, path: Path, append: bool) -> None:
-        self.path = path
-        self.fields: list[str] | None = None
-        if append and path.is_file():
-            with open(path) as f:
-                header = f.readline().strip()
-            self.fields = header.split(",") if header else None
-        elif path.exists():
-            path.unlink()
-
-    def log(self, row: dict[str, float]) -> None:
-        import csv
-
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
 
 
 class _TensorBoard:
@@ -691,13 +686,28 @@ def _print(ctx: DistributedContext, *args) -> None:
 
 
 def train(settings: TrainSettings) -> TrainResult:
-    """Train an image CLD-SGM with ``settings``; under ``torchrun`` on every rank (only rank 0 writes).
+    r"""Train an image CLD-SGM with ``settings``; under ``torchrun`` call it on every rank (only rank 0 writes).
+
+    Each step draws a per-rank batch of ``batch_size / world_size`` images, evaluates the HSM loss (eq. 9/53,
+    :math:`t \sim U[t_{min}, 1)`) of the mixed score, checks it is finite on every rank, back-propagates (DDP
+    averages the gradients), clips the gradient norm, takes an Adam step at the warmed-up learning rate and
+    updates the EMA.
+
+    Files in ``settings.out`` (rank 0): ``checkpoint.pt`` (atomic; model, EMA, optimiser, grad scaler, step,
+    every rank's RNG states, data order, settings, network config), optionally ``checkpoint_<step>.pt``
+    snapshots, ``train_log.csv`` (step, loss averaged over the logging interval, gradient norm, learning rate,
+    images/s, epoch), ``samples/step_<step>.png`` (SSCS samples of the EMA model) and ``tensorboard/`` if
+    TensorBoard is installed. With ``settings.resume`` the run continues from ``checkpoint.pt``, bit for bit on
+    the CPU when the world size is unchanged.
 
     Raises
     ------
     splitdyn_cld.training.NonFiniteLossError
         On a NaN/inf loss, with the step and the path of the last good checkpoint (left untouched).
     """
+    split_global_batch(settings.batch_size, _env_int("WORLD_SIZE", 1))  # fail before any process group
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     ctx = setup_distributed(settings.device)
     try:
         return _train(settings, ctx)
@@ -706,7 +716,7 @@ def train(settings: TrainSettings) -> TrainResult:
 
 
 def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
-    from .training import NonFiniteLossError, load_checkpoint, make_ema, save_checkpoint, set_rng_state, warmup_lr
+    from .training import CSVLogger, NonFiniteLossError, load_checkpoint, make_ema, save_checkpoint, set_rng_state, warmup_lr
 
     per_rank_batch = split_global_batch(s.batch_size, ctx.world_size)
     precision, autocast_dtype = resolve_precision(s.precision, ctx.device)
@@ -716,6 +726,8 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
 
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     net_config = _net_config(s)
     image_shape = _image_shape(net_config)
     cld = build_cld(s)
@@ -728,12 +740,12 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
 
     trained: torch.nn.Module = net
-    if s.compile:
-        trained = torch.compile(trained)
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(trained, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if s.compile:  # compile the DDP-wrapped module (DDP's graph breaks at bucket boundaries overlap communication)
+        trained = torch.compile(trained)
     train_model = MixedScore(trained, cld, mixed=s.mixed)
 
     dataset = build_dataset(s.dataset, s.data_root, image_shape, train=True, seed=s.seed)
@@ -753,9 +765,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
         stream.load_state(state["data"])
         step = int(state["step"])
         if state["world_size"] == ctx.world_size:
-            rng = state["rng"][ctx.rank]
-            set_rng_state(rng["global"])
-            generator.set_state(rng["generator"])
+            set_rng_state(state["rng"][ctx.rank], {"loss": generator})
         else:
             _print(ctx, f"note: checkpoint written with world size {state['world_size']}, resuming on "
                         f"{ctx.world_size}: data order and noise continue but not bit-for-bit")
@@ -796,7 +806,9 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
             save_image_grid(images, out / "samples" / f"step_{at_step:07d}.png")
         ctx.barrier()
 
-    logger = _CSVLog(out / "train_log.csv", append=step > 0) if ctx.is_main else None
+    fields = ["step", "loss", "grad_norm", "lr", "images_per_s", "epoch"]
+    logger = CSVLogger(out / "train_log.csv", fieldnames=fields, resume_step=step if step > 0 else None) \
+        if ctx.is_main else None
     tensorboard = _TensorBoard(out / "tensorboard", s.tensorboard and ctx.is_main)
     history: list[dict[str, float]] = []
     progress = None
@@ -805,7 +817,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
 
         progress = tqdm(total=s.steps, initial=step, desc="train", dynamic_ncols=True)
     net.train()
-    tic, images_seen = time.perf_counter(), 0
+    tic, images_seen, interval_losses = time.perf_counter(), 0, []
     try:
         while step < s.steps:
             x0 = next(stream).to(ctx.device, non_blocking=True).float()
@@ -830,13 +842,15 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
             images_seen += s.batch_size
             row = {"step": step, "loss": stats["loss"], "grad_norm": stats["grad_norm"], "lr": lr}
             history.append(row)
+            interval_losses.append(stats["loss"])
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{stats['loss']:.4g}")
             if step % s.log_every == 0 or step == s.steps:
                 elapsed = time.perf_counter() - tic
-                row = dict(row, images_per_s=images_seen / max(elapsed, 1e-9), epoch=stream.epoch)
-                tic, images_seen = time.perf_counter(), 0
+                row = dict(row, loss=sum(interval_losses) / len(interval_losses),
+                           images_per_s=images_seen / max(elapsed, 1e-9), epoch=stream.epoch)
+                tic, images_seen, interval_losses = time.perf_counter(), 0, []
                 if logger is not None:
                     logger.log(row)
                 tensorboard.log(row, step)
@@ -848,7 +862,9 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
         if progress is not None:
             progress.close()
         tensorboard.close()
-    return TrainResult(history=history, step=step, checkpoint=ckpt_path, out=out)
+        if logger is not None:
+            logger.close()
+    return TrainResult(history=history, step=step, checkpoint=ckpt_path, out=out, model=net, ema=ema, rank=ctx.rank)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,47 +1,140 @@
-"""Training utilities shared by the toy and image scripts: EMA, atomic checkpoints, RNG state, NaN checks."""
+r"""Training utilities shared by the toy and the image training scripts.
+
+* :func:`make_ema` -- an exponential moving average of the weights with the warm-up rate
+  :math:`\min(\text{decay}, (1 + n) / (10 + n))` (App. E.2: EMA 0.9999 for the image models, 0.999 for toys);
+* :func:`save_checkpoint` / :func:`load_checkpoint` -- atomic checkpoints (a crash mid-write keeps the last one);
+* :func:`rng_state` / :func:`set_rng_state` -- every random number generator a training step touches, so that a
+  resumed run is bit-for-bit the uninterrupted one;
+* :func:`check_finite_loss` -- stop with a clear :class:`NonFiniteLossError` on NaN/inf losses;
+* :func:`warmup_lr` -- linear learning-rate warm-up;
+* :class:`CSVLogger` -- a line-buffered CSV log of training metrics that survives resumption.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["NonFiniteLossError", "make_ema", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "check_finite_loss", "warmup_lr"]
+__all__ = [
+    "NonFiniteLossError",
+    "make_ema",
+    "ema_rate",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "check_finite_loss",
+    "warmup_lr",
+    "CSVLogger",
+]
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite."""
+    """Raised when the training loss becomes NaN or infinite (see :func:`check_finite_loss`)."""
+
+
+def _check_decay(decay: float) -> float:
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+        raise TypeError(f"decay must be a float, got {type(decay).__name__}")
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"decay must lie in (0, 1), got {decay}")
+    return float(decay)
+
+
+def ema_rate(num_averaged: int, decay: float, warmup: bool = True) -> float:
+    r"""The EMA rate used for the update after ``num_averaged`` earlier updates:
+    :math:`\min(\text{decay}, (1 + n) / (10 + n))` with warm-up, else ``decay``.
+
+    The new average is ``rate * average + (1 - rate) * current``; see :func:`make_ema`.
+    """
+    decay = _check_decay(decay)
+    if not warmup:
+        return decay
+    n = float(num_averaged)
+    return min(decay, (1.0 + n) / (10.0 + n))
+
+
+def _ema_multi_avg_fn(decay: float, warmup: bool):
+    """A ``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: one ``foreach`` lerp per
+    device/dtype group, with the rate computed on the device (no host synchronisation)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if warmup:
+            n = num_averaged.to(torch.float64)
+            rate = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+        else:
+            rate = torch.tensor(decay, dtype=torch.float64, device=num_averaged.device)
+        if torch.is_floating_point(averaged[0]):
+            weight = (1.0 - rate).to(averaged[0].dtype)
+            torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
+        else:  # integer buffers (e.g. BatchNorm's num_batches_tracked): follow the model
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
 
 
 def make_ema(model: torch.nn.Module, decay: float = 0.9999, warmup: bool = True) -> AveragedModel:
-    r"""Exponential moving average of ``model``'s parameters and buffers (``torch.optim.swa_utils.AveragedModel``).
+    r"""Exponential moving average of ``model``'s parameters and buffers.
 
-    With ``warmup``, the rate after ``n`` updates is :math:`\min(\text{decay}, (1 + n) / (10 + n))`, so early
-    averages are not dominated by the random initialisation.
+    Returns a :class:`torch.optim.swa_utils.AveragedModel` (``use_buffers=True``); call
+    ``ema.update_parameters(model)`` after each optimiser step and evaluate ``ema.module``. Its
+    ``state_dict()`` holds the averaged weights and the update count ``n_averaged`` (checkpoint it).
+
+    The first update copies the model's weights; the update after :math:`n \ge 1` earlier ones is
+
+    .. math::
+
+        \bar\theta \leftarrow r_n\,\bar\theta + (1 - r_n)\,\theta,\qquad
+        r_n = \min\Big(\text{decay}, \frac{1 + n}{10 + n}\Big)
+
+    with ``warmup`` (so the average forgets the random initialisation quickly), else :math:`r_n = \text{decay}`.
+
+    Parameters
+    ----------
+    model:
+        The trained module.
+    decay:
+        The EMA rate in :math:`(0, 1)` (the paper: 0.9999 for images, 0.999 for toy data).
+    warmup:
+        Use the warm-up rate :math:`\min(\text{decay}, (1 + n)/(10 + n))`.
     """
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"decay must lie in (0, 1), got {decay}")
-
-    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        n = float(num_averaged)
-        rate = min(decay, (1.0 + n) / (10.0 + n)) if warmup else decay
-        return rate * averaged + (1.0 - rate) * current
-
-    return AveragedModel(model, avg_fn=average, use_buffers=True)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    decay = _check_decay(decay)
+    return AveragedModel(model, multi_avg_fn=_ema_multi_avg_fn(decay, bool(warmup)), use_buffers=True)
 
 
 def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder, fsync, then
-    ``os.replace``. A crash mid-write leaves the previous checkpoint intact."""
+    """Write ``state`` with :func:`torch.save` atomically.
+
+    The data goes to a temporary file in the destination folder, is flushed and ``fsync``-ed, and then
+    ``os.replace``-d over ``path`` (atomic on POSIX and Windows); the folder is ``fsync``-ed too where the
+    platform allows. A crash or an exception mid-write leaves the previous checkpoint at ``path`` intact and
+    removes the temporary file.
+
+    Parameters
+    ----------
+    path:
+        Destination file (its folder is created if needed).
+    state:
+        A dict of tensors, ``state_dict()``-s, RNG states, numbers, ...
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -52,44 +145,176 @@ def save_checkpoint(path, state: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        try:
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (clear error if it is missing)."""
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Checkpoints hold RNG states (NumPy arrays, Python tuples), so they are unpickled with
+    ``weights_only=False``: load only files you wrote yourself. Keep ``map_location="cpu"`` when the state
+    contains RNG states (they must be CPU byte tensors).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def rng_state() -> dict:
-    """Python, NumPy, torch CPU (and CUDA) RNG states, for bit-exact resume."""
+def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict:
+    """Capture the random number generators a training step can touch, for a bit-exact resume.
+
+    Parameters
+    ----------
+    generators:
+        Named explicit generators (e.g. ``{"data": g}``) to capture as well.
+
+    Returns
+    -------
+    dict
+        Python's ``random``, NumPy's global RNG, torch's CPU RNG, every CUDA device's RNG (if CUDA is
+        available) and the given generators; restore with :func:`set_rng_state`.
+    """
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if generators:
+        state["generators"] = {name: g.get_state() for name, g in generators.items()}
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict, generators: Mapping[str, torch.Generator] | None = None) -> None:
+    """Restore what :func:`rng_state` captured (including the named ``generators``, in place)."""
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= state.keys():
+        raise ValueError("state must be a dict returned by rng_state()")
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    for name, g in (generators or {}).items():
+        if name not in state.get("generators", {}):
+            raise KeyError(f"the saved RNG state has no generator {name!r}")
+        g.set_state(state["generators"][name].cpu())
 
 
 def check_finite_loss(loss: torch.Tensor, step: int) -> None:
-    """Raise :class:`NonFiniteLossError` if ``loss`` is NaN/inf, with what to try next."""
+    """Raise :class:`NonFiniteLossError` if ``loss`` has a NaN or infinite entry.
+
+    Call it before ``backward()``/``optimizer.step()`` so the parameters are never touched by a bad step.
+    (On a GPU this synchronises with the host; check every few steps if that matters.)
+    """
+    loss = torch.as_tensor(loss)
     if not bool(torch.isfinite(loss).all()):
+        value = loss.detach().float().cpu()
+        shown = value.item() if value.numel() == 1 else value.tolist()
         raise NonFiniteLossError(
-            f"the training loss is {loss.item()} at step {step}; the last good checkpoint is kept. "
-            "Try a lower learning rate, a longer warm-up, bf16 instead of fp16, or gradient clipping."
+            f"the training loss is {shown} at step {step}: training stopped before the parameters were updated. "
+            "Try a lower learning rate or a longer learning-rate warm-up, bf16 instead of fp16 autocast (or fp32), "
+            "and gradient clipping; then resume from the last checkpoint."
         )
 
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up: ``base_lr * min(1, (step + 1) / warmup_steps)``."""
+    """Linear warm-up: ``base_lr * min(1, (step + 1) / warmup_steps)`` (``base_lr`` if ``warmup_steps <= 0``)."""
     if warmup_steps <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup_steps)
+
+
+class CSVLogger:
+    """Append rows of metrics to a CSV file, one line per call, flushed immediately.
+
+    The columns are fixed by ``fieldnames`` or by the first row's keys. With ``resume_step``, an existing
+    file is kept up to (and including) the rows whose ``step`` is at most ``resume_step`` -- rows written after
+    the checkpoint a run resumes from are dropped, so the log matches the uninterrupted run. Without it, an
+    existing file is overwritten.
+
+    Parameters
+    ----------
+    path:
+        The CSV file (its folder is created if needed).
+    fieldnames:
+        Column names; default the keys of the first logged row.
+    resume_step:
+        Resume an existing log at this step (see above).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from splitdyn_cld.training import CSVLogger
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> with CSVLogger(path) as log:
+    ...     log.log(step=0, loss=1.5)
+    ...     log.log(step=1, loss=0.5)
+    >>> open(path).read().splitlines()
+    ['step,loss', '0,1.5', '1,0.5']
+    """
+
+    def __init__(self, path, fieldnames=None, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fieldnames = list(fieldnames) if fieldnames is not None else None
+        kept: list[dict] = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                if self.fieldnames is None and reader.fieldnames:
+                    self.fieldnames = list(reader.fieldnames)
+                for row in reader:
+                    try:
+                        step = float(row.get("step", "nan"))
+                    except ValueError:
+                        step = math.nan
+                    if not step > resume_step:  # keep rows at or before the checkpoint (and rows without a step)
+                        kept.append(row)
+        self._file = open(self.path, "w", newline="")
+        self._writer = None
+        if self.fieldnames is not None:
+            self._start(self.fieldnames)
+            for row in kept:
+                self._writer.writerow(row)
+            self._file.flush()
+
+    def _start(self, fieldnames) -> None:
+        self.fieldnames = list(fieldnames)
+        self._writer = csv.DictWriter(self._file, fieldnames=self.fieldnames)
+        self._writer.writeheader()
+
+    def log(self, row: Mapping | None = None, **values) -> None:
+        """Write one row (a mapping and/or keyword values); tensors are converted with ``.item()``."""
+        merged = dict(row or {}, **values)
+        if self._file.closed:
+            raise ValueError(f"the CSV log {self.path} is closed")
+        if self._writer is None:
+            self._start(merged)
+        unknown = set(merged) - set(self.fieldnames)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)} for the CSV log {self.path} with columns {self.fieldnames}")
+        self._writer.writerow({k: v.item() if isinstance(v, torch.Tensor) else v for k, v in merged.items()})
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> CSVLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

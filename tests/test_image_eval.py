@@ -14,7 +14,6 @@ from splitdyn_cld.evaluation import (
     DigitsClassifier,
     FeatureStatistics,
     InceptionWeightsMissingError,
-    bits_per_dim_offset,
     feature_statistics,
     frechet_distance,
     inception_feature_extractor,
@@ -106,6 +105,31 @@ def test_fid_without_a_backend_says_what_to_install(tmp_path):
         inception_feature_extractor(weights)
 
 
-def test_bits_per_dim_offset_is_seven_for_8_bit_images():
-    assert bits_per_dim_offset(256) == 7.0
-    assert bits_per_dim_offset(17) == pytest.approx(math.log2(8.5))
+def test_evaluate_cli_without_inception_weights_fails_early_naming_the_flag(tmp_path, capsys):
+    cli = load_example("evaluate_images")
+    assert cli.main(["--checkpoint", str(tmp_path / "no-checkpoint-needed"), "--metric", "fid"]) == 2
+    err = capsys.readouterr().err
+    assert "--inception-weights" in err and "inception-2015-12-05" in err
+
+
+def test_evaluate_cli_reports_digits_frechet_distance_per_sampler_and_nfe_and_the_nll(tmp_path, monkeypatch):
+    from splitdyn_cld.image_training import settings_for, train
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    train(settings_for("tiny", out=str(tmp_path / "run"), steps=1, progress=False, tensorboard=False, device="cpu"))
+    torch.manual_seed(0)
+    save_digits_classifier(tmp_path / "clf.pt", DigitsClassifier(width=8))
+    cli = load_example("evaluate_images")
+    out = tmp_path / "eval.json"
+    assert cli.main(["--checkpoint", str(tmp_path / "run"), "--dataset", "digits", "--metric", "digits-fd", "nll",
+                     "--classifier", str(tmp_path / "clf.pt"), "--samplers", "sscs", "em", "--nfe", "3", "5",
+                     "--num-samples", "20", "--nll-count", "2", "--nll-rtol", "1e-2", "--nll-atol", "1e-2",
+                     "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    import json
+
+    results = json.loads(out.read_text())
+    assert [(r["sampler"], r["nfe"]) for r in results["rows"]] == [("sscs", 3), ("sscs", 5), ("em", 3), ("em", 5)]
+    assert all(math.isfinite(r["digits_fd"]) and r["digits_fd"] >= 0 for r in results["rows"])
+    assert results["digits_fd_real_test_vs_train"]["n_test"] == 360
+    assert results["nll"]["count"] == 2 and math.isfinite(results["nll"]["bits_per_dim"])

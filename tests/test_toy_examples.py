@@ -1,0 +1,105 @@
+"""The toy experiments run end to end at tiny settings; the toy networks have the documented shapes and
+parametrisations; Fig. 9a's and App. C.1's orderings hold with exact scores."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from splitdyn_cld import CLD, velocity_variance
+from splitdyn_cld.toy_models import NoisePredictionScore, ToyResNet, cld_toy_score, vpsde_toy_score
+from splitdyn_cld.vpsde import vpsde
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_toy_resnet_handles_any_event_shape_and_stays_under_100k_parameters():
+    for event_shape in (2, 3, (2, 2)):
+        shape = (event_shape,) if isinstance(event_shape, int) else event_shape
+        net = ToyResNet(event_shape, in_components=2, out_components=1)
+        out = net(torch.randn(5, 2, *shape), torch.rand(5))
+        assert out.shape == (5, 1, *shape)
+    assert sum(p.numel() for p in ToyResNet(2, 2, 1).parameters()) < 100_000
+    with pytest.raises(ValueError, match="u must have shape"):
+        ToyResNet(2, 2, 1)(torch.randn(5, 1, 2), torch.rand(5))
+
+
+def test_untrained_models_start_at_their_analytic_parts():
+    cld = CLD()
+    u, t = torch.randn(6, 2, 2), torch.rand(6, dtype=torch.float64) * 0.9 + 0.05
+    s = cld_toy_score(cld)(u, t)  # zero output layer: the mixed score is -v / Sigma_vv
+    expected = -u[:, 1:] / velocity_variance(cld, t).to(u.dtype).reshape(-1, 1, 1)
+    torch.testing.assert_close(s, expected)
+
+    sde = vpsde()
+    model = vpsde_toy_score(sde)
+    model.net.out.reset_parameters()
+    eps = model.network_output(u[:, :1], t)
+    sigma = (1 - torch.exp(-(0.1 * t + 0.5 * 19.9 * t**2))).sqrt()  # VPSDE: sigma_t^2 = 1 - exp(-int beta)
+    torch.testing.assert_close(model(u[:, :1], t), -eps / sigma.float().reshape(-1, 1, 1))
+    with pytest.raises(ValueError, match="one component"):
+        NoisePredictionScore(model.net, cld)
+
+
+@pytest.mark.slow
+def test_toy_train_tiny_run_writes_outputs_with_finite_metrics(tmp_path):
+    toy = load_example("toy_train")
+    result = toy.main(["--steps", "30", "--batch-size", "128", "--eval-samples", "300", "--nll-samples", "4",
+                       "--sample-steps", "8", "--no-progress", "--out", str(tmp_path)])
+    for name in ("samples.png", "samples.pt", "loss.png", "metrics.json", "loss_cld.csv", "loss_vpsde.csv", "cld.pt", "vpsde.pt"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["parameters"]["cld"] < 100_000
+    assert {(r["model"], r["sampler"]) for r in saved["results"]} == {("CLD", "SSCS"), ("CLD", "EM"), ("CLD", "ODE"),
+                                                                      ("VPSDE", "EM")}
+    for row in result["results"]:
+        assert all(math.isfinite(row[k]) for k in ("sw2", "mmd2", "nll_samples", "mode_weight_error")), row
+        assert row["nonfinite"] == 0
+    assert set(result["likelihoods_nats"]) == {"cld_nll_bound", "vpsde_nll", "data_entropy"}
+    assert all(math.isfinite(v) for v in result["likelihoods_nats"].values())
+    assert len((tmp_path / "loss_cld.csv").read_text().splitlines()) > 2
+    # the saved EMA weights load back into the toy network (as toy_score_complexity --network does)
+    complexity = load_example("toy_score_complexity")
+    net = complexity._fixed_network(CLD(), 0, str(tmp_path / "cld.pt"))
+    ema = torch.load(tmp_path / "cld.pt", weights_only=False)["ema"]
+    torch.testing.assert_close(net.net.out.weight, ema["module.net.out.weight"], rtol=0, atol=0)
+
+
+def test_score_complexity_cld_is_simpler_near_zero_and_hsm_gradients_are_less_noisy(tmp_path):
+    module = load_example("toy_score_complexity")
+    result = module.main(["--samples", "4000", "--jacobian-samples", "500", "--gradient-samples", "64",
+                          "--times", "0.001", "0.01", "0.1", "--out", str(tmp_path)])
+    # Fig. 9a: the CLD score is far closer to the Normal score than the VPSDE's at small t
+    for row in result["score_complexity"]:
+        assert row["xi_cld"] < row["xi_vpsde"] and row["jacobian_cld"] < row["jacobian_vpsde"], row
+    assert result["score_complexity"][0]["xi_cld"] < 1e-2 * result["score_complexity"][0]["xi_vpsde"]
+    # App. C.1: DSM = HSM + a zero-mean term, so its gradient noise is larger
+    for row in result["gradient_noise"]:
+        assert row["trcov_k_hsm"] < row["trcov_k_dsm"], row
+    t_small = [r for r in result["gradient_noise"] if r["t"] == 0.001]
+    assert all(r["grad_noise_hsm"] < r["grad_noise_dsm"] for r in t_small)
+    assert (tmp_path / "score_complexity.png").is_file() and (tmp_path / "score_complexity.json").is_file()
+
+
+@pytest.mark.slow
+def test_toy_train_is_reproducible_from_its_seed(tmp_path):
+    toy = load_example("toy_train")
+    tiny = ["--steps", "4", "--batch-size", "32", "--eval-samples", "64", "--nll-samples", "0", "--sample-steps", "3",
+            "--no-progress"]
+    first = toy.main(tiny + ["--out", str(tmp_path / "a")])
+    second = toy.main(tiny + ["--out", str(tmp_path / "b")])
+    assert first["final_loss"] == second["final_loss"]
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in first["results"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in second["results"]]
+    third = toy.main(tiny + ["--seed", "1", "--out", str(tmp_path / "c")])
+    assert third["final_loss"] != first["final_loss"]
