@@ -270,7 +270,7 @@ def sample_torchsde(
     cannot follow a non-uniform grid, and with ``dt`` equal to the step the rounding of
     :math:`\tau_0 + k\,dt` can add a spurious tiny step. On a uniform grid (and without trajectory, callback
     or progress bar) this is one ``sdeint`` call over :math:`[\tau_0, \tau_n]` with ``dt`` the step enlarged
-    by :math:`10^{-9}` relative: exactly :math:`n` steps, the last clipped onto :math:`\tau_n`. That is the
+    by :math:`10^{-11}` relative: exactly :math:`n` steps, the last clipped onto :math:`\tau_n`. That is the
     call a user benchmarking torchsde writes, so step-cost comparisons are fair. Otherwise ``sdeint`` is
     called once per interval :math:`[\tau_i, \tau_{i+1}]` with a ``dt`` larger than the interval, which
     gives one step of exactly :math:`\tau_{i+1} - \tau_i`. Each ``sdeint`` call first evaluates the drift
@@ -323,9 +323,9 @@ def sample_torchsde(
     if uniform and not (save_trajectory or callback is not None or progress):
         # One sdeint call, as a user benchmarking torchsde would write it. torchsde steps
         # t <- min(t + dt, ts[-1]); with dt = h exactly, rounding of t0 + k*dt can leave a spurious tiny
-        # extra step, so dt is h enlarged by 1e-9 relative: n steps, the last clipped onto the grid's end.
+        # extra step, so dt is h enlarged by 1e-11 relative: n steps, the last clipped onto the grid's end.
         ts = torch.tensor([times[0], times[-1]], dtype=torch.float64, device=u.device)
-        y = torchsde.sdeint(adapter, y, ts, method=method, dt=widths[0] * (1.0 + 1e-9), bm=bm)[-1]
+        y = torchsde.sdeint(adapter, y, ts, method=method, dt=widths[0] * (1.0 + 1e-11), bm=bm)[-1]
         calls = 1
     else:
         steps = range(len(times) - 1)

@@ -122,6 +122,23 @@ def test_our_euler_maruyama_equals_torchsde_euler_on_the_same_noise_on_a_nonunif
     assert ours.nfe == ref.nfe == n + 1
 
 
+@pytest.mark.parametrize("n", [99, 200])
+def test_torchsde_reference_takes_exactly_one_step_per_interval_of_a_uniform_grid(n):
+    # n = 99 and 200 are step counts where torchsde with dt equal to the step adds a spurious tiny extra step
+    cld, S0 = cld_gaussian()
+    reverse = cld.reverse(gaussian_score(cld, S0, [1]))
+    batch, d = 8, 2
+    grid = uniform_grid(n, cld.T, EPS)
+    u = cld.prior_sample((batch, d), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = sample_euler_maruyama(reverse, u, grid, generator=torch.Generator().manual_seed(3))
+    bm = SequentialBrownian((batch, 2 * d), torch.Generator().manual_seed(3), torch.float64)
+    ref = sample_torchsde(reverse, u, grid, bm=bm)
+    assert ref.nfe == n
+    # the same path: torchsde's steps are the grid's enlarged by 1e-11 relative (the last one clipped)
+    print("max |ours - torchsde|", (ours.state - ref.state).abs().max().item())
+    assert torch.allclose(ours.state, ref.state, rtol=1e-9, atol=1e-9)
+
+
 def test_torchsde_reference_agrees_statistically_and_is_reproducible_from_a_generator():
     vp = vpsde()
     S0 = torch.tensor([[DATA_VAR]], dtype=torch.float64)
