@@ -50,12 +50,19 @@ def run_problem(name: str, args) -> list[dict]:
     reference = mixture.sample(args.samples, torch.Generator().manual_seed(123), dtype=torch.float64)
     rows = []
 
+    def metrics(x):
+        return {"nll": (-mixture.log_prob(x)).mean().item(),
+                "sw2": wasserstein_sliced(x, reference, generator=torch.Generator().manual_seed(0)),
+                "mode_weight_error": mode_weight_error(x, mixture)}
+
+    # the metrics' sampling floor: a fresh exact data sample of the same size scores this, not 0
+    floor = metrics(mixture.sample(args.samples, torch.Generator().manual_seed(999), dtype=torch.float64))
+    print(f"{name:>10} {'fresh data sample':<22} (floor)     -log p {floor['nll']:9.3f}  SW2 {floor['sw2']:.4f}  "
+          f"mode err {floor['mode_weight_error']:.3f}", flush=True)
+
     def record(method, x, nfe, seconds):
         x = x.to(torch.float64)
-        rows.append({"problem": name, "method": method, "nfe": int(nfe),
-                     "nll": (-mixture.log_prob(x)).mean().item(),
-                     "sw2": wasserstein_sliced(x, reference, generator=torch.Generator().manual_seed(0)),
-                     "mode_weight_error": mode_weight_error(x, mixture), "seconds": seconds})
+        rows.append({"problem": name, "method": method, "nfe": int(nfe), **metrics(x), "seconds": seconds})
         print(f"{name:>10} {method:<22} NFE {nfe:>5}  -log p {rows[-1]['nll']:9.3f}  SW2 {rows[-1]['sw2']:.4f}  "
               f"mode err {rows[-1]['mode_weight_error']:.3f}  ({seconds:.1f} s)", flush=True)
 
@@ -92,10 +99,10 @@ def run_problem(name: str, args) -> list[dict]:
         ode = ProbabilityFlowODE(cld, reverse.score, [1])
         sol = sample_probability_flow(ode, prior(1), eps=EPS, rtol=tol, atol=tol)
         record(f"CLD ODE dopri5 tol={tol:g}", sol.state[:, 0], sol.nfe, time.perf_counter() - start)
-    return rows
+    return rows, floor
 
 
-def plot(rows, name, path):
+def plot(rows, floor, name, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,6 +113,7 @@ def plot(rows, name, path):
     for m in methods:
         pts = sorted((r["nfe"], r["sw2"]) for r in rows if r["method"].split(" tol=")[0] == m)
         ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
+    ax.axhline(floor["sw2"], color="gray", ls="--", lw=1, label="fresh data sample (floor)")
     ax.set_xlabel("NFE (score evaluations)")
     ax.set_ylabel("sliced W2 to data")
     ax.set_title(f"accuracy vs NFE: {name}")
@@ -129,14 +137,16 @@ def main(argv=None):
     print(f"machine: {machine()}")
     out = Path(args.out or RESULTS)
     for name in args.problems:
-        rows = run_problem(name, args)
+        rows, floor = run_problem(name, args)
         headers = ["method", "NFE", "-log p_data", "SW2", "mode err", "seconds"]
         table = markdown_table(headers, [[r["method"], r["nfe"], r["nll"], r["sw2"], r["mode_weight_error"], r["seconds"]] for r in rows])
+        table += (f"\nSampling floor, a fresh data sample of the same size ({args.samples}): -log p_data "
+                  f"{floor['nll']:.4g}, SW2 {floor['sw2']:.4g}, mode err {floor['mode_weight_error']:.4g}\n")
         print(table)
         cmd = f"Command: `python benchmarks/bench_accuracy.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-        write_results(f"accuracy_{name}", {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": rows},
+        write_results(f"accuracy_{name}", {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "floor": floor, "results": rows},
                       f"{cmd}\n\n{table}", out)
-        plot(rows, name, out / f"accuracy_{name}.png")
+        plot(rows, floor, name, out / f"accuracy_{name}.png")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,53 @@ def table8_rows(path: Path):
     return [""] + [f"n={n}" for n in steps], rows
 
 
+def md_file_table(path: Path):
+    """The command line and the (first) table of a benchmark's own markdown file, as (command, headers, rows)."""
+    if not path.exists():
+        return None, None, None
+    lines = path.read_text().splitlines()
+    command = next((line for line in lines if line.startswith("Command:")), None)
+    table = [line for line in lines if line.startswith("|")]
+    if len(table) < 2:
+        return command, None, None
+    split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    return command, split(table[0]), [split(line) for line in table[2:]]
+
+
+EULER_BASELINES = ("CLD EM (ours)", "CLD torchsde euler", "VPSDE EM")
+
+
+def targets() -> list[str]:
+    """Issue 5's targets, checked against the result files present (markdown bullet lines)."""
+    out = []
+    for path in sorted(RESULTS.glob("step_cost_*.json")):
+        data = json.loads(path.read_text())
+        small = [r for r in data["results"] if r["batch"] <= 10_000]
+        if not small:
+            continue
+        worst_ref = min(min(r["torchsde_over_em"], r["torchsde_over_sscs"]) for r in small)
+        worst_split = max(r["sscs_over_em"] for r in data["results"])
+        cells = ", ".join(f"{r['batch']:.0e}: EM {r['torchsde_over_em']:.2f}x, SSCS {r['torchsde_over_sscs']:.2f}x"
+                          for r in small)
+        verdict = "met" if worst_ref >= 2.0 else f"missed (worst {worst_ref:.2f}x)"
+        out.append(f"- {path.stem}: torchsde euler / ours at batch <= 1e4 >= 2x: **{verdict}** ({cells}).")
+        verdict = "met" if worst_split <= 1.3 else "missed"
+        out.append(f"- {path.stem}: SSCS / our EM <= 1.3 at every batch: **{verdict}** (worst {worst_split:.2f}).")
+    for path in sorted(RESULTS.glob("accuracy_*.json")):
+        results = json.loads(path.read_text())["results"]
+        for metric in ("sw2", "nll"):
+            lost = []
+            for r in results:
+                if not r["method"].startswith("CLD SSCS") or r["nfe"] > 100:
+                    continue
+                for b in results:
+                    if b["method"] in EULER_BASELINES and b["nfe"] == r["nfe"] and b[metric] <= r[metric]:
+                        lost.append(f"{r['method']} {r[metric]:.3g} vs {b['method']} {b[metric]:.3g} at NFE {r['nfe']}")
+            verdict = "met" if not lost else "missed: " + "; ".join(lost)
+            out.append(f"- {path.stem}: SSCS beats every Euler baseline at equal NFE <= 100 by {metric}: **{verdict}**.")
+    return out
+
+
 def main() -> None:
     GENERATED.mkdir(parents=True, exist_ok=True)
     md = ["# Benchmark results", "",
@@ -63,16 +110,24 @@ def main() -> None:
             md += [f"## {title}", "", f"Command: `python examples/toy_analytic_sampling.py --samples 100000 --grid {grid}` "
                    "(2-core CPU, exact scores).", "", md_table(headers, rows)]
             rst_t8 += [title, "~" * len(title), "", rst_table(headers, rows)]
+    checks = targets()
+    if checks:
+        md += ["## Targets (issue 5)", "", *checks, ""]
+        rst_bench += ["Targets", "-------", "", *checks, ""]
     for path in sorted(RESULTS.glob("step_cost_*.json")) + sorted(RESULTS.glob("accuracy_*.json")):
         data = json.loads(path.read_text())
-        rows = data["results"]
-        headers = list(rows[0])
-        table_rows = [[fmt(r[h]) for h in headers] for r in rows]
-        md += [f"## {path.stem}", "", f"Machine: {data['machine']}", "", md_table(headers, table_rows)]
+        command, headers, table_rows = md_file_table(path.with_suffix(".md"))
+        if headers is None:
+            rows = data["results"]
+            headers = list(rows[0])
+            table_rows = [[fmt(r[h]) for h in headers] for r in rows]
+        intro = [f"Machine: {data['machine']}", ""] + ([command.replace("`", "``"), ""] if command else [])
+        md += [f"## {path.stem}", "", f"Machine: {data['machine']}", ""] + ([command, ""] if command else [])
+        md += [md_table(headers, table_rows)]
         png = path.with_suffix(".png")
         if png.exists():
             md += [f"![{path.stem}]({png.name})", ""]
-        rst_bench += [path.stem, "-" * len(path.stem), "", f"Machine: {data['machine']}", "", rst_table(headers, table_rows)]
+        rst_bench += [path.stem, "-" * len(path.stem), "", *intro, rst_table(headers, table_rows)]
         if png.exists():
             shutil.copyfile(png, GENERATED / png.name)
             rst_bench += [f".. image:: /_generated/{png.name}", "   :width: 600px", ""]

@@ -44,15 +44,20 @@ _SERIES_TERMS = 30
 
 
 def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    r"""Apply a ``k x k`` matrix to the component axis of ``u``: :math:`(A \otimes I_d)\,u`.
+    r"""Apply a ``k x m`` matrix to the component axis of ``u``: :math:`(A \otimes I_d)\,u`.
 
     Parameters
     ----------
     matrix:
-        Shape ``(k, k)`` (one matrix for the whole batch) or ``(batch, k, k)`` (one per sample). It is cast
+        Shape ``(k, m)`` (one matrix for the whole batch) or ``(batch, k, m)`` (one per sample). It is cast
         to ``u``'s dtype and device.
     u:
-        State of shape ``(batch, k, *event_shape)``.
+        State of shape ``(batch, m, *event_shape)``.
+
+    Notes
+    -----
+    ``einsum`` measured faster than unrolled scalar multiply-adds over the components and than a broadcast
+    ``matmul`` for the small ``k`` of CLD and VP/VE diffusions, from batch 100 to 10^6 (2-core CPU).
     """
     matrix = matrix.to(dtype=u.dtype, device=u.device)
     flat = u.reshape(u.shape[0], u.shape[1], -1)
@@ -61,7 +66,7 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     elif matrix.ndim == 3:
         out = torch.einsum("bij,bjn->bin", matrix, flat)
     else:
-        raise ValueError(f"matrix must have shape (k, k) or (batch, k, k), got {tuple(matrix.shape)}")
+        raise ValueError(f"matrix must have shape (k, m) or (batch, k, m), got {tuple(matrix.shape)}")
     return out.reshape(u.shape[0], matrix.shape[-2], *u.shape[2:])
 
 

@@ -219,3 +219,15 @@ def test_training_tutorial_runs():
 def test_every_tutorial_script_is_shown_on_a_page(script):
     pages = "\n".join(p.read_text() for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
     assert f"literalinclude:: {script}" in pages, f"docs/tutorials/{script} is not included by any page"
+
+
+def test_readme_example_runs_and_samples_near_the_data():
+    readme = (DOCS.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README.md has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    x = namespace["x"]
+    assert x.shape == (10_000, 2) and bool(torch.isfinite(x).all())
+    # the 9-mode diamond mixture lives in [-1, 1]^2 (means at distance 2^-1/2 * {0, 1, 2}, std 0.04)
+    assert float(x.abs().max()) < 1.5 and abs(float(x.mean())) < 0.1

@@ -380,3 +380,21 @@ def test_monte_carlo_paths_from_torchsde_match_the_exact_kernel(noise):
     for i, t in enumerate([0.6, 1.0]):
         Phi, Q = sde.kernel(t, 0.2)
         assert_gaussian_moments(ys[i + 1], Phi @ u0, Q)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 2), (2, 1), (5, 5)])
+def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape):
+    from splitdyn import apply_matrix
+
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(shape, generator=gen, dtype=torch.float64)
+    u = torch.randn(7, shape[1], 3, 4, generator=gen, dtype=torch.float64)
+    expected = torch.einsum("ij,bjxy->bixy", A, u)
+    assert torch.allclose(apply_matrix(A, u), expected, rtol=1e-14, atol=1e-14)
+    A_grad = A.clone().requires_grad_(True)  # autograd through the matrix
+    out = apply_matrix(A_grad, u)
+    assert torch.allclose(out, expected, rtol=1e-14, atol=1e-14)
+    out.sum().backward()
+    assert torch.allclose(A_grad.grad, u.sum(dim=(2, 3)).sum(0).expand(shape[0], -1))
+    batched = A.expand(7, *shape)
+    assert torch.allclose(apply_matrix(batched, u), expected, rtol=1e-14, atol=1e-14)

@@ -283,3 +283,29 @@ def test_configs_are_frozen_and_get_config_returns_copies():
     assert get_config("celebahq256").input_shape == (6, 256, 256)
     assert get_config("digits").data_shape == (1, 8, 8)
     assert UNetConfig(channel_multipliers=[1, 2], attention_resolutions=16).attention_resolutions == (16,)
+
+
+def test_replicate_pad_by_indexing_equals_torch_replicate_padding():
+    from splitdyn_cld.nets.layers import _replicate_pad
+
+    x = torch.randn(2, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    for before, after in [(1, 1), (2, 1), (0, 2)]:
+        expected = torch.nn.functional.pad(x, (before, after, before, after), mode="replicate")
+        assert torch.equal(_replicate_pad(x, before, after), expected)
+
+
+@pytest.mark.slow
+def test_fir_resampling_compiles_forward_and_backward():
+    # inductor (torch 2.13, CPU) failed on replication_pad2d_backward, which broke train(compile=True)
+    from splitdyn_cld.nets.layers import fir_downsample, fir_kernel_2d, fir_upsample
+
+    kernel = fir_kernel_2d((1, 3, 3, 1))
+
+    def loss(x):
+        return fir_upsample(fir_downsample(x, kernel), kernel).square().sum()
+
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    torch.compile(loss)(x).backward()
+    x_eager = x.detach().clone().requires_grad_(True)
+    loss(x_eager).backward()
+    assert torch.allclose(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)

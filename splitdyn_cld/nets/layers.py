@@ -321,6 +321,18 @@ def _depthwise(kernel2d: torch.Tensor, channels: int, dtype: torch.dtype) -> tor
     return kernel2d.to(dtype).flip(0, 1)[None, None].expand(channels, 1, *kernel2d.shape).contiguous()
 
 
+def _replicate_pad(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Replicate-pad the last two axes by gathering with clamped indices.
+
+    Same values as ``F.pad(x, (before, after, before, after), mode="replicate")``, but built from indexing,
+    whose backward ``torch.compile`` handles: inductor (torch 2.13) fails on ``replication_pad2d_backward``.
+    """
+    h, w = x.shape[-2:]
+    rows = torch.arange(-before, h + after, device=x.device).clamp_(0, h - 1)
+    cols = torch.arange(-before, w + after, device=x.device).clamp_(0, w - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
 def fir_downsample(x: torch.Tensor, kernel2d: torch.Tensor) -> torch.Tensor:
     """Low-pass filter with ``kernel2d`` and keep every second pixel: ``(B, C, H, W) -> (B, C, H/2, W/2)``.
 
@@ -344,7 +356,7 @@ def fir_downsample(x: torch.Tensor, kernel2d: torch.Tensor) -> torch.Tensor:
     k = kernel2d.shape[-1]
     before, after = (k - 1) // 2, (k - 2) // 2
     if before or after:
-        x = F.pad(x, (before, after, before, after), mode="replicate")
+        x = _replicate_pad(x, before, after)
     return F.conv2d(x, _depthwise(kernel2d, x.shape[1], x.dtype), stride=2, groups=x.shape[1])
 
 
@@ -372,7 +384,7 @@ def fir_upsample(x: torch.Tensor, kernel2d: torch.Tensor) -> torch.Tensor:
     k = kernel2d.shape[-1]
     h, w = x.shape[-2:]
     q = (k + 3) // 4
-    x = F.pad(x, (q, q, q, q), mode="replicate")
+    x = _replicate_pad(x, q, q)
     weight = _depthwise(kernel2d * 4, x.shape[1], x.dtype).flip(-2, -1)
     y = F.conv_transpose2d(x, weight, stride=2, groups=x.shape[1])
     start = 2 * q + (k - 2) // 2
