@@ -12,6 +12,7 @@ Run ``python benchmarks/bench_step_cost.py --help``. Results go to ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -78,23 +79,28 @@ def run(args) -> dict:
         def reference():
             torchsde.sdeint(adapter, y0, ts, method="euler", dt=dt * (1.0 + 1e-11))
 
-        t_sscs = median_time(ours_sscs, args.repeats, device) / args.steps
-        t_em = median_time(ours_em, args.repeats, device) / args.steps
-        t_ref = median_time(reference, args.repeats, device) / args.steps
+        # interleaved rounds (SSCS, EM, torchsde, SSCS, ...): a shared machine's drifting speed then affects the
+        # three alike, and the ratios are medians of per-round ratios
+        rounds = [[median_time(fn, 1, device, warmup=1 if r == 0 else 0) / args.steps
+                   for fn in (ours_sscs, ours_em, reference)] for r in range(args.repeats)]
+        t_sscs, t_em, t_ref = (statistics.median(r[i] for r in rounds) for i in range(3))
+        ratio = lambda i, j: statistics.median(r[i] / r[j] for r in rounds)  # noqa: E731
         record = {
             "batch": batch,
             "sscs_s_per_step": t_sscs,
             "em_s_per_step": t_em,
             "torchsde_euler_s_per_step": t_ref,
-            "torchsde_over_em": t_ref / t_em,
-            "torchsde_over_sscs": t_ref / t_sscs,
-            "sscs_over_em": t_sscs / t_em,
+            "torchsde_over_em": ratio(2, 1),
+            "torchsde_over_sscs": ratio(2, 0),
+            "sscs_over_em": ratio(0, 1),
         }
         records.append(record)
-        rows.append([batch, t_sscs * 1e6, t_em * 1e6, t_ref * 1e6, t_ref / t_em, t_ref / t_sscs, t_sscs / t_em])
+        rows.append([batch, t_sscs * 1e6, t_em * 1e6, t_ref * 1e6, record["torchsde_over_em"], record["torchsde_over_sscs"],
+                     record["sscs_over_em"]])
         print(
             f"batch {batch:>8}: SSCS {t_sscs * 1e6:9.1f} us  EM {t_em * 1e6:9.1f} us  torchsde {t_ref * 1e6:9.1f} us"
-            f"  torchsde/EM {t_ref / t_em:5.2f}  torchsde/SSCS {t_ref / t_sscs:5.2f}  SSCS/EM {t_sscs / t_em:4.2f}",
+            f"  torchsde/EM {record['torchsde_over_em']:5.2f}  torchsde/SSCS {record['torchsde_over_sscs']:5.2f}"
+            f"  SSCS/EM {record['sscs_over_em']:4.2f}",
             flush=True,
         )
     headers = ["batch", "SSCS us/step", "our EM us/step", "torchsde EM us/step", "torchsde/EM", "torchsde/SSCS", "SSCS/EM"]
@@ -129,7 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--dimension", type=int, default=2, help="data dimension d (states are 2 x d)")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved timing rounds")
     parser.add_argument("--score", choices=["gaussian", "mixture"], default="gaussian")
     parser.add_argument("--quick", action="store_true", help="batch sizes 1e2..1e5, 3 repeats (for make bench)")
     parser.add_argument("--no-plot", dest="plot", action="store_false")

@@ -114,7 +114,7 @@ def main() -> None:
     if checks:
         md += ["## Targets (issue 5)", "", *checks, ""]
         rst_bench += ["Targets", "-------", "", *checks, ""]
-    for path in sorted(RESULTS.glob("step_cost_*.json")) + sorted(RESULTS.glob("accuracy_*.json")):
+    for path in [p for prefix in ("step_cost", "accuracy", "gpu", "digits") for p in sorted(RESULTS.glob(f"{prefix}_*.json"))]:
         data = json.loads(path.read_text())
         command, headers, table_rows = md_file_table(path.with_suffix(".md"))
         if headers is None:

@@ -33,6 +33,8 @@ from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter"]
 
+_CACHE_SIZE = 4096  # per-time coefficient matrices kept by a reverse SDE / probability flow
+
 #: Type of a score function: ``score(u, t) -> tensor`` with ``u`` of shape ``(batch, k, *event)`` and ``t``
 #: a float or a ``(batch,)`` tensor of forward times; it returns the score of the requested components.
 ScoreFunction = Callable[[torch.Tensor, object], torch.Tensor]
@@ -73,8 +75,24 @@ class _ScoreTerm:
             ggt = ggt[..., self.score_components]
         ggt = ggt.to(dtype=u.dtype, device=u.device)
         if key is not None:
-            self._cache[key] = ggt
+            self._remember(key, ggt)
         return ggt
+
+    def _forward_drift(self, u: torch.Tensor, t) -> torch.Tensor:
+        """:math:`f(u, t)`; for a linear SDE at a float time, from a per-time cache of :math:`F(t)` in u's dtype."""
+        if isinstance(t, torch.Tensor) or not hasattr(self.sde, "drift_matrix"):
+            return self.sde.drift(u, t)
+        check_state("u", u, self.num_components)
+        key = ("F", float(t), u.dtype, u.device)
+        if key not in self._cache:
+            self._remember(key, self.sde.drift_matrix(float(t)).to(dtype=u.dtype, device=u.device))
+        return apply_matrix(self._cache[key], u)
+
+    def _remember(self, key, value: torch.Tensor) -> None:
+        """Cache a per-time coefficient; bounded, since adaptive solvers visit ever new times."""
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = value
 
     def _score(self, u: torch.Tensor, t) -> torch.Tensor:
         self.evaluations += 1
@@ -121,7 +139,7 @@ class ReverseSDE(_ScoreTerm):
     def drift(self, u: torch.Tensor, tau) -> torch.Tensor:
         r"""Reverse drift :math:`-f(u, T-\tau) + GG^\top s(u, T-\tau)`."""
         t = self.T - tau
-        return -self.sde.drift(u, t) + self._apply_ggt_score(u, t, 1.0)
+        return self._apply_ggt_score(u, t, 1.0) - self._forward_drift(u, t)
 
     def diffusion_matrix(self, tau) -> torch.Tensor:
         r""":math:`G(T - \tau)` (float64)."""
@@ -215,7 +233,7 @@ class ProbabilityFlowODE(_ScoreTerm):
 
     def velocity(self, u: torch.Tensor, t) -> torch.Tensor:
         """The vector field at state ``u`` and forward time ``t``."""
-        return self.sde.drift(u, t) - self._apply_ggt_score(u, t, 0.5)
+        return self._forward_drift(u, t) - self._apply_ggt_score(u, t, 0.5)
 
     def __call__(self, t, y: torch.Tensor) -> torch.Tensor:
         if isinstance(t, torch.Tensor):
