@@ -273,3 +273,44 @@ def test_vpsde_has_the_paper_schedule_and_its_em_sampler_recovers_gaussian_data(
     se = DATA_VAR * math.sqrt(2 / batch)
     # the denoised samples target the data variance; EM's O(h) bias at n = 200 is below 1 %
     assert abs(x.var().item() - DATA_VAR) < 5 * se + 0.01 * DATA_VAR
+
+
+def test_fused_strang_halves_the_flow_noise_draws_and_keeps_the_law_of_sscs():
+    # integrate() takes the closing A(h/2) of a step and the opening A(h/2) of the next as one exact step:
+    # Gaussian transitions compose, so the law is unchanged. Oracle: the exact moments of the unfused
+    # composition (pushed through every sub-step without Monte Carlo) on Gaussian data.
+    from splitdyn import integrate
+
+    cld, S0 = cld_gaussian(gamma=1.0)
+    reverse = ReverseSDE(cld, gaussian_score(cld, S0, [1]), score_components=[1])
+    step = split_step(reverse)
+    flow = step.steps[0][0]
+    n, batch = 12, 200_000
+    grid = quadratic_grid(n, cld.T, EPS)
+    calls = []
+    original = type(flow).__call__
+
+    def counting(self, u, t, h, generator=None):
+        calls.append((t, h))
+        return original(self, u, t, h, generator)
+
+    u0 = exact_prior(cld, S0, (batch, 1), torch.Generator().manual_seed(0))
+    flow.__class__ = type("CountingFlow", (type(flow),), {"__call__": counting})
+    fused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1)).state
+    assert len(calls) == n + 1
+    # the flow covers the grid once, without gaps or overlaps
+    assert calls[0][0] == grid[0].item() and math.isclose(calls[-1][0] + calls[-1][1], grid[-1].item(), rel_tol=1e-12)
+    assert all(math.isclose(a[0] + a[1], b[0], rel_tol=1e-12) for a, b in zip(calls, calls[1:]))
+    calls.clear()
+    unfused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1), fuse_exact_flows=False).state
+    assert len(calls) == 2 * n
+
+    mean = torch.zeros(1, 2, 1, dtype=torch.float64)
+    cov = marginal_covariance(cld, S0, cld.T)
+    for i in range(n):
+        mean, cov = step.gaussian_moments(mean, cov, grid[i].item(), (grid[i + 1] - grid[i]).item())
+    for samples in (fused, unfused):
+        sample_cov = torch.cov(samples[:, :, 0].T)
+        se = torch.sqrt((cov**2 + torch.outer(torch.diag(cov), torch.diag(cov))) / batch)
+        assert bool(((sample_cov - cov).abs() < 5 * se).all()), (sample_cov, cov)
+        assert bool((samples[:, :, 0].mean(0).abs() < 5 * torch.sqrt(torch.diag(cov) / batch)).all())
