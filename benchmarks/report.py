@@ -115,7 +115,8 @@ def main() -> None:
         path = RESULTS / f"table8_{grid}.json"
         if path.exists():
             headers, rows = table8_rows(path)
-            title = f"Table 8, {grid} grid: mean -log p_data (paper) / sliced W2 to data"
+            paper = "paper" if grid == "uniform" else "paper, uniform grid: it reports no quadratic-grid Table 8"
+            title = f"Table 8, {grid} grid: mean -log p_data ({paper}) / sliced W2 to data"
             md += [f"## {title}", "", f"Command: `python examples/toy_analytic_sampling.py --samples 100000 --grid {grid}` "
                    "(2-core CPU, exact scores).", "", md_table(headers, rows)]
             rst_t8 += [title, "~" * len(title), "", rst_table(headers, rows)]
