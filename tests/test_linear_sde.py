@@ -382,19 +382,30 @@ def test_monte_carlo_paths_from_torchsde_match_the_exact_kernel(noise):
         assert_gaussian_moments(ys[i + 1], Phi @ u0, Q)
 
 
+@pytest.mark.parametrize("batch", [7, 512])  # small states: einsum; large states on the CPU: multiply-adds
 @pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 2), (2, 1), (5, 5)])
-def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape):
+def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch):
     from splitdyn import apply_matrix
 
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(shape, generator=gen, dtype=torch.float64)
-    u = torch.randn(7, shape[1], 3, 4, generator=gen, dtype=torch.float64)
+    A[0, -1] = 0.0  # zero entries are skipped by the multiply-add path
+    u = torch.randn(batch, shape[1], 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     expected = torch.einsum("ij,bjxy->bixy", A, u)
-    assert torch.allclose(apply_matrix(A, u), expected, rtol=1e-14, atol=1e-14)
+    out = apply_matrix(A, u)
+    assert out.shape == expected.shape
+    if batch == 512 and A.numel() <= 16:
+        assert out.is_contiguous()
+    assert torch.allclose(out, expected, rtol=1e-14, atol=1e-14)
+    (grad_u,) = torch.autograd.grad(out.square().sum(), u)  # autograd through the state
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), u)
+    assert torch.allclose(grad_u, expected_grad, rtol=1e-13, atol=1e-13)
     A_grad = A.clone().requires_grad_(True)  # autograd through the matrix
-    out = apply_matrix(A_grad, u)
+    out = apply_matrix(A_grad, u.detach())
     assert torch.allclose(out, expected, rtol=1e-14, atol=1e-14)
     out.sum().backward()
-    assert torch.allclose(A_grad.grad, u.sum(dim=(2, 3)).sum(0).expand(shape[0], -1))
-    batched = A.expand(7, *shape)
+    assert torch.allclose(A_grad.grad, u.detach().sum(dim=(2, 3)).sum(0).expand(shape[0], -1))
+    batched = A.expand(batch, *shape)
     assert torch.allclose(apply_matrix(batched, u), expected, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="components of u"):
+        apply_matrix(torch.ones(shape[0], shape[1] + 1, dtype=torch.float64), u)
