@@ -144,9 +144,10 @@ def main(argv=None):
                   f"{floor['nll']:.4g}, SW2 {floor['sw2']:.4g}, mode err {floor['mode_weight_error']:.4g}\n")
         print(table)
         cmd = f"Command: `python benchmarks/bench_accuracy.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-        write_results(f"accuracy_{name}", {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "floor": floor, "results": rows},
+        stem = f"accuracy_{name}" + ("_quick" if args.quick else "")  # a quick run never replaces a full one
+        write_results(stem, {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "floor": floor, "results": rows},
                       f"{cmd}\n\n{table}", out)
-        plot(rows, floor, name, out / f"accuracy_{name}.png")
+        plot(rows, floor, name, out / f"{stem}.png")
 
 
 if __name__ == "__main__":

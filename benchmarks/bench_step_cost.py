@@ -106,7 +106,7 @@ def run(args) -> dict:
     headers = ["batch", "SSCS us/step", "our EM us/step", "torchsde EM us/step", "torchsde/EM", "torchsde/SSCS", "SSCS/EM"]
     table = markdown_table(headers, rows)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
-    name = f"step_cost_{device.type}"
+    name = f"step_cost_{device.type}" + ("_quick" if args.quick else "")  # a quick run never replaces a full one
     write_results(name, {"settings": settings, "results": records}, f"Command: `python benchmarks/bench_step_cost.py {' '.join(sys.argv[1:])}`\n\n{table}", args.out)
     if args.plot:
         import matplotlib

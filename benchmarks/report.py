@@ -64,10 +64,17 @@ def md_file_table(path: Path):
 EULER_BASELINES = ("CLD EM (ours)", "CLD torchsde euler", "VPSDE EM")
 
 
+def result_files(prefixes) -> list[Path]:
+    """The JSON results with these prefixes; a ``*_quick`` file only where no full run of it exists."""
+    files = [p for prefix in prefixes for p in sorted(RESULTS.glob(f"{prefix}_*.json"))]
+    names = {p.stem for p in files}
+    return [p for p in files if not (p.stem.endswith("_quick") and p.stem[: -len("_quick")] in names)]
+
+
 def targets() -> list[str]:
     """Issue 5's targets, checked against the result files present (markdown bullet lines)."""
     out = []
-    for path in sorted(RESULTS.glob("step_cost_*.json")):
+    for path in result_files(("step_cost",)):
         data = json.loads(path.read_text())
         small = [r for r in data["results"] if r["batch"] <= 10_000]
         if not small:
@@ -80,7 +87,7 @@ def targets() -> list[str]:
         out.append(f"- {path.stem}: torchsde euler / ours at batch <= 1e4 >= 2x: **{verdict}** ({cells}).")
         verdict = "met" if worst_split <= 1.3 else "missed"
         out.append(f"- {path.stem}: SSCS / our EM <= 1.3 at every batch: **{verdict}** (worst {worst_split:.2f}).")
-    for path in sorted(RESULTS.glob("accuracy_*.json")):
+    for path in result_files(("accuracy",)):
         data = json.loads(path.read_text())
         results, floor = data["results"], data.get("floor", {})
         for metric in ("sw2", "nll"):
@@ -124,7 +131,7 @@ def main() -> None:
     if checks:
         md += ["## Targets (issue 5)", "", *checks, ""]
         rst_bench += ["Targets", "-------", "", *checks, ""]
-    for path in [p for prefix in ("step_cost", "accuracy", "gpu", "digits") for p in sorted(RESULTS.glob(f"{prefix}_*.json"))]:
+    for path in result_files(("step_cost", "accuracy", "gpu", "digits")):
         data = json.loads(path.read_text())
         command, headers, table_rows = md_file_table(path.with_suffix(".md"))
         if headers is None:
