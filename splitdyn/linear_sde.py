@@ -59,10 +59,11 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ``einsum`` computes the product as one matrix multiply over ``(m, batch * d)`` and returns a
     component-major view; elementwise operations between such a view and the batch-major states then run
     with cache-hostile strides, which for small ``d`` cost more than the product itself. On the CPU, for a
-    small constant matrix (at most 16 entries, no autograd through it) and a large state, the product is
-    therefore written out as scalar multiply-adds over the components, skipping zero entries (CLD's
-    :math:`G` and :math:`GG^\top` are mostly zeros), giving a batch-major result: a CLD Euler-Maruyama step
-    at batch :math:`10^4`, :math:`d = 2` took about half the time (2-core CPU).
+    small constant matrix (at most 16 entries, no autograd through it), the product is therefore written
+    out as scalar multiply-adds over the components, skipping zero entries (CLD's :math:`G` and
+    :math:`GG^\top` are mostly zeros), giving a batch-major result: a CLD Euler-Maruyama step at
+    :math:`d = 2` took half the time at batch :math:`10^4` and :math:`10^6`, and no longer at batch 100
+    (2-core CPU).
     """
     if matrix.ndim not in (2, 3) or matrix.shape[-1] != u.shape[1]:
         raise ValueError(
@@ -74,7 +75,6 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         and u.device.type == "cpu"
         and matrix.device.type == "cpu"
         and matrix.numel() <= _UNROLL_MAX_ENTRIES
-        and u.numel() >= _UNROLL_MIN_STATE
         and not matrix.requires_grad
     ):
         rows = []
@@ -88,9 +88,8 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out.reshape(u.shape[0], matrix.shape[-2], *u.shape[2:])
 
 
-# apply_matrix writes small constant matrices out as multiply-adds for states of at least this many numbers
+# apply_matrix writes constant CPU matrices with at most this many entries out as multiply-adds
 _UNROLL_MAX_ENTRIES = 16
-_UNROLL_MIN_STATE = 4096
 
 
 def _series_coefficients(F: torch.Tensor, GGt: torch.Tensor, terms: int) -> torch.Tensor:
