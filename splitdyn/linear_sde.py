@@ -80,7 +80,10 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         rows = []
         for row in matrix.to(u.dtype).tolist():
             terms = [u[:, j] * a for j, a in enumerate(row) if a != 0.0]
-            rows.append(sum(terms[1:], terms[0]) if terms else u[:, 0] * 0.0)
+            if terms:
+                rows.append(sum(terms[1:], terms[0]))
+            else:  # a zero row; multiplying keeps the graph when autograd needs one
+                rows.append(u[:, 0] * 0.0 if u.requires_grad else torch.zeros_like(u[:, 0]))
         return torch.stack(rows, dim=1)
     matrix = matrix.to(dtype=u.dtype, device=u.device)
     flat = u.reshape(u.shape[0], u.shape[1], -1)

@@ -121,7 +121,7 @@ class EulerDrift(Propagator):
         self.time_point = float(time_point)
 
     def __call__(self, u, t, h, generator=None):
-        return u + h * self.drift(u, t + self.time_point * h)
+        return torch.add(u, self.drift(u, t + self.time_point * h), alpha=h)
 
     def gaussian_moments(self, mean, covariance, t, h):
         s = t + self.time_point * h

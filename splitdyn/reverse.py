@@ -110,7 +110,8 @@ class _ScoreTerm:
         self.evaluations = 0
 
     def _apply_ggt_score(self, u, t, weight: float) -> torch.Tensor:
-        return weight * apply_matrix(self._ggt(t, u), self._score(u, t))
+        out = apply_matrix(self._ggt(t, u), self._score(u, t))
+        return out if weight == 1.0 else weight * out
 
 
 class ReverseSDE(_ScoreTerm):
