@@ -236,6 +236,8 @@ def load_digits_classifier(path: str | os.PathLike, map_location: str | torch.de
 # ---------------------------------------------------------------------------------------------------------------
 
 #: The message shown when FID is asked for without a usable Inception weights file: where to put it.
+#:
+#: :meta hide-value:
 INCEPTION_WEIGHTS_HELP = """\
 FID needs the Inception-v3 weights file, passed with --inception-weights PATH (nothing is downloaded):
   * backend 'torchmetrics' (pip install torchmetrics torch-fidelity): the torch-fidelity port of the TF

@@ -157,6 +157,8 @@ class TrainSettings:
 
 #: Named training presets (``--config`` of ``examples/train_images.py``): network config plus training
 #: hyper-parameters (batch size, learning rate, steps, ...) for each dataset.
+#:
+#: :meta hide-value:
 PRESETS: dict[str, dict[str, Any]] = {
     # Table 6, "CIFAR10 (Main)": 800k iterations, 100k warm-up, lr 2e-4, 16 GPUs x 8 = 128, eps_num 1e-9.
     "cifar10": dict(dataset="cifar10", steps=800_000, warmup=100_000, lr=2e-4, batch_size=128, ema_decay=0.9999,

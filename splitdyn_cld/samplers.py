@@ -151,6 +151,8 @@ def probability_flow(cld: CLD, velocity_score, shape_or_u, n_steps: int | None =
 
 
 #: The samplers by name, as :func:`sample` dispatches: ``"sscs"``, ``"em"``, ``"ode"``, ``"torchsde-euler"``.
+#:
+#: :meta hide-value:
 SAMPLERS = {"sscs": sscs, "em": euler_maruyama, "ode": probability_flow, "torchsde-euler": torchsde_euler}
 
 
