@@ -5,7 +5,6 @@ Budget (with tests/test_image_training.py): < 120 s on 2 cores.
 
 import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,14 +20,7 @@ from splitdyn_cld.evaluation import (
     save_digits_classifier,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_example
 
 
 def _stats(mean, covariance):

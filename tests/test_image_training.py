@@ -4,12 +4,10 @@ sampling, and clear errors.
 Budget (with tests/test_image_eval.py): < 120 s on 2 cores.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,14 +29,7 @@ from splitdyn_cld.image_training import (
 from splitdyn_cld.data import to_uint8
 from splitdyn_cld.training import NonFiniteLossError, load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_example
 
 
 def tiny(out, **overrides):

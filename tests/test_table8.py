@@ -1,19 +1,10 @@
 """The Table 8 script (examples/toy_analytic_sampling.py) runs small: schema, NFE columns, and the paper's ordering."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_example
 
 
 @pytest.mark.slow

@@ -1,10 +1,8 @@
 """The toy experiments run end to end at tiny settings; the toy networks have the documented shapes and
 parametrisations; Fig. 9a's and App. C.1's orderings hold with exact scores."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +11,7 @@ from splitdyn_cld import CLD, velocity_variance
 from splitdyn_cld.toy_models import NoisePredictionScore, ToyResNet, cld_toy_score, vpsde_toy_score
 from splitdyn_cld.vpsde import vpsde
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_example
 
 
 def test_toy_resnet_handles_any_event_shape_and_stays_under_100k_parameters():
