@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _read_npz(path: Path) -> dict:
+    with np.load(path) as f:
+        return {key: f[key] for key in f.files}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ctx = setup_distributed(args.device)
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(out / f"samples_rank{ctx.rank}.npz", images=uint8, nfe=nfe, seconds=seconds)
         ctx.barrier()
         if ctx.is_main:
-            shards = [np.load(out / f"samples_rank{r}.npz") for r in range(ctx.world_size)]
+            shards = [_read_npz(out / f"samples_rank{r}.npz") for r in range(ctx.world_size)]
             merged = np.concatenate([s["images"] for s in shards])
             nfes = [float(s["nfe"]) for s in shards if len(s["images"])]
             np.savez(out / "samples.npz", images=merged, nfe=float(np.mean(nfes)) if nfes else 0.0)

@@ -4,10 +4,12 @@ sampling, and clear errors.
 Budget (with tests/test_image_eval.py): < 120 s on 2 cores.
 """
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,6 +172,26 @@ def test_sample_cli_writes_npz_and_grid_from_a_checkpoint(tmp_path):
         c, h, w = model.image_shape
         assert f["images"].shape == (5, h, w, c) and f["images"].dtype == np.uint8 and float(f["nfe"]) == 4
     assert (out / "grid.png").is_file()
+
+
+def test_sampling_under_torchrun_splits_the_samples_over_two_ranks_and_merges_them(tmp_path):
+    train(tiny(tmp_path / "run", steps=1, ckpt_every=1))
+    out = tmp_path / "samples"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    script = Path(__file__).resolve().parents[1] / "examples" / "sample_images.py"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), "--checkpoint", str(tmp_path / "run"), "--sampler", "sscs", "--steps", "3",
+                           "--num-samples", "5", "--batch-size", "4", "--out", str(out), "--device", "cpu",
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out / "samples_rank0.npz") as r0, np.load(out / "samples_rank1.npz") as r1, \
+            np.load(out / "samples.npz") as merged:
+        assert len(r0["images"]) == 3 and len(r1["images"]) == 2  # the global count, split over the ranks
+        assert np.array_equal(merged["images"], np.concatenate([r0["images"], r1["images"]]))
+        assert not np.array_equal(r0["images"][:2], r1["images"])  # each rank draws its own stream
+        assert float(merged["nfe"]) == 4
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
 
 
 def test_missing_data_root_errors_name_the_flag_and_the_folder(tmp_path):
