@@ -59,11 +59,11 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ``einsum`` computes the product as one matrix multiply over ``(m, batch * d)`` and returns a
     component-major view; elementwise operations between such a view and the batch-major states then run
     with cache-hostile strides, which for small ``d`` cost more than the product itself. On the CPU, for a
-    small constant matrix (at most 16 entries, no autograd through it), the product is therefore written
-    out as scalar multiply-adds over the components, skipping zero entries (CLD's :math:`G` and
-    :math:`GG^\top` are mostly zeros), giving a batch-major result: a CLD Euler-Maruyama step at
-    :math:`d = 2` took half the time at batch :math:`10^4` and :math:`10^6`, and no longer at batch 100
-    (2-core CPU).
+    small constant matrix (at most 16 entries, no autograd through it) the result is built batch-major:
+    for tiny events (:math:`k d \le 16`) as one small matrix product with :math:`A \otimes I_d` on the
+    flattened state, otherwise as scalar multiply-adds over the components that skip zero entries (CLD's
+    :math:`G` and :math:`GG^\top` are mostly zeros). A CLD Euler-Maruyama step at :math:`d = 2` took half
+    the time at batch :math:`10^4` and :math:`10^6` (2-core CPU).
     """
     if matrix.ndim not in (2, 3) or matrix.shape[-1] != u.shape[1]:
         raise ValueError(
@@ -77,6 +77,13 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         and matrix.numel() <= _UNROLL_MAX_ENTRIES
         and not matrix.requires_grad
     ):
+        d = math.prod(u.shape[2:])
+        if max(matrix.shape) * d <= _KRON_MAX_SIZE:
+            # tiny events: one small GEMM with A (x) I_d on the flattened state; writing k rows of d numbers
+            # each into a batch-major result would be an interleave with a tiny inner stride
+            kron = torch.kron(matrix.to(u.dtype).contiguous(), torch.eye(d, dtype=u.dtype))
+            return torch.nn.functional.linear(u.reshape(u.shape[0], -1), kron).reshape(
+                u.shape[0], matrix.shape[0], *u.shape[2:])
         rows = []
         for row in matrix.to(u.dtype).tolist():
             terms = [u[:, j] * a for j, a in enumerate(row) if a != 0.0]
@@ -91,8 +98,10 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out.reshape(u.shape[0], matrix.shape[-2], *u.shape[2:])
 
 
-# apply_matrix writes constant CPU matrices with at most this many entries out as multiply-adds
+# apply_matrix writes constant CPU matrices with at most this many entries out as multiply-adds, or, where
+# k * d is at most _KRON_MAX_SIZE, applies A (x) I_d as one small matrix product
 _UNROLL_MAX_ENTRIES = 16
+_KRON_MAX_SIZE = 16
 
 
 def _series_coefficients(F: torch.Tensor, GGt: torch.Tensor, terms: int) -> torch.Tensor:

@@ -382,16 +382,18 @@ def test_monte_carlo_paths_from_torchsde_match_the_exact_kernel(noise):
         assert_gaussian_moments(ys[i + 1], Phi @ u0, Q)
 
 
+@pytest.mark.parametrize("event", [(3, 4), (2,)])  # the multiply-add path, and the small-GEMM path for tiny events
 @pytest.mark.parametrize("batch", [7, 512])
 @pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 2), (2, 1), (5, 5)])
-def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch):
+def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch, event):
     from splitdyn import apply_matrix
 
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(shape, generator=gen, dtype=torch.float64)
     A[0, -1] = 0.0  # zero entries are skipped by the multiply-add path
-    u = torch.randn(batch, shape[1], 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    expected = torch.einsum("ij,bjxy->bixy", A, u)
+    u = torch.randn(batch, shape[1], *event, generator=gen, dtype=torch.float64, requires_grad=True)
+    expected = torch.einsum("ij,bj...->bi...", A, u)
+    assert torch.allclose(apply_matrix(A.T.contiguous().T, u), expected, rtol=1e-14, atol=1e-14)  # strided A
     out = apply_matrix(A, u)
     assert out.shape == expected.shape
     if A.numel() <= 16:  # multiply-adds (einsum for larger matrices, batched ones and autograd through A)
@@ -404,7 +406,7 @@ def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch):
     out = apply_matrix(A_grad, u.detach())
     assert torch.allclose(out, expected, rtol=1e-14, atol=1e-14)
     out.sum().backward()
-    assert torch.allclose(A_grad.grad, u.detach().sum(dim=(2, 3)).sum(0).expand(shape[0], -1))
+    assert torch.allclose(A_grad.grad, u.detach().flatten(2).sum(dim=2).sum(0).expand(shape[0], -1))
     batched = A.expand(batch, *shape)
     assert torch.allclose(apply_matrix(batched, u), expected, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError, match="components of u"):
