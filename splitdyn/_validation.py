@@ -56,28 +56,34 @@ def check_finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def as_float64(name: str, value: Any, what: str = "a real number or array") -> torch.Tensor:
+    """``value`` (number, sequence or tensor) as a finite float64 CPU tensor, or a TypeError/ValueError naming
+    ``name`` and saying it must be ``what``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got bool")
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must be real, got a complex tensor")
+        out = value.detach().to(device="cpu", dtype=torch.float64)
+    elif isinstance(value, Real):
+        out = torch.tensor(float(value), dtype=torch.float64)
+    else:
+        try:
+            out = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be {what}, got {type(value).__name__}") from exc
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} must be finite, got {out if out.numel() <= 8 else 'non-finite entries'}")
+    return out
+
+
 def as_float64_time(name: str, t: Any) -> torch.Tensor:
     """Convert a time (float, sequence or tensor) to a float64 tensor on the CPU.
 
     Kernel coefficients are always computed in float64 on the CPU (they are tiny ``k x k`` matrices) and
     cast to the state's dtype and device at use.
     """
-    if isinstance(t, bool):
-        raise TypeError(f"{name} must be a real number or a tensor of times, got bool")
-    if isinstance(t, torch.Tensor):
-        if t.is_complex():
-            raise TypeError(f"{name} must be real, got a complex tensor")
-        out = t.detach().to(device="cpu", dtype=torch.float64)
-    elif isinstance(t, Real):
-        out = torch.tensor(float(t), dtype=torch.float64)
-    else:
-        try:
-            out = torch.as_tensor(t, dtype=torch.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a real number or a tensor of times, got {type(t).__name__}") from exc
-    if not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out
+    return as_float64(name, t, "a real number or a tensor of times")
 
 
 def check_time(name: str, t: Any, T: float, *, lower: float = 0.0) -> torch.Tensor:

@@ -56,7 +56,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._validation import check_finite_tensor, check_positive, check_time
+from ._validation import as_float64, check_finite_tensor, check_positive, check_time
 from .linear_sde import LinearSDEBase
 
 __all__ = ["GaussianMixture", "DiffusedGaussianMixture", "diamond_mixture", "random_mixture"]
@@ -69,24 +69,6 @@ _CHUNK_ELEMENTS = 2**22
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
-def _float64_array(name: str, value) -> torch.Tensor:
-    """``value`` as a finite float64 CPU tensor, or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number or array, got bool")
-    if isinstance(value, torch.Tensor):
-        if value.is_complex():
-            raise TypeError(f"{name} must be real, got a complex tensor")
-        out = value.detach().to(device="cpu", dtype=torch.float64)
-    else:
-        try:
-            out = torch.as_tensor(value, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}") from exc
-    if not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{name} must be finite, got non-finite entries")
-    return out
-
-
 def _check_count(name: str, n) -> int:
     if isinstance(n, bool) or not isinstance(n, Integral):
         raise TypeError(f"{name} must be a positive int, got {type(n).__name__}")
@@ -245,7 +227,7 @@ class GaussianMixture:
     """
 
     def __init__(self, means, stds, weights=None) -> None:
-        means = _float64_array("means", means)
+        means = as_float64("means", means)
         if means.ndim < 2 or means.shape[0] < 1 or means[0].numel() < 1:
             raise ValueError(
                 f"means must have shape (K, d) (or (K, *event_shape)) with K >= 1 components, got shape "
@@ -258,7 +240,7 @@ class GaussianMixture:
         self.dimension = d
         self.means = means.reshape(K, d).contiguous()
 
-        stds = _float64_array("stds", stds)
+        stds = as_float64("stds", stds)
         if stds.ndim == 0:
             stds = stds.expand(K, d)
         elif stds.ndim == 1 and stds.shape[0] == K:
@@ -279,7 +261,7 @@ class GaussianMixture:
 
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
-        weights = _float64_array("weights", weights)
+        weights = as_float64("weights", weights)
         if tuple(weights.shape) != (K,):
             raise ValueError(f"weights must have shape (K,) = ({K},), got {tuple(weights.shape)}")
         if not bool((weights > 0).all()):
@@ -454,7 +436,7 @@ class DiffusedGaussianMixture:
         if initial_covariance is None:
             C = torch.zeros(k - 1, k - 1, dtype=torch.float64)
         else:
-            C = _float64_array("initial_covariance", initial_covariance)
+            C = as_float64("initial_covariance", initial_covariance)
             if C.numel() == 0 and k == 1:
                 C = C.reshape(0, 0)
             elif tuple(C.shape) == (k, k) and k > 1:
