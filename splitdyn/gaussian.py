@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_finite_tensor, check_nonnegative, check_state
+from .checks import check_finite_tensor, check_nonnegative, check_state
 from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["PerturbationKernel", "gaussian_log_prob", "psd_cholesky"]

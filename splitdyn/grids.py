@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_nonnegative, check_positive
+from .checks import check_nonnegative, check_positive
 
 __all__ = ["uniform_grid", "quadratic_grid", "make_grid", "forward_times", "check_grid"]
 

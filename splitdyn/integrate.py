@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ._validation import check_finite_tensor
+from .checks import check_finite_tensor
 from .grids import check_grid
 from .propagators import ExactLinearFlow
 from .splitting import Composition

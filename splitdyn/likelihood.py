@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_positive, check_state
+from .checks import check_positive, check_state
 from .gaussian import gaussian_log_prob
 from .reverse import ProbabilityFlowODE
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from ._validation import as_float64_time, check_positive, check_state, check_time
+from .checks import as_float64_time, check_positive, check_state, check_time
 from .schedules import ConstantBeta, ReversedRescaling, TimeRescaling
 
 __all__ = [

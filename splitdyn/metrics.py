@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ._validation import check_finite_tensor, check_positive
+from .checks import check_finite_tensor, check_positive
 from .oracles import GaussianMixture
 
 __all__ = ["wasserstein_sliced", "mmd_rbf", "mode_frequencies", "mode_weight_error"]

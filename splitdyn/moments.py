@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_positive
+from .checks import check_positive
 
 __all__ = ["moment_kernels"]
 

@@ -56,7 +56,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._validation import as_float64, check_finite_tensor, check_positive, check_time
+from .checks import as_float64, check_finite_tensor, check_positive, check_time
 from .linear_sde import LinearSDEBase
 
 __all__ = ["GaussianMixture", "DiffusedGaussianMixture", "diamond_mixture", "random_mixture"]

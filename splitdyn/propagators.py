@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ._validation import check_positive, check_state
+from .checks import check_positive, check_state
 from .gaussian import psd_cholesky
 from .linear_sde import LinearSDEBase, apply_matrix
 

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._validation import check_positive, check_state
+from .checks import check_positive, check_state
 from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter"]

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ._validation import check_finite_tensor, check_positive, check_state
+from .checks import check_finite_tensor, check_positive, check_state
 from .grids import check_grid
 from .integrate import Solution, integrate
 from .propagators import EulerDrift, EulerMaruyama, ExactLinearFlow

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ._validation import as_float64_time, check_nonnegative, check_positive
+from .checks import as_float64_time, check_nonnegative, check_positive
 
 __all__ = ["TimeRescaling", "ConstantBeta", "LinearBeta", "CustomBeta", "ReversedRescaling"]
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import torch
 
-from splitdyn._validation import as_float64_time, check_nonnegative, check_time
+from splitdyn.checks import as_float64_time, check_nonnegative, check_time
 from splitdyn.schedules import ReversedRescaling
 
 from .process import CLD

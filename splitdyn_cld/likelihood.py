@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from splitdyn import ProbabilityFlowODE
-from splitdyn._validation import check_finite_tensor
+from splitdyn.checks import check_finite_tensor
 from splitdyn.likelihood import log_likelihood
 
 from .process import CLD

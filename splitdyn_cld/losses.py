@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from splitdyn._validation import check_finite_tensor, check_positive, check_time
+from splitdyn.checks import check_finite_tensor, check_positive, check_time
 
 from .kernels import forward_mean_coefficients, is_critically_damped, perturbation_cholesky
 from .process import CLD

@@ -20,7 +20,7 @@ import warnings
 import torch
 
 from splitdyn import LinearSDE, PerturbationKernel, ReverseSDE
-from splitdyn._validation import check_finite_tensor, check_nonnegative, check_positive
+from splitdyn.checks import check_finite_tensor, check_nonnegative, check_positive
 from splitdyn.schedules import TimeRescaling
 
 __all__ = ["CLD"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from splitdyn import ProbabilityFlowODE
-from splitdyn._validation import check_state
+from splitdyn.checks import check_state
 from splitdyn.grids import make_grid
 from splitdyn.samplers import sample_euler_maruyama, sample_probability_flow, sample_split, sample_torchsde
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from splitdyn._validation import as_float64_time, check_state
+from splitdyn.checks import as_float64_time, check_state
 
 from .kernels import ell, velocity_variance
 from .process import CLD

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from splitdyn import LinearBeta, LinearSDE, ReverseSDE
-from splitdyn._validation import check_state
+from splitdyn.checks import check_state
 from splitdyn.grids import make_grid
 from splitdyn.samplers import sample_euler_maruyama
 

@@ -1,4 +1,4 @@
-"""Argument checks shared by the whole library.
+"""Argument checks shared by the whole library (public: both packages and users' extensions use them).
 
 Every public entry point validates its inputs through these helpers so that bad input fails early with
 an error that names the argument and says what was expected.
