@@ -7,7 +7,7 @@ an error that names the argument and says what was expected.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -19,6 +19,10 @@ __all__ = [
     "check_time",
     "check_state",
     "as_float64_time",
+    "as_float64",
+    "check_count",
+    "check_flag",
+    "check_callable",
 ]
 
 
@@ -109,3 +113,31 @@ def check_state(name: str, u: Any, num_components: int) -> torch.Tensor:
             f"components on dim 1, got shape {tuple(u.shape)}"
         )
     return u
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``int(value)`` for an integral number (Python or numpy integer, integral 0-d tensor) that is at
+    least ``minimum``; refuse bools, floats and strings with a ``TypeError`` and smaller values with a
+    ``ValueError``, each naming ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a ``bool`` (numpy bools included); otherwise raise a ``TypeError`` naming ``name``."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_callable(name: str, value: Any, what: str = "a callable") -> Any:
+    """Return ``value`` if it is callable; otherwise raise a ``TypeError`` naming ``name`` and ``what``."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
