@@ -131,7 +131,7 @@ def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
 
 def check_flag(name: str, value: Any) -> bool:
     """Return ``value`` if it is a ``bool`` (numpy bools included); otherwise raise a ``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (type(value).__name__ in ("bool", "bool_") and type(value).__module__ == "numpy"):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
