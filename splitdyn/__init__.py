@@ -1,20 +1,34 @@
 """splitdyn: stochastic dynamics and splitting integrators in PyTorch.
 
 Linear SDEs with exact transition kernels, Gaussian perturbation kernels, propagators and their splitting
-compositions, reverse-time SDEs and probability-flow ODEs, time grids, likelihoods and exact score oracles.
+compositions planned once per grid, one sampling entry point, reverse-time SDEs and probability-flow ODEs, time grids, likelihoods and exact score oracles.
 """
 
 from .gaussian import PerturbationKernel, gaussian_log_prob, psd_cholesky
 from .grids import forward_times, make_grid, quadratic_grid, uniform_grid
-from .integrate import Solution, integrate
+from .integrate import DivergenceError, Solution, integrate
+from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, apply_matrix, stationary_covariance, van_loan_kernel
 from .moments import moment_kernels
-from .propagators import EulerDrift, EulerMaruyama, ExactLinearFlow, Propagator
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
+from .sample import SAMPLERS, sample, split_step
 from .schedules import ConstantBeta, CustomBeta, LinearBeta, ReversedRescaling, TimeRescaling
-from .splitting import Composition, palindromic, splitting, strang, trotter
-from .samplers import sample_euler_maruyama, sample_probability_flow, sample_split, sample_torchsde, split_step
+from .steps import (
+    CallableDrift,
+    Composition,
+    Drift,
+    EulerDrift,
+    EulerMaruyama,
+    ExactLinearFlow,
+    Intervals,
+    Plan,
+    Step,
+    palindromic,
+    splitting,
+    strang,
+    trotter,
+)
 
 __version__ = "0.1.0"
 
@@ -31,7 +45,17 @@ __all__ = [
     "LinearSDEBase",
     "PerturbationKernel",
     "ProbabilityFlowODE",
-    "Propagator",
+    "Plan",
+    "Step",
+    "Intervals",
+    "Drift",
+    "CallableDrift",
+    "DivergenceError",
+    "AdaptiveProbabilityFlow",
+    "ReferenceSolver",
+    "TorchsdeSolver",
+    "SAMPLERS",
+    "sample",
     "ReverseSDE",
     "ReversedRescaling",
     "Solution",
@@ -55,9 +79,5 @@ __all__ = [
     "trotter",
     "uniform_grid",
     "van_loan_kernel",
-    "sample_euler_maruyama",
-    "sample_probability_flow",
-    "sample_split",
-    "sample_torchsde",
     "split_step",
 ]

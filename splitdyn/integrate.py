@@ -1,137 +1,214 @@
-r"""The integrator loop: apply one propagator step after another over a time grid.
+r"""The one loop: plan a step for a grid once, then apply it interval after interval.
 
-Samplers are plain functions over a grid (as in k-diffusion): the grid stays on the CPU as Python floats, so
-the loop issues no device synchronisation per step.
+The grid stays on the CPU as float64 (k-diffusion style): the loop issues no device synchronisation per
+step, and all coefficient work happened when the step was planned (:mod:`splitdyn.steps.base`).
+
+**NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made —
+the evaluations each step declares, less those a composition reused (first-same-as-last) — plus one for a
+denoising step. Evaluations a reference solver makes only to check shapes are not counted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from .checks import check_finite_tensor
+from .checks import check_flag, check_positive
 from .grids import check_grid
-from .propagators import ExactLinearFlow
-from .splitting import Composition
+from .steps.base import Intervals, Plan, Step
+from .steps.composition import Composition
 
-__all__ = ["Solution", "integrate"]
+__all__ = ["Solution", "integrate", "plan_step", "save_indices", "DivergenceError"]
+
+#: Type of a per-step callback: ``callback(i, t_{i+1}, u)`` after step ``i``.
+Callback = Callable[[int, float, torch.Tensor], None]
+
+
+class DivergenceError(ValueError):
+    """The integration diverged: a non-finite state or one far beyond its starting scale."""
 
 
 @dataclass
 class Solution:
-    """Result of :func:`integrate`.
+    """Result of :func:`integrate` (and of :func:`splitdyn.sample`).
 
     Attributes
     ----------
     state:
-        The final state.
+        The final state ``(batch, k, *event)``.
     nfe:
-        Score / network evaluations made (each propagator declares its ``nfe`` per call).
+        Score / network evaluations made (see the module's NFE convention).
     times:
-        The grid (Python floats).
+        The grid (Python floats, the dynamics' own time; reverse time for samplers).
     trajectory:
-        States at every grid time (``len(times)`` tensors, the first being the initial state) if requested,
-        else ``None``.
+        The states at :attr:`saved_times` (the first being the initial state if it was asked for), or
+        ``None`` when nothing was saved.
+    saved_times:
+        The grid times of :attr:`trajectory`.
     """
 
     state: torch.Tensor
     nfe: int
     times: list[float]
     trajectory: list[torch.Tensor] | None = field(default=None, repr=False)
+    saved_times: list[float] | None = None
+
+    def components(self) -> tuple[torch.Tensor, ...]:
+        """The state's components, each ``(batch, *event)`` (for CLD: data ``x`` and velocity ``v``)."""
+        return tuple(self.state.unbind(1))
+
+
+def plan_step(step: Step, times: Sequence[float], like: torch.Tensor, *, fuse: bool = True) -> Plan:
+    """Plan ``step`` for the intervals of a grid, for states like ``like`` (fusion only for compositions)."""
+    if not isinstance(step, Step):
+        raise TypeError(f"step must be a splitdyn Step (see splitdyn.steps), got {type(step).__name__}")
+    intervals = Intervals.from_grid(times)
+    if isinstance(step, Composition):
+        return step.plan(intervals, like, fuse=fuse)
+    return step.plan(intervals, like)
+
+
+def save_indices(save_at, times: list[float]) -> list[int]:
+    """Grid indices for ``save_at`` (``None``, ``"all"`` or grid times; anything off the grid is refused)."""
+    if save_at is None:
+        return []
+    if isinstance(save_at, str):
+        if save_at != "all":
+            raise ValueError(f"save_at must be 'all' or a sequence of grid times, got {save_at!r}")
+        return list(range(len(times)))
+    grid = torch.tensor(times, dtype=torch.float64)
+    wanted = torch.as_tensor(save_at, dtype=torch.float64).reshape(-1)
+    indices = []
+    for t in wanted.tolist():
+        distance = (grid - t).abs()
+        j = int(distance.argmin())
+        if not distance[j] <= 1e-9 * max(1.0, abs(t)):
+            raise ValueError(f"save_at times must be grid times; {t} is not on the grid")
+        indices.append(j)
+    return sorted(set(indices))
+
+
+def _scale(u: torch.Tensor) -> float:
+    return float(u.detach().abs().amax()) if u.numel() else 0.0
 
 
 def integrate(
-    step: Callable,
+    step: Step,
     u: torch.Tensor,
     grid,
     *,
     generator: torch.Generator | None = None,
+    save_at=None,
     save_trajectory: bool = False,
-    progress: bool = False,
-    callback: Callable[[int, float, torch.Tensor], None] | None = None,
-    check_finite: bool = True,
-    fuse_exact_flows: bool = True,
+    progress: bool | str = False,
+    callback: Callback | None = None,
+    fuse: bool = True,
+    differentiable: bool = False,
+    divergence_factor: float | None = 1e4,
+    compile: bool | dict = False,
 ) -> Solution:
-    r"""Advance ``u`` over ``grid`` with a propagator ``step(u, t, h, generator)``.
+    r"""Advance ``u`` over ``grid`` with ``step``: plan once, then one planned call per interval.
 
     Parameters
     ----------
     step:
-        A propagator (e.g. ``strang(ExactLinearFlow(...), EulerDrift(...))``).
+        A :class:`~splitdyn.steps.base.Step` (e.g. ``strang(ExactLinearFlow(...), EulerDrift(...))``).
     u:
-        Initial state of shape ``(batch, k, *event)``.
+        Initial state ``(batch, k, *event)``.
     grid:
         Strictly increasing times ``t_0 < ... < t_n`` in the dynamics' own time variable.
     generator:
         ``torch.Generator`` on ``u``'s device for reproducible noise.
+    save_at:
+        ``"all"`` or a sequence of grid times at which to keep the state (:attr:`Solution.trajectory`).
     save_trajectory:
-        Keep the state at every grid time.
+        Shorthand for ``save_at="all"``.
     progress:
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (a string sets its label).
     callback:
         Called as ``callback(i, t_{i+1}, u)`` after each step.
-    check_finite:
-        Raise ``ValueError`` if the final state holds NaN/inf (one synchronisation at the end).
-    fuse_exact_flows:
-        If ``step`` is a :class:`~splitdyn.splitting.Composition` that starts and ends with the same
-        :class:`~splitdyn.propagators.ExactLinearFlow` (Strang's :math:`A(h/2)\,B(h)\,A(h/2)`, e.g. SSCS), take
-        the last sub-step of each step and the first of the next as one exact step over their joint interval.
-        Exact Gaussian transitions compose (Chapman-Kolmogorov), so the samples have the same law, with
-        ``n + 1`` instead of ``2n`` linear-flow noise draws. Not done with ``save_trajectory`` or ``callback``,
-        which need the state at the grid times.
+    fuse:
+        Let compositions fuse adjacent exact flows (same law, fewer noise draws); only when no state at the
+        grid times is needed (no ``callback``, nothing saved after the start).
+    differentiable:
+        Keep the autograd graph through the loop (default: the loop runs under ``torch.no_grad()``).
+    divergence_factor:
+        The final state must be finite and within this factor of the starting scale
+        :math:`\max(1, \max|u_0|)`; otherwise the loop is replayed with the same noise to find the first
+        step that crossed it, and a :class:`DivergenceError` names it. ``None`` disables the magnitude check.
+    compile:
+        ``True`` or a dict of ``torch.compile`` options: compile the plans' tensor arithmetic (once per plan,
+        never per time; see :meth:`~splitdyn.steps.base.Plan.compile`).
     """
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
+    if not u.is_floating_point():
+        raise TypeError(f"u must have a floating dtype, got {u.dtype}")
+    if u.ndim < 2 or u.shape[0] == 0:
+        raise ValueError(f"u must have shape (batch >= 1, k, *event), got {tuple(u.shape)}")
+    if not bool(torch.isfinite(u).all()):
+        raise ValueError("u (the initial state) contains NaN or inf")
+    check_flag("save_trajectory", save_trajectory)
+    check_flag("fuse", fuse)
+    check_flag("differentiable", differentiable)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(i, t, u), got {type(callback).__name__}")
+    if divergence_factor is not None:
+        divergence_factor = check_positive("divergence_factor", divergence_factor)
     times = check_grid(grid)
-    trajectory = [u] if save_trajectory else None
+    saved = save_indices("all" if save_trajectory else save_at, times)
+    needs_grid_states = callback is not None or any(j > 0 for j in saved)
+    plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
+    if compile:
+        plan.compile(**(compile if isinstance(compile, dict) else {}))
+    rng_state = generator.get_state() if generator is not None else None
+    context = torch.no_grad() if not differentiable else contextlib.nullcontext()
+    with context:
+        state, trajectory = _run(plan, u, times, generator, saved, progress, callback)
+        _check_divergence(plan, u, state, times, generator, rng_state, divergence_factor)
+    return Solution(state=state, nfe=plan.evaluations, times=times,
+                    trajectory=trajectory if saved else None, saved_times=[times[j] for j in saved] or None)
+
+
+def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: float | None = None):
+    trajectory = [u] if 0 in saved else []
+    wanted = set(saved)
     steps = range(len(times) - 1)
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="sampling", leave=False)
-    flow = _fusable_flow(step) if fuse_exact_flows and not save_trajectory and callback is None else None
-    if flow is not None:
-        u = _integrate_fused(step, flow, u, times, steps, generator)
-    else:
-        for i in steps:
-            u = step(u, times[i], times[i + 1] - times[i], generator)
-            if save_trajectory:
-                trajectory.append(u)
-            if callback is not None:
-                callback(i, times[i + 1], u)
-    if check_finite:
-        try:
-            check_finite_tensor("the final state", u)
-        except ValueError as exc:
-            raise ValueError(f"{exc}: the integration diverged (step too large, or a bad score?)") from None
-    return Solution(state=u, nfe=getattr(step, "nfe", 0) * (len(times) - 1), times=times, trajectory=trajectory)
-
-
-def _fusable_flow(step) -> ExactLinearFlow | None:
-    """The exact flow that both starts and ends ``step`` (a Composition), covering the step's end; else None."""
-    if not isinstance(step, Composition) or len(step.steps) < 3:
-        return None
-    first, last = step.steps[0][0], step.steps[-1][0]
-    if first is not last or not isinstance(first, ExactLinearFlow):
-        return None
-    *_, (op, s, dh) = step._sub_steps(0.0, 1.0)
-    return first if abs(s + dh - 1.0) <= 1e-12 else None  # the flow's clock must end at the step's end
-
-
-def _integrate_fused(step: Composition, flow: ExactLinearFlow, u, times, steps, generator):
-    pending = None  # (start, span) of the deferred closing flow sub-step of the previous step
+        steps = tqdm(steps, desc=progress if isinstance(progress, str) else "steps", leave=False)
     for i in steps:
-        sub_steps = list(step._sub_steps(times[i], times[i + 1] - times[i]))
-        if pending is not None:
-            _, _, first_span = sub_steps[0]
-            u = flow(u, pending[0], pending[1] + first_span, generator)
-            sub_steps = sub_steps[1:]
-        *sub_steps, (_, last_start, last_span) = sub_steps
-        for op, s, dh in sub_steps:
-            u = op(u, s, dh, generator)
-        pending = (last_start, last_span)
-    if pending is not None:
-        u = flow(u, pending[0], pending[1], generator)
-    return u
+        u = plan(u, i, generator)
+        if i + 1 in wanted:
+            trajectory.append(u)
+        if callback is not None:
+            callback(i, times[i + 1], u)
+        if watch is not None and not _scale(u) <= watch:  # replay only: find the first bad step
+            return u, i
+    return u, trajectory
+
+
+def _check_divergence(plan, u0, state, times, generator, rng_state, factor) -> None:
+    bound = math.inf if factor is None else factor * max(1.0, _scale(u0))
+    final = _scale(state)
+    if final <= bound:  # False for NaN too
+        return
+    if rng_state is not None:
+        generator.set_state(rng_state)
+    _, bad = _run(plan, u0, times, generator, [], False, None, watch=bound)
+    where = ""
+    if isinstance(bad, int):
+        where = (f" at step {bad} (from t = {times[bad]:.6g} to {times[bad + 1]:.6g}, "
+                 f"h = {times[bad + 1] - times[bad]:.3g})")
+    what = "non-finite (NaN or inf)" if not math.isfinite(final) else (
+        f"of magnitude {final:.3g}, beyond {factor:g} x its starting scale {max(1.0, _scale(u0)):.3g}")
+    raise DivergenceError(
+        f"the integration diverged{where}: the state became {what}. Take smaller steps (more steps, or a grid finer where the dynamics is "
+        "stiff), check that the score is finite and of the right sign, or lower the rate beta"
+    )

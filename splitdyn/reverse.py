@@ -28,16 +28,31 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checks import check_positive, check_state
-from .linear_sde import LinearSDEBase, apply_matrix
+from .checks import check_callable, check_positive, check_state
+from .linear_sde import LinearSDE, LinearSDEBase, apply_matrix
+from .schedules import ConstantBeta
+from .steps.base import AffineMap, Intervals
+from .steps.drift import Drift, DriftPlan, check_drift_output
 
-__all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter"]
-
-_CACHE_SIZE = 4096  # per-time coefficient matrices kept by a reverse SDE / probability flow
+__all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter", "ScorePart"]
 
 #: Type of a score function: ``score(u, t) -> tensor`` with ``u`` of shape ``(batch, k, *event)`` and ``t``
 #: a float or a ``(batch,)`` tensor of forward times; it returns the score of the requested components.
 ScoreFunction = Callable[[torch.Tensor, object], torch.Tensor]
+
+
+def _score_components(value, k: int) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"score_components must be a sequence of component indices, got {value!r}") from None
+    if not items or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in items):
+        raise ValueError(f"score_components must be distinct integer indices in [0, {k}), got {items!r}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"score_components must not repeat a component, got {items!r}")
+    return items
 
 
 class _ScoreTerm:
@@ -47,71 +62,114 @@ class _ScoreTerm:
         for attr in ("drift", "diffusion_matrix", "num_components", "T"):
             if not hasattr(sde, attr):
                 raise TypeError(f"sde must define {attr}, got {type(sde).__name__}")
-        if not callable(score):
-            raise TypeError("score must be a callable score(u, t)")
+        check_callable("score", score, "a callable score(u, t)")
         k = sde.num_components
-        if score_components is not None:
-            score_components = [int(c) for c in score_components]
-            if not score_components or any(c < 0 or c >= k for c in score_components):
-                raise ValueError(f"score_components must be indices in [0, {k}), got {score_components}")
         self.sde = sde
         self.score = score
-        self.score_components = score_components
+        self.score_components = _score_components(score_components, k)
         self.T = float(sde.T)
         self.num_components = k
         self.evaluations = 0
-        self._cache: dict = {}
+        self._constant: dict = {}
 
-    def _ggt(self, t, u: torch.Tensor) -> torch.Tensor:
-        """GG^T(t) restricted to the score's columns, as a (k, c) or (batch, k, c) tensor in u's dtype."""
-        key = (float(t), u.dtype, u.device) if not isinstance(t, torch.Tensor) else None
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        ggt = self.sde.diffusion_covariance(t) if hasattr(self.sde, "diffusion_covariance") else None
-        if ggt is None:
-            G = self.sde.diffusion_matrix(t)
-            ggt = G @ G.transpose(-1, -2)
-        if self.score_components is not None:
-            ggt = ggt[..., self.score_components]
-        ggt = ggt.to(dtype=u.dtype, device=u.device)
-        if key is not None:
-            self._remember(key, ggt)
-        return ggt
+    @property
+    def linear(self) -> bool:
+        """Whether the forward SDE is linear (:class:`~splitdyn.linear_sde.LinearSDEBase`): then every step
+        plans its coefficients as per-step matrix tables."""
+        return isinstance(self.sde, LinearSDEBase)
 
-    def _forward_drift(self, u: torch.Tensor, t) -> torch.Tensor:
-        """:math:`f(u, t)`; for a linear SDE at a float time, from a per-time cache of :math:`F(t)` in u's dtype."""
-        if isinstance(t, torch.Tensor) or not hasattr(self.sde, "drift_matrix"):
-            return self.sde.drift(u, t)
-        check_state("u", u, self.num_components)
-        key = ("F", float(t), u.dtype, u.device)
-        if key not in self._cache:
-            self._remember(key, self.sde.drift_matrix(float(t)).to(dtype=u.dtype, device=u.device))
-        return apply_matrix(self._cache[key], u)
+    def _columns(self, matrix: torch.Tensor) -> torch.Tensor:
+        return matrix if self.score_components is None else matrix[..., self.score_components]
 
-    def _remember(self, key, value: torch.Tensor) -> None:
-        """Cache a per-time coefficient; bounded, since adaptive solvers visit ever new times."""
-        if len(self._cache) >= _CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = value
+    def coefficient_tables(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Float64 :math:`F(t)`, :math:`GG^\top(t)` restricted to the score's columns, and :math:`G(t)` for a
+        tensor of forward times (shapes ``t.shape + (k, k)``, ``(k, c)``, ``(k, m)``); linear SDEs only."""
+        if not self.linear:
+            raise TypeError(f"coefficient tables need a linear forward SDE, got {type(self.sde).__name__}")
+        G = self.sde.diffusion_matrix(t)
+        return self.sde.drift_matrix(t), self._columns(G @ G.transpose(-1, -2)), G
 
-    def _score(self, u: torch.Tensor, t) -> torch.Tensor:
+    def _coefficients(self, t, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F(t), GG^T(t)[:, cols])`` in u's dtype; constant-rate linear SDEs compute them once per dtype."""
+        constant = isinstance(self.sde, LinearSDE) and isinstance(self.sde.rescaling, ConstantBeta)
+        key = (u.dtype, u.device)
+        if constant and key in self._constant:
+            return self._constant[key]
+        if isinstance(t, torch.Tensor) and t.ndim == 1 and t.numel() == u.shape[0] or not constant:
+            F, GGt, _ = self.coefficient_tables(torch.as_tensor(t, dtype=torch.float64).cpu())
+        else:
+            F, GGt, _ = self.coefficient_tables(torch.tensor(0.0, dtype=torch.float64))
+        out = (F.to(dtype=u.dtype, device=u.device), GGt.to(dtype=u.dtype, device=u.device))
+        if constant:
+            self._constant[key] = out
+        return out
+
+    def evaluate_score(self, u: torch.Tensor, t) -> torch.Tensor:
+        """Call the score at forward time ``t``; count it (:attr:`evaluations`) and check what it returned."""
         self.evaluations += 1
-        s = self.score(u, t)
         c = len(self.score_components) if self.score_components is not None else self.num_components
-        if s.shape[0] != u.shape[0] or s.shape[1] != c or s.shape[2:] != u.shape[2:]:
-            raise ValueError(
-                f"score returned shape {tuple(s.shape)}, expected {(u.shape[0], c, *u.shape[2:])} "
-                f"(score_components={self.score_components})"
-            )
-        return s
+        return check_drift_output("score", self.score(u, t), u, (u.shape[0], c, *u.shape[2:]))
 
     def reset_count(self) -> None:
         """Reset the count of score evaluations (:attr:`evaluations`)."""
         self.evaluations = 0
 
-    def _apply_ggt_score(self, u, t, weight: float) -> torch.Tensor:
-        out = apply_matrix(self._ggt(t, u), self._score(u, t))
-        return out if weight == 1.0 else weight * out
+    def _linear_field(self, u: torch.Tensor, t, score_weight: float, drift_sign: float) -> torch.Tensor:
+        if not self.linear:
+            s = self.evaluate_score(u, t)
+            G = self.sde.diffusion_matrix(t)
+            ggt = self._columns(G @ G.transpose(-1, -2))
+            return drift_sign * self.sde.drift(u, t) + score_weight * apply_matrix(ggt, s)
+        F, GGt = self._coefficients(t, u)
+        out = apply_matrix(GGt, self.evaluate_score(u, t))
+        out = out if score_weight == 1.0 else score_weight * out
+        return out + drift_sign * apply_matrix(F, u)
+
+
+class _ScorePartPlan(DriftPlan):
+    def __init__(self, part: "ScorePart", times: torch.Tensor, spans: torch.Tensor, like: torch.Tensor) -> None:
+        reverse = part.reverse
+        t = reverse.T - times
+        G = reverse.sde.diffusion_matrix(t)
+        GGt = G @ G.transpose(-1, -2)
+        k = GGt.shape[-1]
+        h = spans[:, None, None]
+        M = torch.eye(k, dtype=torch.float64) + h * (GGt @ part.precision)
+        C = h * reverse._columns(GGt)
+        self.map = AffineMap([M, C], like)
+        self.reverse = reverse
+        self.score_times = t.tolist()
+        self.evaluations = 0
+        rows = (GGt.abs().amax(dim=(0, 2)) > 0)
+        self.writes = frozenset(int(c) for c in torch.nonzero(rows).flatten().tolist())
+
+    def evaluate(self, u, i):
+        self.evaluations += 1
+        return self.reverse.evaluate_score(u, self.score_times[i])
+
+    def advance(self, u, value, i):
+        return self.map(i, u, value)
+
+
+class ScorePart(Drift):
+    r"""The score part :math:`GG^\top(T-\tau)\,(s(u, T-\tau) + P u)` of a reverse drift, as a planned drift.
+
+    Its Euler step is the paper's :math:`e^{h\hat{\mathcal L}^*_S}` (eq. 77): the plan folds :math:`h_i`,
+    :math:`GG^\top` and :math:`P` into per-step tables, one score evaluation per step. Build it with
+    :meth:`ReverseSDE.score_part`.
+    """
+
+    nfe = 1
+
+    def __init__(self, reverse: "ReverseSDE", precision: torch.Tensor) -> None:
+        self.reverse = reverse
+        self.precision = precision
+
+    def plan(self, times, spans, like):
+        return _ScorePartPlan(self, times, spans, like)
+
+    def __repr__(self) -> str:
+        return "ScorePart(reverse SDE)"
 
 
 class ReverseSDE(_ScoreTerm):
@@ -125,12 +183,12 @@ class ReverseSDE(_ScoreTerm):
     score:
         ``score(u, t)`` in forward time.
     score_components:
-        Components the score returns (default: all).
+        Distinct components the score returns (default: all); CLD's model returns the velocity's, ``[1]``.
 
     Attributes
     ----------
     nfe:
-        Score evaluations per :meth:`drift` call (1); used by :class:`~splitdyn.propagators.EulerMaruyama`.
+        Score evaluations per :meth:`drift` call (1).
     evaluations:
         Running count of score evaluations (reset with :meth:`reset_count`), useful with external solvers.
     """
@@ -139,33 +197,37 @@ class ReverseSDE(_ScoreTerm):
 
     def drift(self, u: torch.Tensor, tau) -> torch.Tensor:
         r"""Reverse drift :math:`-f(u, T-\tau) + GG^\top s(u, T-\tau)`."""
-        t = self.T - tau
-        return self._apply_ggt_score(u, t, 1.0) - self._forward_drift(u, t)
+        return self._linear_field(u, self.T - tau, 1.0, -1.0)
 
     def diffusion_matrix(self, tau) -> torch.Tensor:
         r""":math:`G(T - \tau)` (float64)."""
         return self.sde.diffusion_matrix(self.T - torch.as_tensor(tau, dtype=torch.float64))
 
-    def score_drift(self, precision=None) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    def euler_maruyama_tables(self, intervals: Intervals):
+        r"""Per-step float64 tables ``(M, C, L, score_times)`` of Euler-Maruyama over ``intervals`` (reverse
+        times): :math:`u' = M_i u + C_i s(u, T - \tau_i) + L_i \xi` with :math:`M_i = I - h_i F`,
+        :math:`C_i = h_i GG^\top`, :math:`L_i = \sqrt{h_i} G`; ``None`` for a non-linear forward SDE."""
+        if not self.linear:
+            return None
+        t = self.T - intervals.starts
+        F, GGt, G = self.coefficient_tables(t)
+        h = intervals.spans[:, None, None]
+        M = torch.eye(F.shape[-1], dtype=torch.float64) - h * F
+        return M, h * GGt, h.sqrt() * G, t.tolist()
+
+    def score_part(self, precision=None) -> ScorePart:
         r"""The non-linear part :math:`GG^\top(T-\tau)\,(s(u, T-\tau) + P u)` of the reverse drift.
 
-        Together with ``sde.reverse_linear_part(precision)`` it sums to :meth:`drift` (for a linear forward
-        SDE); it is the part SSCS integrates with an Euler step (the paper's :math:`\hat{\mathcal L}^*_S`, eq. 77).
+        Together with ``sde.reverse_linear_part(precision)`` it sums to :meth:`drift` (for a
+        :class:`~splitdyn.linear_sde.LinearSDE`); it is the part SSCS follows with an Euler step.
         """
         if not hasattr(self.sde, "reference_precision"):
-            raise TypeError("score_drift needs a LinearSDE forward process (to split off its linear part)")
+            raise TypeError("score_part needs a LinearSDE forward process (to split off its linear part)")
         P = self.sde.reference_precision() if precision is None else torch.as_tensor(precision, dtype=torch.float64)
-        cache: dict = {}
-
-        def drift(u: torch.Tensor, tau: float) -> torch.Tensor:
-            t = self.T - tau
-            key = (float(t), u.dtype, u.device)
-            if key not in cache:
-                G = self.sde.diffusion_matrix(float(t))
-                cache[key] = (G @ G.T @ P).to(dtype=u.dtype, device=u.device)
-            return self._apply_ggt_score(u, t, 1.0) + apply_matrix(cache[key], u)
-
-        return drift
+        k = self.num_components
+        if P.shape != (k, k):
+            raise ValueError(f"precision must have shape ({k}, {k}), got {tuple(P.shape)}")
+        return ScorePart(self, P)
 
     def denoise(self, u: torch.Tensor, eps: float) -> torch.Tensor:
         r"""Noise-free Euler step of size ``eps`` from forward time ``eps`` to 0 (paper eq. 107).
@@ -234,7 +296,7 @@ class ProbabilityFlowODE(_ScoreTerm):
 
     def velocity(self, u: torch.Tensor, t) -> torch.Tensor:
         """The vector field at state ``u`` and forward time ``t``."""
-        return self._forward_drift(u, t) - self._apply_ggt_score(u, t, 0.5)
+        return self._linear_field(u, t, -0.5, 1.0)
 
     def __call__(self, t, y: torch.Tensor) -> torch.Tensor:
         if isinstance(t, torch.Tensor):

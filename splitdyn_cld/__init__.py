@@ -4,9 +4,9 @@ from .kernels import ell, forward_covariance, forward_mean_matrix, half_step_ker
 from .likelihood import NLLBound, nll_bound
 from .losses import dsm_loss, hsm_loss, sample_times
 from .process import CLD
-from .samplers import SAMPLERS, SampleResult, euler_maruyama, probability_flow, sample, sscs, torchsde_euler
+from .samplers import SAMPLER_NAMES, sample
 from .score import MixedScore
-from .vpsde import vpsde, vpsde_em
+from .vpsde import vpsde
 from .kernels import (forward_covariance_determinant, forward_mean_coefficients, perturbation_cholesky,
                       perturbation_covariance, reverse_linear_kernel)
 from .losses import loss_weight, score_matching_objective
@@ -16,24 +16,18 @@ __all__ = [
     "CLD",
     "MixedScore",
     "NLLBound",
-    "SAMPLERS",
-    "SampleResult",
+    "SAMPLER_NAMES",
     "dsm_loss",
     "ell",
-    "euler_maruyama",
     "forward_covariance",
     "forward_mean_matrix",
     "half_step_kernel",
     "hsm_loss",
     "nll_bound",
-    "probability_flow",
     "sample",
     "sample_times",
-    "sscs",
-    "torchsde_euler",
     "velocity_variance",
     "vpsde",
-    "vpsde_em",
     "forward_covariance_determinant",
     "forward_mean_coefficients",
     "loss_weight",

@@ -47,6 +47,9 @@ class CLD(LinearSDE):
         Time horizon (``1``).
     """
 
+    #: The components a CLD score model returns: the velocity's alone (:math:`GG^\top` vanishes on :math:`x`).
+    score_components = [1]
+
     def __init__(
         self,
         mass: float = 0.25,

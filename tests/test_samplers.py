@@ -1,8 +1,8 @@
-"""Generic samplers (splitdyn.samplers) and their CLD / VPSDE wrappers, against exact Gaussian answers and torchsde.
+"""The sampling entry point (splitdyn.sample) and the CLD preset, against exact Gaussian answers and torchsde.
 
 For Gaussian data the exact score is linear, so every sampler step is an affine Gaussian map: the weak error
 of a sampler is measured without Monte Carlo noise by pushing the mean and covariance through each sub-step
-(``Propagator.gaussian_moments``). Measured weak orders (covariance error at the cutoff, CLD with gamma = 1,
+(``Step.gaussian_moments``). Measured weak orders (covariance error at the cutoff, CLD with gamma = 1,
 data variance 0.5, n = 32 -> 256 uniform steps): Euler-Maruyama 1.3, 1.15, 1.07; SSCS 0.94, 0.97, 0.99 with an
 error 4x smaller than EM's at n = 256; SSCS is first order because its score step is an Euler step.
 """
@@ -13,16 +13,23 @@ import pytest
 import torch
 import torchsde
 
-from splitdyn import EulerMaruyama, ProbabilityFlowODE, ReverseSDE, apply_matrix, quadratic_grid, uniform_grid
-from splitdyn.samplers import (
-    sample_euler_maruyama,
-    sample_probability_flow,
-    sample_split,
-    sample_torchsde,
+import splitdyn
+from splitdyn import (
+    AdaptiveProbabilityFlow,
+    DivergenceError,
+    EulerMaruyama,
+    ProbabilityFlowODE,
+    ReverseSDE,
+    TorchsdeSolver,
+    apply_matrix,
+    integrate,
+    quadratic_grid,
     split_step,
+    uniform_grid,
 )
-from splitdyn_cld import CLD, euler_maruyama, probability_flow, sample, sscs, torchsde_euler
-from splitdyn_cld.vpsde import vpsde, vpsde_em
+from splitdyn.integrate import plan_step
+from splitdyn_cld import CLD, sample
+from splitdyn_cld.vpsde import vpsde
 
 DATA_VAR = 0.5
 EPS = 1e-3
@@ -63,14 +70,20 @@ def exact_prior(sde, S0, shape, generator, dtype=torch.float64):
 
 class SequentialBrownian(torchsde.BaseBrownian):
     """Brownian increments sqrt(h) * randn drawn from a generator in query order: the same numbers our
-    Euler-Maruyama draws, so torchsde's Euler and ours follow the same path."""
+    Euler-Maruyama draws, so torchsde's Euler and ours follow the same path. Our step draws noise only for
+    the columns of G that act (CLD: the velocity's, the last ``active`` channels); the others get zeros,
+    which G multiplies by zero anyway."""
 
-    def __init__(self, size, generator, dtype):
+    def __init__(self, size, generator, dtype, active=None):
         self._size, self._generator, self._dtype = tuple(size), generator, dtype
+        self._active = self._size[1] if active is None else active
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
         h = float(tb - ta)
-        return math.sqrt(h) * torch.randn(self._size, generator=self._generator, dtype=self._dtype)
+        out = torch.zeros(self._size, dtype=self._dtype)
+        out[:, self._size[1] - self._active:] = math.sqrt(h) * torch.randn(
+            (self._size[0], self._active), generator=self._generator, dtype=self._dtype)
+        return out
 
     def __repr__(self):
         return f"SequentialBrownian({self._size})"
@@ -114,9 +127,9 @@ def test_our_euler_maruyama_equals_torchsde_euler_on_the_same_noise_on_a_nonunif
     batch, d, n = 32, 3, 15
     grid = quadratic_grid(n, cld.T, EPS)
     u = cld.prior_sample((batch, d), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ours = sample_euler_maruyama(reverse, u, grid, generator=torch.Generator().manual_seed(5), denoise_eps=EPS)
-    bm = SequentialBrownian((batch, 2 * d), torch.Generator().manual_seed(5), torch.float64)
-    ref = sample_torchsde(reverse, u, grid, bm=bm, denoise_eps=EPS)
+    ours = splitdyn.sample(cld, reverse.score, u, grid, step="em", generator=torch.Generator().manual_seed(5))
+    bm = SequentialBrownian((batch, 2 * d), torch.Generator().manual_seed(5), torch.float64, active=d)
+    ref = splitdyn.sample(cld, reverse.score, u, grid, step=TorchsdeSolver("euler", bm=bm))
     print("max |ours - torchsde|", (ours.state - ref.state).abs().max().item())
     assert torch.allclose(ours.state, ref.state, rtol=1e-12, atol=1e-12)
     assert ours.nfe == ref.nfe == n + 1
@@ -130,9 +143,10 @@ def test_torchsde_reference_takes_exactly_one_step_per_interval_of_a_uniform_gri
     batch, d = 8, 2
     grid = uniform_grid(n, cld.T, EPS)
     u = cld.prior_sample((batch, d), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ours = sample_euler_maruyama(reverse, u, grid, generator=torch.Generator().manual_seed(3))
-    bm = SequentialBrownian((batch, 2 * d), torch.Generator().manual_seed(3), torch.float64)
-    ref = sample_torchsde(reverse, u, grid, bm=bm)
+    ours = splitdyn.sample(cld, reverse.score, u, grid, step="em", generator=torch.Generator().manual_seed(3),
+                           denoise=False)
+    bm = SequentialBrownian((batch, 2 * d), torch.Generator().manual_seed(3), torch.float64, active=d)
+    ref = splitdyn.sample(cld, reverse.score, u, grid, step=TorchsdeSolver("euler", bm=bm), denoise=False)
     assert ref.nfe == n
     # the same path: torchsde's steps are the grid's enlarged by 1e-11 relative (the last one clipped)
     print("max |ours - torchsde|", (ours.state - ref.state).abs().max().item())
@@ -146,9 +160,11 @@ def test_torchsde_reference_agrees_statistically_and_is_reproducible_from_a_gene
     n, batch = 50, 20_000
     grid = uniform_grid(n, vp.T, EPS)
     u = exact_prior(vp, S0, (batch, 1), torch.Generator().manual_seed(0))
-    ours = sample_euler_maruyama(reverse, u, grid, generator=torch.Generator().manual_seed(1)).state
-    ref = sample_torchsde(reverse, u, grid, generator=torch.Generator().manual_seed(2)).state
-    again = sample_torchsde(reverse, u, grid, generator=torch.Generator().manual_seed(2)).state
+    def run(step, seed):
+        return splitdyn.sample(vp, reverse.score, u, grid, step=step, denoise=False,
+                               generator=torch.Generator().manual_seed(seed)).state
+
+    ours, ref, again = run("em", 1), run("torchsde-euler", 2), run("torchsde-euler", 2)
     assert torch.equal(ref, again)
     # same law (the shared discretisation bias cancels): variances within 5 standard errors of their difference
     var_ours, var_ref = ours.var().item(), ref.var().item()
@@ -161,17 +177,18 @@ def test_probability_flow_pushes_a_whitened_p_T_sample_onto_the_exact_data_covar
     # With the exact (linear) score the flow map is linear, so an input sample whose empirical covariance is
     # exactly Sigma_T comes out with empirical covariance exactly Sigma_eps (up to the solver tolerance).
     cld, S0 = cld_gaussian()
-    ode = ProbabilityFlowODE(cld, gaussian_score(cld, S0, [1]), score_components=[1])
+    score, calls = counting(gaussian_score(cld, S0, [1]))
     z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     z = z - z.mean(0)
     z = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T
     u = (z @ torch.linalg.cholesky(marginal_covariance(cld, S0, cld.T)).T).reshape(64, 2, 1)
-    out = sample_probability_flow(ode, u, eps=EPS, rtol=1e-8, atol=1e-10, denoise=False)
+    out = splitdyn.sample(cld, score, u, None, step=AdaptiveProbabilityFlow(rtol=1e-8, atol=1e-10, eps=EPS),
+                          denoise=False)
     emp = torch.cov(out.state.reshape(64, 2).T)
     target = marginal_covariance(cld, S0, EPS)
     print("relative covariance error", ((emp - target).norm() / target.norm()).item(), "NFE", out.nfe)
     assert torch.allclose(emp, target, rtol=1e-5, atol=1e-7)
-    assert out.nfe == ode.evaluations and out.times == [cld.T, EPS]
+    assert out.nfe == calls[0] and out.times == [0.0, cld.T - EPS]
 
 
 def counting(score):
@@ -194,36 +211,39 @@ def test_grid_samplers_count_one_score_evaluation_per_step_plus_one_for_denoisin
     assert out.nfe == 7 + int(denoise)
     # torchsde checks the drift's shape once per sdeint call (one call per interval): not a solver step
     assert calls[0] == out.nfe + (7 if name == "torchsde-euler" else 0)
-    assert out.x.shape == out.v.shape == (8, 2)
+    x, v = out.components()
+    assert x.shape == v.shape == (8, 2)
 
 
 def test_probability_flow_counts_every_solver_evaluation_and_the_denoising_step():
     cld, S0 = cld_gaussian()
     score, calls = counting(gaussian_score(cld, S0, [1]))
-    out = probability_flow(cld, score, (8, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sample(cld, score, (8, 2), None, sampler="ode", generator=torch.Generator().manual_seed(0),
+                 dtype=torch.float64)
     assert out.nfe == calls[0] > 10
 
 
-def test_sscs_wrapper_equals_the_generic_splitting_sampler_and_the_dispatcher():
+def test_cld_preset_equals_the_generic_entry_point_with_the_splitting_step():
     cld, S0 = cld_gaussian()
     score = gaussian_score(cld, S0, [1])
-    a = sscs(cld, score, (16, 2), 9, grid="quadratic", generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     b = sample(cld, score, (16, 2), 9, sampler="sscs", grid="quadratic", generator=torch.Generator().manual_seed(3),
                dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
     u = cld.prior_sample((16, 2), generator=g, dtype=torch.float64)
-    c = sample_split(cld.reverse(score), u, quadratic_grid(9, cld.T, EPS), denoise_eps=EPS, generator=g)
-    assert torch.equal(a.x, b.x) and torch.equal(a.x, c.state[:, 0]) and torch.equal(a.v, c.state[:, 1])
+    c = splitdyn.sample(cld, score, u, quadratic_grid(9, cld.T, EPS), step=split_step(cld.reverse(score)),
+                        generator=g)
+    assert torch.equal(b.state, c.state) and b.nfe == c.nfe == 10
 
 
 def test_cld_denoising_moves_x_by_minus_eps_beta_over_m_times_v():
     # eq. 109: the data update of the denoising step needs no score
     cld, S0 = cld_gaussian()
     u = cld.prior_sample((5, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = sscs(cld, gaussian_score(cld, S0, [1]), u, 1, eps=0.5, generator=torch.Generator().manual_seed(0))
-    before = sscs(cld, gaussian_score(cld, S0, [1]), u, 1, eps=0.5, denoise=False,
-                  generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(out.x, before.x - 0.5 * 4.0 / cld.mass * before.v, rtol=1e-12, atol=1e-12)
+    out = sample(cld, gaussian_score(cld, S0, [1]), u, 1, eps=0.5, generator=torch.Generator().manual_seed(0))
+    before = sample(cld, gaussian_score(cld, S0, [1]), u, 1, eps=0.5, denoise=False,
+                    generator=torch.Generator().manual_seed(0))
+    (x, _), (x_before, v_before) = out.components(), before.components()
+    assert torch.allclose(x, x_before - 0.5 * 4.0 / cld.mass * v_before, rtol=1e-12, atol=1e-12)
 
 
 def nan_score(u, t):
@@ -232,8 +252,8 @@ def nan_score(u, t):
 
 @pytest.mark.parametrize("sampler", ["sscs", "em", "torchsde-euler", "ode"])
 def test_a_nan_score_raises_a_clear_error(sampler):
-    with pytest.raises(ValueError, match="non-finite"):
-        sample(CLD(), nan_score, (4, 2), 3, sampler=sampler)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        sample(CLD(), nan_score, (4, 2), None if sampler == "ode" else 3, sampler=sampler)
 
 
 def test_a_score_that_fails_only_in_the_denoising_step_is_caught():
@@ -244,21 +264,26 @@ def test_a_score_that_fails_only_in_the_denoising_step_is_caught():
         return exact(u, t) * (float("inf") if float(t) < 1.5 * EPS else 1.0)
 
     with pytest.raises(ValueError, match="denoised sample"):
-        sscs(cld, score, (4, 2), 3, dtype=torch.float64)
+        sample(cld, score, (4, 2), 3, dtype=torch.float64)
 
 
-def test_denoise_eps_must_match_the_end_of_the_grid():
+def test_bad_sampler_arguments_are_refused_with_the_argument_named():
     cld, S0 = cld_gaussian()
     reverse = cld.reverse(gaussian_score(cld, S0, [1]))
-    u = cld.prior_sample((4, 1))
-    with pytest.raises(ValueError, match="denoise_eps must equal"):
-        sample_split(reverse, u, uniform_grid(4, cld.T, 1e-2), denoise_eps=1e-3)
-    with pytest.raises(TypeError, match="reverse_sde"):
-        sample_euler_maruyama(cld, u, uniform_grid(4))
+    with pytest.raises(ValueError, match="denoise"):
+        splitdyn.sample(cld, reverse.score, (4, 1), torch.linspace(0.0, cld.T, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="reverse"):
+        split_step(cld, scheme="strang")
     with pytest.raises(ValueError, match="scheme"):
         split_step(reverse, scheme="yoshida")
-    with pytest.raises(ValueError, match="shape_or_u"):
-        sscs(cld, nan_score, (4, 0), 3)
+    with pytest.raises(ValueError, match="initial"):
+        sample(cld, nan_score, (4, 0), 3)
+    with pytest.raises(ValueError, match="n_steps=None"):
+        sample(cld, nan_score, (4, 2), 3, sampler="ode")
+    with pytest.raises(ValueError, match="grid=None"):
+        splitdyn.sample(cld, nan_score, (4, 2), uniform_grid(3), step="ode")
+    with pytest.raises(ValueError, match="step must be one of"):
+        splitdyn.sample(cld, nan_score, (4, 2), uniform_grid(3), step="rk9")
 
 
 def test_vpsde_has_the_paper_schedule_and_its_em_sampler_recovers_gaussian_data():
@@ -267,43 +292,46 @@ def test_vpsde_has_the_paper_schedule_and_its_em_sampler_recovers_gaussian_data(
     assert torch.allclose(vp.stationary_covariance(), torch.ones(1, 1, dtype=torch.float64))
     S0 = torch.tensor([[DATA_VAR]], dtype=torch.float64)
     batch = 20_000
-    x, nfe = vpsde_em(vp, gaussian_score(vp, S0), (batch, 1), 199, generator=torch.Generator().manual_seed(0),
-                      dtype=torch.float64)
-    assert nfe == 200 and x.shape == (batch, 1)
+    u = torch.randn(batch, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = splitdyn.sample(vp, gaussian_score(vp, S0), u, uniform_grid(199), step="em",
+                          generator=torch.Generator().manual_seed(0))
+    x = out.state[:, 0]
+    assert out.nfe == 200 and x.shape == (batch, 1)
     se = DATA_VAR * math.sqrt(2 / batch)
     # the denoised samples target the data variance; EM's O(h) bias at n = 200 is below 1 %
     assert abs(x.var().item() - DATA_VAR) < 5 * se + 0.01 * DATA_VAR
 
 
 def test_fused_strang_halves_the_flow_noise_draws_and_keeps_the_law_of_sscs():
-    # integrate() takes the closing A(h/2) of a step and the opening A(h/2) of the next as one exact step:
-    # Gaussian transitions compose, so the law is unchanged. Oracle: the exact moments of the unfused
+    # The composition's plan takes the closing A(h/2) of a step and the opening A(h/2) of the next as one exact
+    # step: Gaussian transitions compose, so the law is unchanged. Oracle: the exact moments of the unfused
     # composition (pushed through every sub-step without Monte Carlo) on Gaussian data.
-    from splitdyn import integrate
-
     cld, S0 = cld_gaussian(gamma=1.0)
     reverse = ReverseSDE(cld, gaussian_score(cld, S0, [1]), score_components=[1])
     step = split_step(reverse)
-    flow = step.steps[0][0]
     n, batch = 12, 200_000
     grid = quadratic_grid(n, cld.T, EPS)
-    calls = []
-    original = type(flow).__call__
+    draws = []
+    original = torch.randn
 
-    def counting(self, u, t, h, generator=None):
-        calls.append((t, h))
-        return original(self, u, t, h, generator)
+    def counting_randn(*args, **kwargs):
+        draws.append(args[0])
+        return original(*args, **kwargs)
 
     u0 = exact_prior(cld, S0, (batch, 1), torch.Generator().manual_seed(0))
-    flow.__class__ = type("CountingFlow", (type(flow),), {"__call__": counting})
-    fused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1)).state
-    assert len(calls) == n + 1
-    # the flow covers the grid once, without gaps or overlaps
-    assert calls[0][0] == grid[0].item() and math.isclose(calls[-1][0] + calls[-1][1], grid[-1].item(), rel_tol=1e-12)
-    assert all(math.isclose(a[0] + a[1], b[0], rel_tol=1e-12) for a, b in zip(calls, calls[1:]))
-    calls.clear()
-    unfused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1), fuse_exact_flows=False).state
-    assert len(calls) == 2 * n
+    plan = plan_step(step, grid.tolist(), u0)
+    # the fused flow covers the grid once, without gaps or overlaps: n + 1 pieces
+    starts, spans = plan.fused_intervals.starts, plan.fused_intervals.spans
+    assert len(starts) == n + 1 and starts[0] == grid[0]
+    assert torch.allclose(starts[1:], starts[:-1] + spans[:-1], rtol=1e-14, atol=0)
+    assert math.isclose(float(starts[-1] + spans[-1]), float(grid[-1]), rel_tol=1e-14)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "randn", counting_randn)
+        fused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1)).state
+        assert len(draws) == n + 1
+        draws.clear()
+        unfused = integrate(step, u0, grid, generator=torch.Generator().manual_seed(1), fuse=False).state
+        assert len(draws) == 2 * n
 
     mean = torch.zeros(1, 2, 1, dtype=torch.float64)
     cov = marginal_covariance(cld, S0, cld.T)

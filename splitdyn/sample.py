@@ -1,0 +1,224 @@
+r"""The one sampling entry point: :func:`sample` for every forward process and every sampler.
+
+``sample(process, score, initial, grid, step=...)`` builds the reverse-time SDE of ``process`` with ``score``
+(:class:`~splitdyn.reverse.ReverseSDE`), draws :math:`u_T` from the process's prior when ``initial`` is a
+shape, integrates reverse time :math:`\tau = T - t` over the grid to the cutoff :math:`\epsilon`, and, with
+``denoise``, finishes with one noise-free Euler step of size :math:`\epsilon` (paper eq. 107, one NFE). The
+result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` gives CLD's ``(x, v)``.
+
+Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
+Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
+``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
+torchdiffeq). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
+:class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from collections.abc import Sequence
+from typing import Callable
+
+import torch
+
+from .checks import check_flag
+from .grids import check_grid
+from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
+from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
+from .reverse import ReverseSDE, ScoreFunction
+from .steps.base import Step
+from .steps.composition import strang, trotter
+from .steps.euler import EulerDrift, EulerMaruyama
+from .steps.exact_flow import ExactLinearFlow
+
+__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step"]
+
+
+def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
+    r"""The splitting sampler's step for a reverse SDE whose forward SDE is a :class:`~splitdyn.LinearSDE`.
+
+    The reverse drift splits as :math:`-f + GG^\top s = \underbrace{(-F - GG^\top P)u}_{A} +
+    \underbrace{GG^\top (s + P u)}_{S}` for a reference precision :math:`P` (default the stationary precision;
+    for CLD :math:`\mathrm{diag}(1, M^{-1})`, the paper's split, eq. 76-77). :math:`A` with the noise is
+    followed exactly, :math:`S` by an Euler step with the score at :math:`\tau + \theta h`
+    (``time_point`` :math:`\theta`; 0 is Algorithm 1). ``scheme="strang"``: :math:`A(h/2)\,S(h)\,A(h/2)`
+    (SSCS for CLD); ``"trotter"``: :math:`A(h)\,S(h)`.
+    """
+    if not isinstance(reverse, ReverseSDE):
+        raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
+    if scheme not in ("strang", "trotter"):
+        raise ValueError(f"scheme must be 'strang' or 'trotter', got {scheme!r}")
+    if not hasattr(reverse.sde, "reverse_linear_part"):
+        raise TypeError("the splitting sampler needs a LinearSDE forward process (to split off its linear part)")
+    linear = ExactLinearFlow(reverse.sde.reverse_linear_part(precision))
+    score_step = EulerDrift(reverse.score_part(precision), time_point=time_point)
+    return (strang if scheme == "strang" else trotter)(linear, score_step)
+
+
+def _ignore_dynamics(solver_type, reverse, **options):
+    """A reference solver needs nothing from the dynamics at construction (a picklable factory)."""
+    return solver_type(**options)
+
+
+#: The named samplers :func:`sample` accepts, each ``name -> factory(reverse_sde)``.
+#:
+#: :meta hide-value:
+SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
+    "em": EulerMaruyama,
+    "sscs": split_step,
+    "trotter-split": partial(split_step, scheme="trotter"),
+    "torchsde-euler": partial(_ignore_dynamics, TorchsdeSolver, method="euler"),
+    "torchsde-srk": partial(_ignore_dynamics, TorchsdeSolver, method="srk", noise_type="additive"),
+    "ode": partial(_ignore_dynamics, AdaptiveProbabilityFlow),
+}
+
+
+def sampler_step(step, reverse: ReverseSDE) -> Step | ReferenceSolver:
+    """Resolve ``step`` (a name in :data:`SAMPLERS`, a Step, a solver or a factory) for ``reverse``."""
+    if isinstance(step, str):
+        if step not in SAMPLERS:
+            raise ValueError(f"step must be one of {sorted(SAMPLERS)} or a Step, got {step!r}")
+        return SAMPLERS[step](reverse)
+    if isinstance(step, (Step, ReferenceSolver)):
+        return step
+    if callable(step):
+        built = step(reverse)
+        if not isinstance(built, (Step, ReferenceSolver)):
+            raise TypeError(f"a step factory must return a splitdyn Step, got {type(built).__name__}")
+        return built
+    raise TypeError(f"step must be a sampler name, a Step, a ReferenceSolver or a factory, got {type(step).__name__}")
+
+
+def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
+    k = process.num_components
+    if isinstance(initial, torch.Tensor):
+        if not initial.is_floating_point():
+            raise TypeError(f"initial must be a floating state tensor, got dtype {initial.dtype}")
+        if initial.ndim < 2 or initial.shape[1] != k or initial.shape[0] == 0:
+            raise ValueError(f"initial must be a state (batch >= 1, {k}, *event), got shape {tuple(initial.shape)}")
+        return initial
+    try:
+        shape = tuple(initial)
+    except TypeError:
+        raise TypeError(f"initial must be a shape (batch, *event) or a state tensor, got {type(initial).__name__}") from None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"initial must be a shape (batch, *event) of positive ints, got {initial!r}")
+    if not hasattr(process, "prior_sample"):
+        raise TypeError(f"{type(process).__name__} has no prior_sample: pass an initial state tensor")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return process.prior_sample(shape, generator=generator, dtype=dtype, device=device)
+
+
+def _reverse_times(grid, T: float) -> list[float]:
+    if hasattr(grid, "reverse_times"):
+        grid = grid.reverse_times(T)
+    times = check_grid(grid)
+    if abs(times[0]) > 1e-12 * max(1.0, T) or times[-1] > T * (1 + 1e-12):
+        raise ValueError(f"grid must run in reverse time from 0 to at most T = {T}, got [{times[0]}, {times[-1]}]")
+    return times
+
+
+def sample(
+    process,
+    score: ScoreFunction,
+    initial,
+    grid=None,
+    *,
+    step="em",
+    score_components: Sequence[int] | None = None,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    progress: bool | str = False,
+    callback: Callback | None = None,
+    save_at=None,
+    differentiable: bool = False,
+    compile: bool | dict = False,
+    divergence_factor: float | None = 1e4,
+) -> Solution:
+    r"""Sample the data distribution of ``process`` by integrating its reverse-time dynamics.
+
+    Parameters
+    ----------
+    process:
+        The forward SDE (CLD, VP, sub-VP, VE or any :class:`~splitdyn.linear_sde.LinearSDEBase`; a non-linear
+        SDE with ``drift``/``diffusion_matrix`` works with ``"em"`` and the torchsde reference).
+    score:
+        ``score(u, t)`` in forward time, returning the components ``score_components`` (same dtype as ``u``).
+    initial:
+        ``(batch, *event)`` to draw :math:`u_T` from ``process.prior_sample``, or a state ``(batch, k, *event)``.
+    grid:
+        A grid object (:mod:`splitdyn.grids`, anything with ``reverse_times(T)``) or strictly increasing reverse
+        times from 0 to :math:`T - \epsilon`; ``None`` for samplers that pick their own steps (``"ode"``).
+    step:
+        A name in :data:`SAMPLERS`, a :class:`~splitdyn.steps.base.Step`, a factory ``f(reverse_sde) -> Step``,
+        or a :class:`~splitdyn.interop.ReferenceSolver`.
+    score_components:
+        Components the score returns; default ``process.score_components`` if defined (CLD: the velocity,
+        ``[1]``), else all.
+    denoise:
+        Finish with the denoising step of size :math:`\epsilon = T - \tau_n` (one more NFE).
+    generator, dtype, device:
+        For the prior draw and the noise (``dtype``/``device`` only when ``initial`` is a shape).
+    progress:
+        tqdm progress bar (a string sets its label).
+    callback:
+        ``callback(i, tau_{i+1}, u)`` after each step (fixed-grid samplers).
+    save_at:
+        ``"all"`` or reverse grid times at which to keep the state (``Solution.trajectory``).
+    differentiable:
+        Keep the autograd graph (default: sample under ``torch.no_grad()``).
+    compile:
+        ``True`` or ``torch.compile`` options: compile each plan's arithmetic once (scores then receive
+        the time as a 0-d tensor).
+    divergence_factor:
+        See :func:`~splitdyn.integrate.integrate`.
+
+    Returns
+    -------
+    Solution
+        ``state`` (denoised if asked), ``nfe`` (see :mod:`splitdyn.integrate`), ``times``, and the saved
+        ``trajectory``.
+    """
+    check_flag("denoise", denoise)
+    check_flag("differentiable", differentiable)
+    if not hasattr(process, "T") or not hasattr(process, "num_components"):
+        raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
+    if score_components is None:
+        score_components = getattr(process, "score_components", None)
+    reverse = ReverseSDE(process, score, score_components)
+    solver = sampler_step(step, reverse)
+    u = _initial_state(process, initial, generator, dtype, device)
+    T = float(process.T)
+    if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
+        if grid is not None:
+            raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
+        times, eps = None, solver.eps
+        solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
+                                save_at=None if save_at is None else [float(t) for t in save_at])
+    else:
+        if grid is None:
+            raise ValueError("grid is required for this sampler (e.g. splitdyn.grids.UniformGrid(n))")
+        times = _reverse_times(grid, T)
+        eps = T - times[-1]
+        if isinstance(solver, ReferenceSolver):
+            solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
+                                    callback=callback, save_at=save_indices(save_at, times))
+        else:
+            solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
+                                 callback=callback, differentiable=differentiable, compile=compile,
+                                 divergence_factor=divergence_factor)
+    if denoise:
+        if not eps > 0:
+            raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")
+        with torch.no_grad() if not differentiable else contextlib.nullcontext():
+            state = reverse.denoise(solution.state, eps)
+        if not bool(torch.isfinite(state).all()):
+            raise DivergenceError("the denoised sample contains NaN or inf: the score failed at forward time eps")
+        solution.state = state
+        solution.nfe += 1
+    return solution
+

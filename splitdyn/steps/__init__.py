@@ -1,0 +1,29 @@
+"""Steps of the sampler core: the protocol, drifts, exact flows, Euler-type steps and compositions.
+
+See :mod:`splitdyn.steps.base` for the protocol every step follows (declared ``nfe`` and orders, plans).
+"""
+
+from .base import REGISTRY, AffineMap, Intervals, Plan, Step
+from .composition import Composition, palindromic, splitting, strang, trotter
+from .drift import CallableDrift, Drift, DriftPlan
+from .euler import EulerDrift, EulerMaruyama
+from .exact_flow import ExactLinearFlow
+
+__all__ = [
+    "AffineMap",
+    "CallableDrift",
+    "Composition",
+    "Drift",
+    "DriftPlan",
+    "EulerDrift",
+    "EulerMaruyama",
+    "ExactLinearFlow",
+    "Intervals",
+    "Plan",
+    "REGISTRY",
+    "Step",
+    "palindromic",
+    "splitting",
+    "strang",
+    "trotter",
+]

@@ -1,0 +1,237 @@
+r"""The step protocol: a step declares what it is, plans once per grid, and runs on tensors only.
+
+A :class:`Step` advances a state ``u`` of shape ``(batch, k, *event)`` over an interval :math:`[t, t + h]` of
+its dynamics' own time (reverse time :math:`\tau = T - t` for samplers). Every step declares
+
+- ``nfe``: score / network evaluations per call (before first-same-as-last reuse, see
+  :mod:`splitdyn.steps.composition`);
+- ``weak_order`` (and ``strong_order`` where meaningful): the global order it converges with, ``math.inf``
+  for an exact step; the table-driven order test measures every registered step against its declaration;
+- which dynamics it accepts: a mismatch is refused at construction.
+
+Before a loop runs, :meth:`Step.plan` turns the grid into a :class:`Plan`: all float64 host work (transition
+matrices, Cholesky factors, per-step scalars) is done once and stored as device tensors indexed by step. The
+plan's ``plan(u, i, generator)`` then does only tensor arithmetic. No cache is keyed by float times, so memory
+does not grow with the number of steps apart from the plan's small tables.
+
+Every concrete subclass of :class:`Step` is recorded in :data:`REGISTRY` (by class name), which the order
+table of the test suite walks.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..checks import check_state
+
+__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "kron_identity"]
+
+#: Every concrete :class:`Step` subclass of the library by class name (filled in as subclasses are defined).
+#:
+#: :meta hide-value:
+REGISTRY: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The sub-intervals a step is planned for: ``starts[i]`` and ``spans[i]`` (float64 CPU, shape ``(n,)``).
+
+    ``contiguous`` says whether interval ``i + 1`` starts where interval ``i`` ends (true for a grid), which
+    compositions need to fuse adjacent exact flows.
+    """
+
+    starts: torch.Tensor
+    spans: torch.Tensor
+    contiguous: bool = False
+
+    @classmethod
+    def from_grid(cls, times: Sequence[float] | torch.Tensor) -> "Intervals":
+        """The ``n`` intervals between consecutive grid times."""
+        g = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+        return cls(g[:-1].clone(), g[1:] - g[:-1], True)
+
+    @classmethod
+    def single(cls, t: float, h: float) -> "Intervals":
+        """One interval :math:`[t, t + h]`."""
+        return cls(torch.tensor([float(t)], dtype=torch.float64), torch.tensor([float(h)], dtype=torch.float64))
+
+    def __len__(self) -> int:
+        return int(self.starts.numel())
+
+    def sub(self, offset: float, fraction: float) -> "Intervals":
+        """The sub-intervals :math:`[t_i + \\text{offset}\\,h_i,\\ t_i + (\\text{offset} + \\text{fraction})\\,h_i]`."""
+        return Intervals(self.starts + offset * self.spans, fraction * self.spans, False)
+
+
+def kron_identity(matrix: torch.Tensor, d: int) -> torch.Tensor:
+    r""":math:`A \otimes I_d` in float64 (``matrix`` of shape ``(k, m)`` gives ``(k d, m d)``)."""
+    return torch.kron(matrix.to(torch.float64), torch.eye(d, dtype=torch.float64))
+
+
+def _batched_kron_identity(tables: torch.Tensor, d: int) -> torch.Tensor:
+    """``(n, k, m)`` -> ``(n, k d, m d)``: :math:`A_i \\otimes I_d` for every step."""
+    n, k, m = tables.shape
+    eye = torch.eye(d, dtype=tables.dtype)
+    return torch.einsum("nkm,de->nkdme", tables, eye).reshape(n, k * d, m * d)
+
+
+# Tiny events (k * d at most this) are applied as one small GEMM with A (x) I_d on the flattened state;
+# larger CPU events as multiply-adds over the components that skip zero entries.
+_KRON_MAX_SIZE = 16
+
+
+class AffineMap:
+    r"""Per-step linear combinations :math:`u' = \sum_j (A_j[i] \otimes I_d)\,x_j` prepared for one state layout.
+
+    The step tables ``A_j`` (float64, shape ``(n, k, m_j)``) are converted once, at plan time, into the
+    cheapest form for the state's device and event size:
+
+    - CPU, tiny events (:math:`k d \le 16`): transposed :math:`A_j \otimes I_d` tables, applied as one
+      ``addmm`` chain on the flattened batch-major states (no strided views);
+    - CPU, larger events: per-step Python scalars, applied as multiply-adds that skip zero entries (CLD's
+      :math:`G` and :math:`GG^\top` are mostly zeros);
+    - other devices: device tables applied with ``torch.matmul``.
+
+    Parameters
+    ----------
+    tables:
+        The ``A_j``, each of shape ``(n, k, m_j)``.
+    like:
+        A state ``(batch, k, *event)`` with the dtype, device and event shape to prepare for.
+    index:
+        Optional step -> table row map (a time-homogeneous step stores one row per distinct step size).
+    tensor_only:
+        Never use the Python-scalar form (for compiled arithmetic).
+    """
+
+    def __init__(self, tables: Sequence[torch.Tensor], like: torch.Tensor, index: Sequence[int] | None = None,
+                 tensor_only: bool = False) -> None:
+        self.index = list(range(int(tables[0].shape[0]))) if index is None else list(index)
+        self.k = int(tables[0].shape[-2])
+        self.widths = [int(t.shape[-1]) for t in tables]
+        self.event = tuple(like.shape[2:])
+        self.d = math.prod(self.event)
+        self.float64 = [t.to(torch.float64) for t in tables]
+        cpu = like.device.type == "cpu"
+        if cpu and max([self.k, *self.widths]) * self.d <= _KRON_MAX_SIZE:
+            self.mode = "kron"
+            self.tables = [_batched_kron_identity(t, self.d).transpose(-1, -2).to(like.dtype).contiguous()
+                           for t in self.float64]
+        elif cpu and not tensor_only:
+            self.mode = "scalars"
+            self.scalars = [t.tolist() for t in self.float64]
+        else:
+            self.mode = "matmul"
+            self.tables = [t.to(dtype=like.dtype, device=like.device) for t in self.float64]
+
+    def prepared(self, i: int) -> list[torch.Tensor]:
+        """The step-``i`` matrices in the form :meth:`apply` takes (not in the ``"scalars"`` mode)."""
+        return [t[self.index[i]] for t in self.tables]
+
+    def apply(self, matrices: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:math:`\\sum_j A_j x_j` from :meth:`prepared` matrices: tensor arithmetic only (compilable)."""
+        batch = inputs[0].shape[0]
+        out = None
+        if self.mode == "kron":
+            for x, table in zip(inputs, matrices):
+                flat = x.reshape(batch, -1)
+                out = torch.mm(flat, table) if out is None else torch.addmm(out, flat, table)
+        else:
+            for x, table in zip(inputs, matrices):
+                term = torch.matmul(table, x.reshape(batch, x.shape[1], -1))
+                out = term if out is None else out + term
+        return out.reshape(batch, self.k, *self.event)
+
+    def __call__(self, i: int, *inputs: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sum_j A_j[i]\\,x_j` for inputs ``x_j`` of shape ``(batch, m_j, *event)``."""
+        i = self.index[i]
+        if self.mode != "scalars":
+            return self.apply([t[i] for t in self.tables], inputs)
+        rows = []
+        for r in range(self.k):
+            acc = None
+            for x, table in zip(inputs, self.scalars):
+                for j, a in enumerate(table[i][r]):
+                    if a == 0.0:
+                        continue
+                    acc = x[:, j] * a if acc is None else torch.add(acc, x[:, j], alpha=a)
+            if acc is None:  # an all-zero row; multiplying keeps the graph when autograd needs one
+                acc = inputs[0][:, 0] * 0.0 if inputs[0].requires_grad else torch.zeros_like(inputs[0][:, 0])
+            rows.append(acc)
+        return torch.stack(rows, dim=1)
+
+    def matrices(self, i: int) -> list[torch.Tensor]:
+        """The float64 ``A_j[i]`` (for exact moment propagation)."""
+        return [t[self.index[i]] for t in self.float64]
+
+
+class Plan(ABC):
+    """A step planned for ``n`` intervals: call ``plan(u, i, generator)`` for interval ``i``.
+
+    Attributes
+    ----------
+    n:
+        Number of intervals.
+    evaluations:
+        Running count of score evaluations made through this plan (Python int, no device sync).
+    """
+
+    n: int
+    evaluations: int = 0
+
+    @abstractmethod
+    def __call__(self, u: torch.Tensor, i: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Advance ``u`` over interval ``i``."""
+
+    def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
+        r"""Push :math:`\mathcal N(\text{mean}, \text{covariance})` of one state through interval ``i``.
+
+        ``mean`` has shape ``(1, k, *event)``; ``covariance`` is the float64 ``(n, n)`` covariance of the
+        flattened state. Exact when the step is affine-Gaussian in ``u`` (e.g. a linear score).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not propagate Gaussian moments")
+
+    def compile(self, **options) -> None:
+        """Compile the plan's tensor arithmetic with ``torch.compile(**options)`` (once per plan)."""
+
+
+class Step(ABC):
+    """One step :math:`u_t \\mapsto u_{t+h}` of some dynamics; see the module docstring for the protocol.
+
+    Attributes
+    ----------
+    nfe:
+        Score evaluations per call.
+    weak_order:
+        Declared global weak order (``math.inf`` for an exact step).
+    strong_order:
+        Declared strong order, or ``None`` where it is not meaningful or not claimed.
+    """
+
+    nfe: int = 0
+    weak_order: float
+    strong_order: float | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if (not getattr(cls, "__abstractmethods__", None) and not cls.__name__.startswith("_")
+                and cls.__module__.split(".")[0] in ("splitdyn", "splitdyn_cld")):
+            REGISTRY[cls.__name__] = cls
+
+    @abstractmethod
+    def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        """Do all host work for ``intervals`` once and return the :class:`Plan` for states like ``like``."""
+
+    def __call__(self, u: torch.Tensor, t: float, h: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One step over :math:`[t, t + h]` (plans a one-interval table: for manual stepping, not for loops)."""
+        check_state("u", u, u.shape[1] if isinstance(u, torch.Tensor) and u.ndim >= 2 else 1)
+        return self.plan(Intervals.single(t, h), u)(u, 0, generator)
+
+    def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, t: float, h: float):
+        """Exact Gaussian moments through one step over :math:`[t, t + h]` (see :meth:`Plan.gaussian_moments`)."""
+        return self.plan(Intervals.single(t, h), mean.to(torch.float64)).gaussian_moments(mean, covariance, 0)
