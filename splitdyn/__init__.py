@@ -5,14 +5,16 @@ compositions, reverse-time SDEs and probability-flow ODEs, time grids, likelihoo
 """
 
 from .gaussian import PerturbationKernel, gaussian_log_prob, psd_cholesky
-from .grids import forward_times, make_grid, quadratic_grid, uniform_grid
+from .grids import GivenGrid, Grid, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid, make_grid, quadratic_grid, uniform_grid
 from .integrate import Solution, integrate
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, apply_matrix, stationary_covariance, van_loan_kernel
 from .moments import moment_kernels
+from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .propagators import EulerDrift, EulerMaruyama, ExactLinearFlow, Propagator
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .schedules import ConstantBeta, CustomBeta, LinearBeta, ReversedRescaling, TimeRescaling
+from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
+from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .splitting import Composition, palindromic, splitting, strang, trotter
 from .samplers import sample_euler_maruyama, sample_probability_flow, sample_split, sample_torchsde, split_step
 
@@ -22,33 +24,46 @@ __all__ = [
     "ConstantBeta",
     "Composition",
     "CustomBeta",
+    "DiffusionProcess",
     "EulerDrift",
     "EulerMaruyama",
     "ExactLinearFlow",
+    "GeometricSigma",
+    "GivenGrid",
+    "Grid",
     "LikelihoodResult",
     "LinearBeta",
     "LinearSDE",
     "LinearSDEBase",
+    "LogSNRGrid",
+    "NoisePredictionScore",
     "PerturbationKernel",
     "ProbabilityFlowODE",
+    "PowerGrid",
     "Propagator",
+    "QuadraticGrid",
     "ReverseSDE",
     "ReversedRescaling",
     "Solution",
+    "SubVPSDE",
     "TimeRescaling",
     "TimeVaryingLinearSDE",
     "TorchsdeAdapter",
+    "UniformGrid",
+    "VESDE",
+    "VPSDE",
     "apply_matrix",
     "divergence",
-    "forward_times",
     "gaussian_log_prob",
     "integrate",
     "log_likelihood",
+    "log_snr_bisection",
     "make_grid",
     "moment_kernels",
     "palindromic",
     "psd_cholesky",
     "quadratic_grid",
+    "score_from_noise_prediction",
     "splitting",
     "stationary_covariance",
     "strang",
