@@ -234,7 +234,8 @@ class GivenGrid(Grid):
         return self.times.clone()
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{v:.6g}" for v in self.times[:4].tolist()) + (", ..." if self.n > 3 else "")
+        values = [f"{v:.6g}" for v in self.times.tolist()]
+        shown = ", ".join(values if len(values) <= 5 else values[:3] + ["...", values[-1]])
         return f"GivenGrid([{shown}], T={self.T})"
 
 

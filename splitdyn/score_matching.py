@@ -110,7 +110,7 @@ class NoisePredictionScore(nn.Module):
         return self.net(u, times.to(dtype=u.dtype, device=u.device))
 
     def forward(self, u: torch.Tensor, t) -> torch.Tensor:
-        """The score :math:`-\hat\varepsilon(u, t)/\sigma(t)` for states ``(batch, 1, *event)``."""
+        r"""The score :math:`-\hat\varepsilon(u, t)/\sigma(t)` for states ``(batch, 1, *event)``."""
         check_state("u", u, 1)
         times = self._times(u, t)
         sigma = self.sigma(times).to(dtype=u.dtype, device=u.device).reshape(-1, *([1] * (u.ndim - 1)))
