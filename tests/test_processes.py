@@ -134,6 +134,22 @@ def test_alpha_and_sigma_are_the_kernel_from_zero(name):
     torch.testing.assert_close(process.sigma(t) ** 2, Q[:, 0, 0], rtol=1e-9, atol=1e-30)
 
 
+def test_schedules_rate_is_the_derivative_of_the_integral_and_inverses_round_trip():
+    t = torch.tensor([1e-9, 1e-3, 0.25, 0.8, 1.0], dtype=F64)
+    for schedule, B_ref in ((LinearBeta(BMIN, BMAX), B_vp), (GeometricSigma(SMIN, SMAX), lambda r: sigma_geo(r) ** 2 - SMIN**2)):
+        torch.testing.assert_close(schedule.integral(t), B_ref(t), rtol=1e-12, atol=1e-19)  # B_ref cancels at 0
+        tt = t.clone().requires_grad_(True)
+        (rate,) = torch.autograd.grad(B_ref(tt).sum(), tt)  # autograd of the independent B(t)
+        torch.testing.assert_close(schedule.beta(t), rate, rtol=1e-12, atol=0)
+        torch.testing.assert_close(schedule.inverse_integral(schedule.integral(t)), t, rtol=1e-12, atol=0)
+        s = t * 0.5
+        torch.testing.assert_close(schedule.increment(t, s), B_ref(t) - B_ref(s), rtol=1e-9, atol=0)
+    ve = GeometricSigma(SMIN, SMAX)
+    # the increment keeps relative precision over a span of 1e-12 where B(t) - B(s) cancels
+    assert ve.increment(0.5 + 1e-12, 0.5).item() == pytest.approx(g2_ve(torch.tensor(0.5, dtype=F64)).item() * 1e-12,
+                                                                  rel=1e-9)
+
+
 # -- log-SNR --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PROCESSES))
 def test_log_snr_is_log_alpha_over_sigma_and_decreasing(name):
