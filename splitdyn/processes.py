@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Sequence
 
 import torch
 
@@ -54,7 +55,7 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, x + torch.log1p(torch.exp(-x.abs())), torch.log1p(torch.exp(-x.abs())))
 
 
-def log_snr_bisection(process: "DiffusionProcess", lam) -> torch.Tensor:
+def log_snr_bisection(process: "DiffusionProcess", lam: float | torch.Tensor) -> torch.Tensor:
     r"""The time :math:`t \in [0, T]` with :math:`\lambda(t) = \lambda`, by bisection on the decreasing
     :meth:`DiffusionProcess.log_snr` (float64, same shape as ``lam``).
 
@@ -105,19 +106,19 @@ class DiffusionProcess(LinearSDEBase):
         """lambda(t) for float64 times, unchecked (subclasses override with cancellation-free forms)."""
         return torch.log(self._alpha(t)) - torch.log(self._sigma(t))
 
-    def alpha(self, t) -> torch.Tensor:
+    def alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The signal coefficient :math:`\alpha(t)` of :math:`x_t = \alpha(t) x_0 + \sigma(t)\varepsilon` (float64)."""
         return self._alpha(check_time("t", t, self.T))
 
-    def sigma(self, t) -> torch.Tensor:
+    def sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The noise coefficient :math:`\sigma(t)`, the standard deviation of :math:`x_t` given :math:`x_0` (float64)."""
         return self._sigma(check_time("t", t, self.T))
 
-    def log_snr(self, t) -> torch.Tensor:
+    def log_snr(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The log signal-to-noise ratio :math:`\lambda(t) = \log(\alpha(t)/\sigma(t))` (float64; :math:`+\infty` at 0)."""
         return self._log_snr(check_time("t", t, self.T))
 
-    def time_from_log_snr(self, lam) -> torch.Tensor:
+    def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         r"""The inverse of :meth:`log_snr`: the time :math:`t` with :math:`\lambda(t) = \lambda` (float64).
 
         ``lam`` must be finite and at least :math:`\lambda(T)`. This generic version bisects
@@ -135,7 +136,7 @@ class DiffusionProcess(LinearSDEBase):
         return lam
 
     # -- prior ---------------------------------------------------------------------------------------
-    def prior_sample(self, shape, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+    def prior_sample(self, shape: Sequence[int], generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                      device=None) -> torch.Tensor:
         r"""Samples of the prior :math:`\mathcal{N}(0, \sigma_{\mathrm{prior}}^2 I)` as states ``(batch, 1, *event)``.
 
@@ -162,7 +163,7 @@ class DiffusionProcess(LinearSDEBase):
         check_finite_tensor("u", u)
         return gaussian_log_prob(u, torch.tensor([[self.prior_std**2]], dtype=torch.float64))
 
-    def perturbation_kernel(self, t, x0: torch.Tensor, eps_num: float = 0.0) -> PerturbationKernel:
+    def perturbation_kernel(self, t: float | torch.Tensor, x0: torch.Tensor, eps_num: float = 0.0) -> PerturbationKernel:
         r"""The perturbation kernel :math:`p_t(x_t \mid x_0) = \mathcal{N}(\alpha(t)x_0, \sigma(t)^2 I)`.
 
         Parameters
@@ -245,7 +246,7 @@ class VPSDE(LinearSDE, DiffusionProcess):
         B = self.rescaling.integral(t)
         return -0.5 * (B + torch.log(-torch.expm1(-B)))  # = -log(expm1(B)) / 2 without overflow
 
-    def time_from_log_snr(self, lam) -> torch.Tensor:
+    def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         r"""Closed form: :math:`B = \log(1 + e^{-2\lambda})`, then the root of the quadratic :math:`B(t) = B`."""
         lam = self._check_log_snr(lam)
         return self.rescaling.inverse_integral(_softplus(-2.0 * lam)).clamp(0.0, self.T)
@@ -288,7 +289,7 @@ class SubVPSDE(DiffusionProcess):
     def __repr__(self) -> str:
         return f"SubVPSDE(beta_min={self.schedule.beta_min}, beta_max={self.schedule.beta_max}, T={self.T})"
 
-    def beta(self, t) -> torch.Tensor:
+    def beta(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The rate :math:`\beta(t)` (float64)."""
         return self.schedule.beta(check_time("t", t, self.T))
 
@@ -314,7 +315,7 @@ class SubVPSDE(DiffusionProcess):
         B = self.schedule.integral(t)
         return -0.5 * B - torch.log(-torch.expm1(-B))
 
-    def time_from_log_snr(self, lam) -> torch.Tensor:
+    def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         r"""Closed form: :math:`\alpha/\sigma = 1/(2\sinh(B/2))`, so :math:`B = 2\,\mathrm{asinh}(e^{-\lambda}/2)`."""
         lam = self._check_log_snr(lam)
         # asinh(e^{-lam}/2) = -lam + O(e^{2 lam}) once e^{-lam} would overflow
@@ -347,7 +348,7 @@ class VESDE(LinearSDE, DiffusionProcess):
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.rescaling.sigma_min}, sigma_max={self.rescaling.sigma_max}, T={self.T})"
 
-    def noise_scale(self, t) -> torch.Tensor:
+    def noise_scale(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The geometric noise scale :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}` (float64)."""
         return self.rescaling.sigma(check_time("t", t, self.T))
 
@@ -373,7 +374,7 @@ class VESDE(LinearSDE, DiffusionProcess):
     def _log_snr(self, t):
         return -math.log(self.rescaling.sigma_min) - 0.5 * torch.log(torch.expm1(2.0 * self.rescaling.rate * t))
 
-    def time_from_log_snr(self, lam) -> torch.Tensor:
+    def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
         r"""Closed form: :math:`t = \log(1 + e^{-2\lambda}/\sigma_{\min}^2)/(2c)`, :math:`c = \log(\sigma_{\max}/\sigma_{\min})/T`."""
         lam = self._check_log_snr(lam)
         t = _softplus(-2.0 * (lam + math.log(self.rescaling.sigma_min))) / (2.0 * self.rescaling.rate)
