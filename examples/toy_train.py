@@ -48,7 +48,7 @@ from splitdyn_cld.vpsde import vpsde, vpsde_em
 def vpsde_loss(score_model, x0: torch.Tensor, sde, generator: torch.Generator | None, t_min: float = 1e-5) -> torch.Tensor:
     r"""The VPSDE's noise-prediction loss: DSM with :math:`\lambda(t) = \sigma_t^2`, i.e.
     :math:`\|\varepsilon_\theta(x_t, t) - \varepsilon\|^2` for ``score_model`` a
-    :class:`~splitdyn_cld.toy_models.NoisePredictionScore`; :math:`t \sim U[t_{min}, T)`."""
+    :class:`~splitdyn.score_matching.NoisePredictionScore`; :math:`t \sim U[t_{min}, T)`."""
     cpu = generator if generator is None or generator.device.type == "cpu" else None
     t = t_min + (sde.T - t_min) * torch.rand(x0.shape[0], generator=cpu, dtype=torch.float64)
     kernel = PerturbationKernel(sde, t, x0[:, None])

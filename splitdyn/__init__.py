@@ -5,15 +5,17 @@ compositions planned once per grid, one sampling entry point, reverse-time SDEs 
 """
 
 from .gaussian import PerturbationKernel, gaussian_log_prob, psd_cholesky
-from .grids import forward_times, make_grid, quadratic_grid, uniform_grid
+from .grids import GivenGrid, Grid, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid, make_grid, quadratic_grid, uniform_grid
 from .integrate import DivergenceError, Solution, integrate
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .likelihood import LikelihoodResult, divergence, log_likelihood
 from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, apply_matrix, stationary_covariance, van_loan_kernel
 from .moments import moment_kernels
+from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .sample import SAMPLERS, sample, split_step
-from .schedules import ConstantBeta, CustomBeta, LinearBeta, ReversedRescaling, TimeRescaling
+from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
+from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .steps import (
     CallableDrift,
     Composition,
@@ -36,13 +38,19 @@ __all__ = [
     "ConstantBeta",
     "Composition",
     "CustomBeta",
+    "DiffusionProcess",
     "EulerDrift",
     "EulerMaruyama",
     "ExactLinearFlow",
+    "GeometricSigma",
+    "GivenGrid",
+    "Grid",
     "LikelihoodResult",
     "LinearBeta",
     "LinearSDE",
     "LinearSDEBase",
+    "LogSNRGrid",
+    "NoisePredictionScore",
     "PerturbationKernel",
     "ProbabilityFlowODE",
     "Plan",
@@ -56,23 +64,30 @@ __all__ = [
     "TorchsdeSolver",
     "SAMPLERS",
     "sample",
+    "PowerGrid",
+    "QuadraticGrid",
     "ReverseSDE",
     "ReversedRescaling",
     "Solution",
+    "SubVPSDE",
     "TimeRescaling",
     "TimeVaryingLinearSDE",
     "TorchsdeAdapter",
+    "UniformGrid",
+    "VESDE",
+    "VPSDE",
     "apply_matrix",
     "divergence",
-    "forward_times",
     "gaussian_log_prob",
     "integrate",
     "log_likelihood",
+    "log_snr_bisection",
     "make_grid",
     "moment_kernels",
     "palindromic",
     "psd_cholesky",
     "quadratic_grid",
+    "score_from_noise_prediction",
     "splitting",
     "stationary_covariance",
     "strang",

@@ -10,11 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable
 
+import math
+
 import torch
 
 from .checks import as_float64_time, check_nonnegative, check_positive
 
-__all__ = ["TimeRescaling", "ConstantBeta", "LinearBeta", "CustomBeta", "ReversedRescaling"]
+__all__ = ["TimeRescaling", "ConstantBeta", "LinearBeta", "GeometricSigma", "CustomBeta", "ReversedRescaling"]
 
 
 class TimeRescaling(ABC):
@@ -90,8 +92,67 @@ class LinearBeta(TimeRescaling):
         # (t^2 - s^2) = (t - s)(t + s): no cancellation for nearby t, s.
         return (t - s) * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * (t + s) / self.T)
 
+    def inverse_integral(self, B) -> torch.Tensor:
+        r"""The time :math:`t` with :math:`B(t) = B` (float64): the positive root of the quadratic,
+        :math:`t = 2B / (\beta_{\min} + \sqrt{\beta_{\min}^2 + 2(\beta_{\max} - \beta_{\min}) B / T})`,
+        written without cancellation for small :math:`B`."""
+        B = as_float64_time("B", B)
+        root = torch.sqrt((self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * B / self.T).clamp_min(0.0))
+        denominator = self.beta_min + root
+        return torch.where(denominator > 0, 2.0 * B / torch.where(denominator > 0, denominator, 1.0),
+                           torch.zeros_like(B))
+
     def __repr__(self) -> str:
         return f"LinearBeta(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
+
+
+class GeometricSigma(TimeRescaling):
+    r"""The VE SDE's rate for a geometric noise scale :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}`.
+
+    With :math:`F = 0` and :math:`G = 1` the SDE :math:`dx = \sqrt{\beta(t)}\,dw` is the VE SDE of Song et al.
+    (2021) when :math:`\beta(t) = d\sigma^2/dt = 2c\,\sigma(t)^2`, :math:`c = \log(\sigma_{\max}/\sigma_{\min})/T`.
+    Then :math:`B(t) = \sigma(t)^2 - \sigma_{\min}^2 = \sigma_{\min}^2\,\mathrm{expm1}(2ct)` and
+    :math:`B(t) - B(s) = \sigma(s)^2\,\mathrm{expm1}(2c(t - s))`, both free of cancellation near
+    :math:`t = s` and :math:`t = 0`.
+
+    Parameters
+    ----------
+    sigma_min, sigma_max:
+        :math:`0 < \sigma_{\min} < \sigma_{\max}` (defaults ``0.01`` and ``50``).
+    T:
+        Time horizon.
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0) -> None:
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(f"sigma_max must be larger than sigma_min = {self.sigma_min}, got {self.sigma_max}")
+        self.T = check_positive("T", T)
+        #: :math:`c = \log(\sigma_{\max}/\sigma_{\min}) / T`, the growth rate of :math:`\log\sigma(t)`.
+        self.rate = math.log(self.sigma_max / self.sigma_min) / self.T
+
+    def sigma(self, t) -> torch.Tensor:
+        r"""The noise scale :math:`\sigma(t) = \sigma_{\min} e^{ct}` (float64)."""
+        return self.sigma_min * torch.exp(self.rate * as_float64_time("t", t))
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return 2.0 * self.rate * self.sigma(t) ** 2
+
+    def integral(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigma_min**2 * torch.expm1(2.0 * self.rate * as_float64_time("t", t))
+
+    def increment(self, t, s) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        s = as_float64_time("s", s)
+        return self.sigma(s) ** 2 * torch.expm1(2.0 * self.rate * (t - s))
+
+    def inverse_integral(self, B) -> torch.Tensor:
+        r"""The time :math:`t = \mathrm{log1p}(B/\sigma_{\min}^2)/(2c)` with :math:`B(t) = B` (float64)."""
+        return torch.log1p(as_float64_time("B", B) / self.sigma_min**2) / (2.0 * self.rate)
+
+    def __repr__(self) -> str:
+        return f"GeometricSigma(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"
 
 
 class CustomBeta(TimeRescaling):

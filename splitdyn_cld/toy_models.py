@@ -3,8 +3,8 @@ r"""Small residual MLP score networks for low-dimensional toy data (App. E.1: "a
 
 * :class:`ToyResNet` -- the network: the state's components flattened, plus a time embedding, through a few
   pre-norm residual MLP blocks with SiLU; outputs ``out_components`` channels of the event shape.
-* :class:`NoisePredictionScore` -- the VPSDE baseline's score from a noise predictor,
-  :math:`s_\theta(x, t) = -\varepsilon_\theta(x, t) / \sigma_t`.
+* the VPSDE baseline's score from a noise predictor, :math:`s_\theta(x, t) = -\varepsilon_\theta(x, t) / \sigma_t`,
+  is :class:`splitdyn.score_matching.NoisePredictionScore`.
 * :func:`cld_toy_score` / :func:`vpsde_toy_score` -- the two models of the toy experiments, same network size.
 """
 
@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from splitdyn import LinearSDE
+from splitdyn.score_matching import NoisePredictionScore
 
 from .process import CLD
 from .score import MixedScore
 
-__all__ = ["TimeEmbedding", "ToyResNet", "NoisePredictionScore", "cld_toy_score", "vpsde_toy_score"]
+__all__ = ["TimeEmbedding", "ToyResNet", "cld_toy_score", "vpsde_toy_score"]
 
 
 def _event_shape(event_shape) -> tuple[int, ...]:
@@ -133,50 +134,6 @@ class ToyResNet(nn.Module):
         return h.reshape(u.shape[0], self.out_components, *self.event_shape)
 
 
-class NoisePredictionScore(nn.Module):
-    r"""Score of a one-component linear SDE (the VPSDE) from a noise predictor:
-    :math:`s_\theta(x, t) = -\varepsilon_\theta(x, t) / \sigma_t`, with :math:`\sigma_t^2` the perturbation
-    kernel's variance (computed in float64, cast at use).
-
-    Training with :func:`splitdyn.score_matching.kernel_score_matching_loss` and the weight
-    :math:`\lambda(t) = \sigma_t^2` gives the standard loss :math:`\|\varepsilon_\theta - \varepsilon\|^2`
-    (Ho et al. 2020; Song et al. 2021).
-
-    Parameters
-    ----------
-    net:
-        ``net(x, t) -> (batch, 1, *event)`` for states ``(batch, 1, *event)``.
-    sde:
-        The forward SDE (``k = 1``), e.g. :func:`splitdyn_cld.vpsde.vpsde`.
-    """
-
-    def __init__(self, net: nn.Module, sde: LinearSDE) -> None:
-        super().__init__()
-        if sde.num_components != 1:
-            raise ValueError(f"sde must have one component (a VPSDE-like SDE), got {sde.num_components}")
-        self.net = net
-        self.sde = sde
-
-    def _times(self, u: torch.Tensor, t) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
-        return t.expand(u.shape[0]) if t.ndim == 0 else t
-
-    def sigma(self, t) -> torch.Tensor:
-        """:math:`\\sigma_t`, float64 of the shape of ``t``."""
-        t = torch.as_tensor(t, dtype=torch.float64)
-        return self.sde.noise_covariance(t.reshape(-1))[:, 0, 0].sqrt().reshape(t.shape)
-
-    def network_output(self, u: torch.Tensor, t) -> torch.Tensor:
-        r"""The noise prediction :math:`\varepsilon_\theta(u, t)`."""
-        times = self._times(u, t)
-        return self.net(u, times.to(dtype=u.dtype, device=u.device))
-
-    def forward(self, u: torch.Tensor, t) -> torch.Tensor:
-        times = self._times(u, t)
-        sigma = self.sigma(times).to(dtype=u.dtype, device=u.device).reshape(-1, *([1] * (u.ndim - 1)))
-        return -self.net(u, times.to(dtype=u.dtype, device=u.device)) / sigma
-
-
 def cld_toy_score(cld: CLD, event_shape=2, width: int = 64, blocks: int = 4, mixed: bool = True) -> MixedScore:
     """The toy CLD velocity-score model: :class:`ToyResNet` (2 components in, the velocity out) in a
     :class:`~splitdyn_cld.score.MixedScore`."""
@@ -185,5 +142,5 @@ def cld_toy_score(cld: CLD, event_shape=2, width: int = 64, blocks: int = 4, mix
 
 def vpsde_toy_score(sde: LinearSDE, event_shape=2, width: int = 64, blocks: int = 4) -> NoisePredictionScore:
     """The toy VPSDE baseline: a :class:`ToyResNet` noise predictor of the same size in a
-    :class:`NoisePredictionScore`."""
+    :class:`~splitdyn.score_matching.NoisePredictionScore`."""
     return NoisePredictionScore(ToyResNet(event_shape, 1, 1, width, blocks), sde)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from splitdyn_cld import CLD, velocity_variance
-from splitdyn_cld.toy_models import NoisePredictionScore, ToyResNet, cld_toy_score, vpsde_toy_score
+from splitdyn.score_matching import NoisePredictionScore
+from splitdyn_cld.toy_models import ToyResNet, cld_toy_score, vpsde_toy_score
 from splitdyn_cld.vpsde import vpsde
 
 from _scripts import load_example
