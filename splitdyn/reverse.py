@@ -168,6 +168,15 @@ class ScorePart(Drift):
     def plan(self, times, spans, like):
         return _ScorePartPlan(self, times, spans, like)
 
+    def __call__(self, u: torch.Tensor, tau) -> torch.Tensor:
+        """The drift itself at reverse time ``tau`` (for checks; steps use the planned form)."""
+        reverse = self.reverse
+        t = reverse.T - torch.as_tensor(tau, dtype=torch.float64)
+        G = reverse.sde.diffusion_matrix(t)
+        GGt = G @ G.transpose(-1, -2)
+        score = reverse.evaluate_score(u, float(t) if t.ndim == 0 else t)
+        return apply_matrix(reverse._columns(GGt), score) + apply_matrix(GGt @ self.precision, u)
+
     def __repr__(self) -> str:
         return "ScorePart(reverse SDE)"
 

@@ -27,7 +27,9 @@ from splitdyn import (
     ProbabilityFlowODE,
     ReverseSDE,
     apply_matrix,
+    gaussian_log_prob,
     integrate,
+    log_likelihood,
     strang,
     uniform_grid,
 )
@@ -91,7 +93,7 @@ def vp_case():
 def sscs(reverse: ReverseSDE, time_point: float = 0.0):
     """SSCS: exact linear half-steps around an Euler step of the score part (paper Algorithm 1)."""
     linear = ExactLinearFlow(reverse.sde.reverse_linear_part())
-    return strang(linear, EulerDrift(reverse.score_drift(), nfe=1, time_point=time_point))
+    return strang(linear, EulerDrift(reverse.score_part(), time_point=time_point))
 
 
 def propagated_moments(step, data: GaussianData, n: int, T: float = 1.0):
@@ -187,15 +189,19 @@ class SequenceBrownian(torchsde.BaseBrownian):
     seeded generator exactly as :class:`splitdyn.EulerMaruyama` draws its noise: one ``(batch, m, d)``
     tensor per step. torchsde's Euler queries consecutive intervals, one per step."""
 
-    def __init__(self, shape, seed: int, dtype=F64) -> None:
+    def __init__(self, shape, seed: int, dtype=F64, active=None) -> None:
         self._shape = tuple(shape)
         self._generator = torch.Generator().manual_seed(seed)
         self._dtype = dtype
+        # our Euler-Maruyama draws noise only for the components whose column of G acts (CLD: the velocity)
+        self._active = list(range(self._shape[1])) if active is None else list(active)
         self.calls = []
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
         self.calls.append((float(ta), float(tb)))
-        xi = torch.randn(self._shape, generator=self._generator, dtype=self._dtype)
+        xi = torch.zeros(self._shape, dtype=self._dtype)
+        xi[:, self._active] = torch.randn((self._shape[0], len(self._active), *self._shape[2:]),
+                                          generator=self._generator, dtype=self._dtype)
         return math.sqrt(float(tb) - float(ta)) * xi.reshape(self._shape[0], -1)
 
     def __repr__(self):
@@ -223,7 +229,7 @@ def test_euler_maruyama_equals_torchsde_euler_on_the_same_brownian_path(problem)
     assert torch.allclose(grid, torch.arange(64, dtype=F64) / 64, rtol=0, atol=1e-15)
     u0 = data.sample(1.0, batch, d, torch.Generator().manual_seed(0))
     ours = integrate(EulerMaruyama(reverse), u0, grid, generator=torch.Generator().manual_seed(42)).state
-    bm = SequenceBrownian((batch, k, d), seed=42)
+    bm = SequenceBrownian((batch, k, d), seed=42, active=[1] if problem == "cld" else None)
     with torch.no_grad():
         ys = torchsde.sdeint(
             reverse.as_torchsde((d,), "diagonal"), u0.reshape(batch, -1), grid[[0, -1]], bm=bm, method="euler", dt=1.0 / 64
@@ -261,7 +267,7 @@ def test_linear_part_plus_score_part_is_the_reverse_drift(problem):
     u = data.sample(0.6, 8, 3, torch.Generator().manual_seed(2))
     for precision in (None, 2.0 * sde.reference_precision()):
         linear = sde.reverse_linear_part(precision)
-        score_part = reverse.score_drift(precision)
+        score_part = reverse.score_part(precision)
         for tau in (0.0, 0.4, 1.0 - EPS):
             total = linear.drift(u, tau) + score_part(u, tau)
             assert torch.allclose(total, reverse.drift(u, tau), rtol=1e-12, atol=1e-12)
@@ -320,3 +326,78 @@ def test_probability_flow_encode_decode_round_trip(problem):
     assert (decoded - u0).abs().max().item() < 1e-5
     # the encoding lands on the prior-time marginal: its covariance is far from the data's
     assert not torch.allclose(encoded, u0, atol=1e-2)
+
+
+# -- moved from the former test_reverse_dynamics.py (its other tests duplicated the ones above) ----------------
+def exact_gaussian_score(sde, S0):
+    def score(u, t):
+        Phi, Q = sde.kernel(float(t))
+        return apply_matrix(-torch.linalg.inv(Phi @ S0 @ Phi.T + Q), u)
+
+    return score
+
+
+def cld_setup():
+    cld = CLD(gamma=1.0)
+    S0 = torch.diag(torch.tensor([0.5, cld.gamma * cld.mass], dtype=torch.float64))
+    return cld, S0
+
+
+def target_cov(sde, S0, t):
+    Phi, Q = sde.kernel(t)
+    return Phi @ S0 @ Phi.T + Q
+
+
+def test_exact_trace_likelihood_equals_the_closed_form_gaussian_density():
+    cld, S0 = cld_setup()
+    ode = ProbabilityFlowODE(cld, exact_gaussian_score(cld, S0))
+    t0 = 1e-3
+    cov = target_cov(cld, S0, t0)
+    u = apply_matrix(torch.linalg.cholesky(cov), torch.randn(6, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    result = log_likelihood(ode, u, t0=t0, trace="exact", rtol=1e-8, atol=1e-10)
+    assert torch.allclose(result.log_prob, gaussian_log_prob(u, cov), atol=1e-4)
+
+
+def test_hutchinson_trace_is_unbiased():
+    cld, S0 = cld_setup()
+    ode = ProbabilityFlowODE(cld, exact_gaussian_score(cld, S0))
+    u = torch.randn(1, 2, 4, dtype=torch.float64).expand(400, 2, 4).contiguous()
+    exact = log_likelihood(ode, u[:1], t0=1e-2, trace="exact", rtol=1e-6, atol=1e-8).log_prob
+    estimate = log_likelihood(ode, u, t0=1e-2, trace="hutchinson", rtol=1e-6, atol=1e-8,
+                              generator=torch.Generator().manual_seed(0)).log_prob
+    se = estimate.std() / math.sqrt(estimate.numel())
+    assert abs(estimate.mean() - exact[0]) < 5 * se + 1e-4
+
+
+class _ForwardSDE(torch.nn.Module):
+    """A forward linear SDE in torchsde's protocol (general noise), to check the exact kernel by Monte Carlo."""
+
+    noise_type, sde_type = "general", "ito"
+
+    def __init__(self, sde, d):
+        super().__init__()
+        self.sde, self.d = sde, d
+
+    def f(self, t, y):
+        return self.sde.drift(y.reshape(y.shape[0], 2, self.d), float(t)).reshape(y.shape)
+
+    def g(self, t, y):
+        G = torch.kron(self.sde.diffusion_matrix(float(t)), torch.eye(self.d, dtype=torch.float64))
+        return G.expand(y.shape[0], -1, -1)
+
+
+def test_torchsde_monte_carlo_reproduces_the_exact_mean_and_covariance():
+    cld = CLD(beta=LinearBeta(1.0, 6.0))
+    n, t = 8000, 0.4
+    u0 = torch.tensor([0.7, -0.3], dtype=torch.float64)
+    y0 = u0.expand(n, 2).contiguous()
+    torch.manual_seed(0)
+    y = torchsde.sdeint(_ForwardSDE(cld, 1), y0, torch.tensor([0.0, t], dtype=torch.float64), method="euler", dt=1e-3)[-1]
+    Phi, Q = cld.kernel(t)
+    mean, cov = Phi @ u0, Q
+    mean_se = torch.sqrt(cov.diag() / n)
+    assert ((y.mean(0) - mean).abs() < 5 * mean_se).all()
+    emp = torch.cov(y.T)
+    cov_se = torch.sqrt((cov**2 + torch.outer(cov.diag(), cov.diag())) / n)
+    # 5 standard errors of the estimator plus the O(dt) Euler bias of the reference
+    assert ((emp - cov).abs() < 5 * cov_se + 2e-3 * cov.abs().max()).all()
