@@ -72,8 +72,11 @@ def load_state_into(path: str | os.PathLike, what: str, target: Any, state_dict:
     try:
         target.load_state_dict(state_dict)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: the saved {what} does not fit this run's ({first})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()][:2] or [type(exc).__name__]
+        detail = " ".join(lines)
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise CheckpointError(f"checkpoint {path}: cannot load the saved {what} into this run's model, which has "
+                              f"another configuration ({detail})") from None
 
 
 def remove_checkpoint_temporaries(out: str | os.PathLike) -> list[Path]:

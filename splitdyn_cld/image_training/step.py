@@ -25,22 +25,23 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
     Returns ``{"loss": ..., "grad_norm": ...}`` (the loss averaged over the ranks; the gradient norm before
     clipping). Raises :class:`~splitdyn_cld.training.NonFiniteDataError` if a rank's batch ``x0`` holds
     NaN/inf, :class:`~splitdyn_cld.training.NonFiniteLossError` if the loss is NaN/inf, or (without a gradient
-    scaler) if the gradient norm is -- always *before* touching the parameters. The batch and loss checks
-    share one read on the host, the gradient check another: two synchronisations per step on a GPU.
+    scaler) if the gradient norm is -- always *before* touching the parameters. Each check reads a value on
+    the host (a synchronisation on a GPU).
     """
     ctx = ctx or DistributedContext(device=x0.device)
     parameters = parameters if parameters is not None else [p for p in score_model.parameters() if p.requires_grad]
+    if x0.is_floating_point():  # every rank learns whether any rank's batch is bad, then all stop together
+        bad = reduce_mean((~torch.isfinite(x0)).sum().reshape(1).float(), ctx)
+        bad_values = round(float(bad) * ctx.world_size)
+        if bad_values:
+            raise NonFiniteDataError(
+                f"the training batch at step {step} holds {bad_values} non-finite value(s) (NaN or inf"
+                f"{', summed over the ranks' if ctx.distributed else ''}): training stopped before the parameters "
+                "were updated. Check the data files (a corrupt or wrongly scaled image?).")
     loss = hsm_loss(score_model, x0, cld, weighting=weighting, t_min=t_min, generator=generator)
-    bad_data = (~torch.isfinite(x0)).sum().float() if x0.is_floating_point() else loss.new_zeros((), dtype=torch.float32)
-    reduced = reduce_mean(torch.stack([loss.detach().float().reshape(()), bad_data.to(loss.device)]), ctx)
-    bad_values = round(float(reduced[1]) * ctx.world_size)
-    if bad_values:
-        raise NonFiniteDataError(
-            f"the training batch at step {step} holds {bad_values} non-finite value(s) (NaN or inf"
-            f"{', summed over the ranks' if ctx.distributed else ''}): training stopped before the parameters "
-            "were updated. Check the data files (a corrupt or wrongly scaled image?).")
-    check_finite_loss(reduced[:1], step)
-    loss_value = float(reduced[0])
+    reduced = reduce_mean(loss.detach().float().reshape(1), ctx)
+    check_finite_loss(reduced, step)
+    loss_value = float(reduced)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None:
         scaler.unscale_(optimizer)
