@@ -185,7 +185,7 @@ def test_missing_tensorboard_warns_once(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    monkeypatch.setitem(logs_module._WARNED, "tensorboard", False)
+    monkeypatch.setattr(logs_module.TensorBoardLogger, "warned_missing", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first, second = logs_module.TensorBoardLogger(tmp_path, True), logs_module.TensorBoardLogger(tmp_path, True)

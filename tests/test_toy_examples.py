@@ -136,8 +136,11 @@ def test_toy_train_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path, m
 
 def test_toy_resume_with_other_settings_is_refused_listing_them_unless_overridden(tmp_path, capsys):
     toy = load_example("toy_train")
+    tmp_path.mkdir(exist_ok=True)
+    orphan = tmp_path / ".checkpoint_cld.pt.k1ll3d.tmp"  # left by a kill during a checkpoint write
+    orphan.write_bytes(b"half a checkpoint")
     toy.main(TINY_TOY + ["--checkpoint-every", "3", "--out", str(tmp_path)])
-    capsys.readouterr()
+    assert not orphan.exists() and "k1ll3d" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         toy.main(TINY_TOY + ["--resume", "--lr", "0.01", "--seed", "3", "--out", str(tmp_path)])
     assert exit_info.value.code == 2

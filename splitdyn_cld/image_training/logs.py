@@ -12,9 +12,6 @@ from .distributed import DistributedContext
 
 __all__ = ["main_print", "TensorBoardLogger"]
 
-_WARNED = {"tensorboard": False}
-
-
 def main_print(ctx: DistributedContext, *args) -> None:
     """``print`` to stderr on rank 0 only (flushed)."""
     if ctx.is_main:
@@ -28,6 +25,9 @@ class TensorBoardLogger:
     :meth:`log` does nothing; pass ``enabled=False`` (``--no-tensorboard``) to skip it silently.
     """
 
+    #: Whether the missing-TensorBoard warning has been given in this process.
+    warned_missing: bool = False
+
     def __init__(self, path: str | Path, enabled: bool) -> None:
         self.writer = None
         if not enabled:
@@ -35,8 +35,8 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            if not _WARNED["tensorboard"]:
-                _WARNED["tensorboard"] = True
+            if not TensorBoardLogger.warned_missing:
+                TensorBoardLogger.warned_missing = True
                 warnings.warn("TensorBoard is not installed: logging to train_log.csv only (pip install tensorboard "
                               "for TensorBoard logs, or pass --no-tensorboard to silence this)", RuntimeWarning,
                               stacklevel=2)
