@@ -134,9 +134,14 @@ def train(model, loss_fn, data, args, device, name: str, log_path: Path, checkpo
                    disable=args.no_progress, mininterval=1.0)
         for step in bar:
             x0 = data(args.batch_size, data_gen).to(device)
-            check_finite_batch(x0, step)
-            loss = loss_fn(model, x0, noise_gen)
-            check_finite_loss(loss, step)
+            try:
+                check_finite_batch(x0, step)
+                loss = loss_fn(model, x0, noise_gen)
+                check_finite_loss(loss, step)
+            except NonFiniteLossError as exc:  # NaN/inf batch or loss: name the step and the last good checkpoint
+                last = (f"the last good checkpoint is {checkpoint}" if checkpoint is not None and checkpoint.is_file()
+                        else "no checkpoint was written (use --checkpoint-every)")
+                raise type(exc)(f"{name}: {exc} Training stopped; {last} (left untouched).") from None
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             optimizer.zero_grad(set_to_none=True)

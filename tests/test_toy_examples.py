@@ -177,3 +177,26 @@ def test_load_toy_model_rebuilds_network_and_process_from_the_file(tmp_path):
     save_checkpoint(tmp_path / "ddp.pt", state)
     raw = load_toy_model(tmp_path / "ddp.pt", use_ema=False)
     torch.testing.assert_close(raw.network.out.weight, model.net.out.weight, rtol=0, atol=0)
+
+
+def test_toy_train_stops_on_a_nan_batch_with_the_step_and_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    toy = load_example("toy_train")
+    real, calls = toy.get_toy_dataset, [0]
+
+    def poisoned_dataset(name):
+        sampler = real(name)
+
+        def draw(n, generator):
+            calls[0] += 1
+            x = sampler(n, generator)
+            return x * float("nan") if calls[0] == 4 else x
+
+        return draw
+
+    monkeypatch.setattr(toy, "get_toy_dataset", poisoned_dataset)
+    with pytest.raises(SystemExit) as exit_info:
+        toy.main(TINY_TOY + ["--checkpoint-every", "2", "--out", str(tmp_path)])
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch at step 3" in err[0] and "checkpoint_cld.pt" in err[0]
+    assert load_checkpoint(tmp_path / "checkpoint_cld.pt")["step"] == 2
