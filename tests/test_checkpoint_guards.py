@@ -192,3 +192,31 @@ def test_missing_tensorboard_warns_once(tmp_path, monkeypatch):
         logs_module.TensorBoardLogger(tmp_path, False)
     assert first.writer is None and second.writer is None
     assert [str(w.message).split(":")[0] for w in caught] == ["TensorBoard is not installed"]
+
+
+def test_the_image_sampling_progress_bar_counts_images_not_batches(monkeypatch):
+    import tqdm.auto
+
+    from splitdyn_cld.image_training import build_cld, build_score_model
+    from splitdyn_cld.image_training.model import image_shape_of, net_config_for
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, *args, total=None, **kwargs):
+            self.total, self.count = total, 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.count += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    s = tiny("unused")
+    cld = build_cld(s)
+    score, net = build_score_model(net_config_for(s), cld)
+    images, _ = generate_images(score.eval(), cld, 5, image_shape_of(net_config_for(s)), n_steps=2, batch_size=2,
+                                generator=torch.Generator().manual_seed(0), progress=True)
+    assert len(images) == 5 and [(b.total, b.count) for b in bars] == [(5, 5)]
