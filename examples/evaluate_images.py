@@ -35,25 +35,35 @@ import torch.distributed as dist
 from splitdyn_cld.evaluation import (FeatureStatistics, check_inception_weights, extract_features, feature_statistics,
                                      frechet_distance, inception_feature_extractor, load_digits_classifier)
 from splitdyn_cld.data import bits_per_dim_offset, load_uint8, to_float, to_uint8
+from splitdyn_cld.cli import ScriptParser, nonnegative_int, one_line, positive_float, positive_int, user_errors
 from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model,
                                          setup_distributed, shard_sizes)
 
+PROG = "evaluate_images.py"
+
+
+def _nfe(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (one step plus the denoising step), got {text}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the training output folder holding it")
     p.add_argument("--metric", nargs="+", choices=["digits-fd", "fid", "nll"],
                    help="default: digits-fd for digits models, fid otherwise")
     p.add_argument("--samplers", nargs="+", choices=["sscs", "em"], default=["sscs", "em"])
-    p.add_argument("--nfe", nargs="+", type=int, default=[20, 50, 100, 200],
+    p.add_argument("--nfe", nargs="+", type=_nfe, default=[20, 50, 100, 200],
                    help="NFE per sample (steps = NFE - 1: the denoising step counts one)")
     p.add_argument("--grid", choices=["uniform", "quadratic"], default="quadratic")
     p.add_argument("--ode", action="store_true", help="also evaluate the probability-flow ODE (RK45)")
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--num-samples", type=int, default=1000, help="GLOBAL samples per sampler setting")
-    p.add_argument("--batch-size", type=int, default=500, help="images per sampler call on each rank")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rtol", type=positive_float, default=1e-5)
+    p.add_argument("--atol", type=positive_float, default=1e-5)
+    p.add_argument("--num-samples", type=positive_int, default=1000, help="GLOBAL samples per sampler setting")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="images per sampler call on each rank")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-ema", dest="ema", action="store_false")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dataset", help="data for references / NLL (default: the checkpoint's)")
@@ -67,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref-stats", help="cache of the reference statistics (.npz; computed and saved if missing)")
     g.add_argument("--samples", help="evaluate these samples (.npz from sample_images.py) instead of sampling")
     g = p.add_argument_group("NLL bound (eq. 60)")
-    g.add_argument("--nll-count", type=int, default=256, help="test images (GLOBAL)")
-    g.add_argument("--nll-batch", type=int, default=64)
-    g.add_argument("--nll-rtol", type=float, default=1e-5)
-    g.add_argument("--nll-atol", type=float, default=1e-5)
+    g.add_argument("--nll-count", type=nonnegative_int, default=256, help="test images (GLOBAL)")
+    g.add_argument("--nll-batch", type=positive_int, default=64)
+    g.add_argument("--nll-rtol", type=positive_float, default=1e-5)
+    g.add_argument("--nll-atol", type=positive_float, default=1e-5)
     p.add_argument("--json", help="write the results here (default <checkpoint folder>/eval.json)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -92,10 +102,10 @@ def _share(ctx, total: int) -> int:
 def _real_uint8(dataset_name: str, root, image_shape, train: bool) -> torch.Tensor:
     """Real images as uint8 ``(N, C, H, W)`` (the split the model was trained on, or the test split)."""
     if dataset_name == "synthetic":
-        raise SystemExit("error: the synthetic dataset has no real images to compare with; pass --dataset")
+        raise ValueError("the synthetic dataset has no real images to compare with; pass --dataset")
     images = load_uint8(dataset_name, root, train=train, image_size=image_shape[-1])
     if tuple(images.shape[1:]) != tuple(image_shape):
-        raise SystemExit(f"error: dataset {dataset_name!r} has images of shape {tuple(images.shape[1:])}, the model "
+        raise ValueError(f"dataset {dataset_name!r} has images of shape {tuple(images.shape[1:])}, the model "
                          f"generates {tuple(image_shape)}")
     return images
 
@@ -124,22 +134,23 @@ def _print_table(rows: list[dict], metrics: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for n in args.nfe:
-        if n < 2:
-            raise SystemExit(f"error: --nfe values must be >= 2 (one step plus the denoising step), got {n}")
     # Fail early, before loading or sampling anything, on missing FID inputs.
     if args.metric and "fid" in args.metric:
         try:
             check_inception_weights(args.inception_weights)
         except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
             return 2
+    if args.samples is not None and not Path(args.samples).is_file():
+        print(f"{PROG}: error: --samples {args.samples}: no such file", file=sys.stderr)
+        return 2
 
-    ctx = setup_distributed(args.device)
-    try:
-        return _evaluate(args, ctx)
-    finally:
-        cleanup_distributed(ctx)
+    with user_errors(PROG):
+        ctx = setup_distributed(args.device)
+        try:
+            return _evaluate(args, ctx)
+        finally:
+            cleanup_distributed(ctx)
 
 
 def _evaluate(args, ctx) -> int:
@@ -169,7 +180,7 @@ def _evaluate(args, ctx) -> int:
             extractor = inception_feature_extractor(args.inception_weights, args.fid_backend, device=ctx.device)
         except (FileNotFoundError, ImportError) as exc:
             if ctx.is_main:
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
             return 2
         extractors["fid"] = extractor
         ref_path = Path(args.ref_stats) if args.ref_stats else ckpt_dir / f"fid_ref_{dataset}.npz"

@@ -8,7 +8,8 @@
     torchrun --standalone --nproc_per_node 8 examples/sample_images.py --checkpoint outputs/cifar10 \\
         --sampler sscs --steps 150 --num-samples 50000 --batch-size 500 --out outputs/cifar10/samples
 
-NFE = steps + 1 for SSCS and EM (the final denoising step, eq. 107, counts one); the ODE's NFE is adaptive.
+NFE = steps + 1 for SSCS and EM (the final denoising step, eq. 107, counts one); the ODE's NFE is adaptive
+(summary.json: ``nfe`` rounded to an int, ``nfe_mean`` the mean over the batches).
 Output in --out: samples_rank<r>.npz per rank, merged by rank 0 into samples.npz (``images``: uint8
 (N, H, W, C), ``nfe``); grid.png with the first --grid-count images. Ranks must share the output folder.
 """
@@ -25,31 +26,36 @@ import numpy as np
 import torch
 
 from splitdyn_cld.data import to_uint8
+from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_float, positive_int, user_errors
 from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model, save_image_grid,
                                          setup_distributed, shard_sizes)
 
+PROG = "sample_images.py"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the training output folder holding it")
     p.add_argument("--sampler", choices=["sscs", "em", "ode"], default="sscs")
-    p.add_argument("--steps", type=int, default=100, help="SSCS/EM steps (NFE = steps + 1)")
+    p.add_argument("--steps", type=positive_int, default=100, help="SSCS/EM steps (NFE = steps + 1)")
     p.add_argument("--grid", choices=["uniform", "quadratic"], default="quadratic",
                    help="SSCS/EM time grid (quadratic striding, App. E.2.3)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="ODE relative tolerance (RK45 / dopri5)")
-    p.add_argument("--atol", type=float, default=1e-5, help="ODE absolute tolerance")
-    p.add_argument("--eps", type=float, default=1e-3, help="sampling cutoff (forward time)")
+    p.add_argument("--rtol", type=positive_float, default=1e-5, help="ODE relative tolerance (RK45 / dopri5)")
+    p.add_argument("--atol", type=positive_float, default=1e-5, help="ODE absolute tolerance")
+    p.add_argument("--eps", type=positive_float, default=1e-3, help="sampling cutoff (forward time)")
     p.add_argument("--no-denoise", dest="denoise", action="store_false", help="skip the final denoising step")
-    p.add_argument("--num-samples", type=int, default=64, help="GLOBAL number of samples, split over the ranks")
-    p.add_argument("--batch-size", type=int, default=256, help="images per sampler call on each rank")
-    p.add_argument("--seed", type=int, default=0, help="rank r uses the stream (seed, r)")
+    p.add_argument("--num-samples", type=positive_int, default=64, help="GLOBAL number of samples, split over the ranks")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per sampler call on each rank")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="rank r uses the stream (seed, r)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw weights instead of the EMA")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32",
                    help="autocast for the network (fp32 default for sampling)")
-    p.add_argument("--grid-count", type=int, default=64, help="images in grid.png")
+    p.add_argument("--grid-count", type=nonnegative_int, default=64, help="images in grid.png")
     p.add_argument("--out", help="output folder (default <checkpoint folder>/samples_<sampler>)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads per process (torch.set_num_threads; default: torch's choice)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (it counts images)")
     return p
 
 
@@ -60,6 +66,17 @@ def _read_npz(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        with user_errors(PROG):
+            return _sample(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sample(args) -> int:
     ctx = setup_distributed(args.device)
     try:
         model = load_trained_model(args.checkpoint, use_ema=args.ema, device=ctx.device, precision=args.precision)
@@ -83,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
             shards = [_read_npz(out / f"samples_rank{r}.npz") for r in range(ctx.world_size)]
             merged = np.concatenate([s["images"] for s in shards])
             nfes = [float(s["nfe"]) for s in shards if len(s["images"])]
-            np.savez(out / "samples.npz", images=merged, nfe=float(np.mean(nfes)) if nfes else 0.0)
+            mean_nfe = float(np.mean(nfes)) if nfes else 0.0
+            np.savez(out / "samples.npz", images=merged, nfe=mean_nfe)
             grid = torch.from_numpy(merged[: args.grid_count]).permute(0, 3, 1, 2)
             if len(grid):
                 save_image_grid(grid, out / "grid.png")
             summary = {"checkpoint_step": model.step, "sampler": args.sampler, "steps": args.steps,
-                       "grid": args.grid, "nfe": float(np.mean(nfes)) if nfes else 0.0, "num_samples": len(merged),
+                       "grid": args.grid, "nfe": int(round(mean_nfe)), "num_samples": len(merged),
                        "world_size": ctx.world_size, "seconds_rank0": round(seconds, 2), "out": str(out)}
+            if args.sampler == "ode":  # adaptive: the NFE differs between batches
+                summary["nfe_mean"] = mean_nfe
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
             print(json.dumps(summary))
     finally:

@@ -34,6 +34,7 @@ import torch
 from splitdyn.metrics import wasserstein_sliced
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn_cld import CLD, euler_maruyama, sscs
+from splitdyn_cld.cli import ScriptParser, nonnegative_int, open_unit_float, positive_int, user_errors
 from splitdyn_cld.vpsde import vpsde, vpsde_em
 
 PAPER_TABLE8 = {
@@ -130,12 +131,13 @@ def format_table(results: list[dict], steps, reference: dict | None = None) -> s
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ScriptParser(prog="toy_analytic_sampling.py", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=positive_int, default=100_000)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--grid", choices=["uniform", "quadratic"], default="uniform")
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100, 200], help="NFE per column (incl. denoising)")
-    parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--steps", type=positive_int, nargs="+", default=[20, 50, 100, 200], help="NFE per column (incl. denoising)")
+    parser.add_argument("--eps", type=open_unit_float, default=1e-3)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--figure", default=None, help="write Fig. 11 (PNG) here")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -143,6 +145,11 @@ def main(argv=None) -> dict:
     for n in args.steps:
         if n < 2:
             parser.error("--steps must be >= 2 (one sampler step plus denoising)")
+    with user_errors(parser.prog):
+        return _main(args)
+
+
+def _main(args) -> dict:
     start = time.perf_counter()
     out = run(args.samples, args.seed, args.grid, args.steps, args.eps, args.progress, args.figure)
     print(f"Table 8 ({args.grid} grid, {args.samples} samples, {time.perf_counter() - start:.1f} s); "

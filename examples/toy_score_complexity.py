@@ -42,8 +42,10 @@ import torch
 
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn_cld import CLD, ell
-from splitdyn_cld.toy_models import cld_toy_score
-from splitdyn_cld.training import load_checkpoint
+from splitdyn_cld.checkpoints import CheckpointError
+from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_int, user_errors
+from splitdyn_cld.score import MixedScore
+from splitdyn_cld.toy_models import cld_toy_score, load_toy_model
 from splitdyn_cld.vpsde import vpsde
 
 DEFAULT_TIMES = [1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -90,12 +92,10 @@ def _fixed_network(cld: CLD, seed: int, path: str | None):
     """The mixed-score toy ResNet: trained weights (EMA) from a toy_train checkpoint, or a seeded random one
     (the output layer re-initialised at random so that the network is not the bare Normal score)."""
     if path is not None:
-        state = load_checkpoint(path)
-        settings = state.get("args", {})
-        model = cld_toy_score(cld, 2, settings.get("width", 64), settings.get("blocks", 4))
-        ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-        model.load_state_dict(ema)
-        return model.eval()
+        trained = load_toy_model(path)  # EMA weights
+        if trained.kind != "cld":
+            raise CheckpointError(f"--network {path} is a {trained.kind} model; pass the CLD model (cld.pt)")
+        return MixedScore(trained.network, cld, mixed=trained.score.mixed).eval()
     torch.manual_seed(seed)
     model = cld_toy_score(cld, 2)
     model.net.out.reset_parameters()
@@ -196,27 +196,33 @@ def format_tables(complexity, noise) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=100_000, help="Monte Carlo samples per t (paper: 1e5)")
-    parser.add_argument("--jacobian-samples", type=int, default=10_000, help="samples for the Jacobian norms")
-    parser.add_argument("--gradient-samples", type=int, default=512,
+    parser = ScriptParser(prog="toy_score_complexity.py", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=positive_int, default=100_000, help="Monte Carlo samples per t (paper: 1e5)")
+    parser.add_argument("--jacobian-samples", type=positive_int, default=10_000, help="samples for the Jacobian norms")
+    parser.add_argument("--gradient-samples", type=positive_int, default=512,
                         help="samples per t for the per-sample parameter gradients")
     parser.add_argument("--times", type=float, nargs="+", default=DEFAULT_TIMES, help="times t in (0, 1]")
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.04, 1.0], help="gamma values for App. C.1")
     parser.add_argument("--network", default=None, help="cld.pt from examples/toy_train.py (default: a random network)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's choice)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--threads", type=nonnegative_int, default=1, help="torch CPU threads (default 1; 0 keeps torch's choice)")
     parser.add_argument("--out", default="outputs/score_complexity", help="output folder")
     args = parser.parse_args(argv)
     if args.samples < 2 or args.gradient_samples < 2 or args.jacobian_samples < 1:
         parser.error("--samples and --gradient-samples must be at least 2, --jacobian-samples at least 1")
     if any(not 0 < t <= 1 for t in args.times):
         parser.error("--times must lie in (0, 1]")
+    if any(not 0 < g < float("inf") for g in args.gammas):
+        parser.error("--gammas must be finite positive numbers")
+    if args.network is not None and not Path(args.network).is_file():
+        parser.error(f"--network {args.network}: no such file (train one with examples/toy_train.py)")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        with user_errors(parser.prog):
+            return _run(args)
     finally:
         torch.set_num_threads(threads)
 

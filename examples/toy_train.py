@@ -14,13 +14,23 @@ CLD bound of eq. 60 and the VPSDE's probability-flow NLL (exact divergence), nex
 
 Outputs in --out: samples.png (data and each sampler's samples), samples.pt (the samples), loss.png
 (training losses), loss_cld.csv / loss_vpsde.csv, metrics.json, and the trained models (cld.pt, vpsde.pt:
-weights, EMA weights and settings; examples/toy_score_complexity.py --network cld.pt reads them).
+weights, EMA weights, process and network settings; splitdyn_cld.toy_models.load_toy_model rebuilds them, and
+examples/toy_score_complexity.py --network cld.pt reads them).
+
+Checkpoints: --checkpoint-every N writes checkpoint_cld.pt / checkpoint_vpsde.pt every N steps and at the end
+of each model's training (atomically, with a checksum: model, EMA, optimiser, step, RNG states, loss
+history). --resume continues from them, bit for bit the uninterrupted run; it refuses a corrupt checkpoint,
+or one whose run-defining settings (--data, --steps, --batch-size, --lr, --ema, --width, --blocks, --seed)
+differ from the given ones, unless --override-settings. Bad arguments and missing or corrupt files end with
+one line and exit code 2; a NaN/inf loss or batch with exit code 3.
 
 Examples
 --------
 python examples/toy_train.py --out outputs/demo                        # the default: < 5 min on 2 cores
 python examples/toy_train.py --steps 30000 --out outputs/diamond_long  # closer to converged
 python examples/toy_train.py --data swissroll --steps 30000 --out outputs/swissroll
+python examples/toy_train.py --steps 30000 --checkpoint-every 1000 --out outputs/long  # then, after a kill:
+python examples/toy_train.py --steps 30000 --checkpoint-every 1000 --out outputs/long --resume
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +51,22 @@ from splitdyn.oracles import diamond_mixture
 from splitdyn.score_matching import kernel_score_matching_loss
 from splitdyn_cld import CLD, hsm_loss, nll_bound, sample
 from splitdyn_cld.toy_data import get_toy_dataset
-from splitdyn_cld.toy_models import cld_toy_score, vpsde_toy_score
-from splitdyn_cld.training import CSVLogger, check_finite_loss, make_ema, save_checkpoint, warmup_lr
+from splitdyn_cld.checkpoints import (CheckpointError, check_run_settings, load_checkpoint, remove_stale_temporaries,
+                                      save_checkpoint)
+from splitdyn_cld.cli import (ScriptParser, nonnegative_int, one_line, open_unit_float, positive_float, positive_int,
+                              user_errors)
+from splitdyn_cld.toy_models import cld_toy_score, save_toy_model, vpsde_toy_score
+from splitdyn_cld.training import (CSVLogger, NonFiniteLossError, check_finite_batch, check_finite_loss, make_ema,
+                                   rng_state, set_rng_state, warmup_lr)
 from splitdyn_cld.vpsde import vpsde, vpsde_em
+
+PROG = "toy_train.py"
+#: The processes of the toy experiments (keyword arguments of CLD and vpsde, saved with the models).
+CLD_PROCESS = {"mass": 0.25, "friction": 1.0, "beta": 4.0, "gamma": 0.04, "eps_num": 1e-6}
+VPSDE_PROCESS = {"beta_min": 0.1, "beta_max": 20.0, "T": 1.0}
+#: Settings that define a training run: --resume refuses a checkpoint with other values (--override-settings).
+RUN_SETTINGS = ("data", "steps", "batch_size", "lr", "ema", "width", "blocks", "seed")
+CHECKPOINT_FORMAT = "toy_train/1"
 
 
 def vpsde_loss(score_model, x0: torch.Tensor, sde, generator: torch.Generator | None, t_min: float = 1e-5) -> torch.Tensor:
@@ -55,9 +79,11 @@ def vpsde_loss(score_model, x0: torch.Tensor, sde, generator: torch.Generator | 
     return kernel_score_matching_loss(score_model, kernel, weight=kernel.covariance[:, 0, 0], generator=generator).mean()
 
 
-def train(model, loss_fn, data, args, device, name: str, log_path: Path):
+def train(model, loss_fn, data, args, device, name: str, log_path: Path, checkpoint: Path | None = None):
     """Adam with a short linear warm-up and a cosine decay, gradient clipping at 1, EMA of the weights.
 
+    With ``args.checkpoint_every`` the full training state goes to ``checkpoint`` every that many steps and at
+    the end; with ``args.resume`` training continues from it (after the checksum and settings checks).
     Returns the EMA model (``ema.module``, in eval mode), the trained model, the ``AveragedModel`` (for its
     ``state_dict``) and the loss history ``[(step, running mean loss), ...]`` (also written to ``log_path``)."""
     from tqdm.auto import tqdm
@@ -65,6 +91,7 @@ def train(model, loss_fn, data, args, device, name: str, log_path: Path):
     torch.manual_seed(args.seed)
     data_gen = torch.Generator().manual_seed(args.seed)
     noise_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    generators = {"data": data_gen, "noise": noise_gen}
     model.to(device).train()
     ema = make_ema(model, args.ema)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -74,14 +101,47 @@ def train(model, loss_fn, data, args, device, name: str, log_path: Path):
         progress = max(0, step - warmup) / max(1, args.steps - warmup)
         return warmup_lr(step, args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress))), warmup)
 
-    history, running = [], []
+    start, history, running = 0, [], []
+    if args.resume and checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("name") != name:
+            raise CheckpointError(f"checkpoint {checkpoint} is not a {name!r} checkpoint of {PROG}")
+        differences = check_run_settings(checkpoint, state["settings"], vars(args), RUN_SETTINGS,
+                                         override=args.override_settings)
+        if differences:
+            print(f"note: --override-settings: resuming {checkpoint} with {'; '.join(differences)}", file=sys.stderr)
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {checkpoint} does not fit this model ({one_line(exc)})") from None
+        set_rng_state(state["rng"], generators)
+        start, history, running = int(state["step"]), [tuple(h) for h in state["history"]], list(state["running"])
+        print(f"{name}: resumed from {checkpoint} at step {start}", file=sys.stderr)
+    elif args.resume:
+        print(f"{name}: --resume: no checkpoint at {checkpoint}, starting from scratch", file=sys.stderr)
+
+    def save(step: int) -> None:
+        save_checkpoint(checkpoint, {
+            "format": CHECKPOINT_FORMAT, "name": name, "step": step, "model": model.state_dict(),
+            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(generators),
+            "history": history, "running": running, "settings": {k: getattr(args, k) for k in RUN_SETTINGS}})
+
     every = max(1, args.steps // 200)
-    with CSVLogger(log_path, fieldnames=["step", "loss", "lr"]) as log:
-        bar = tqdm(range(args.steps), desc=name, disable=args.no_progress, mininterval=1.0)
+    with CSVLogger(log_path, fieldnames=["step", "loss", "lr"], resume_step=start - 1 if start else None) as log:
+        bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"train {name}",
+                   disable=args.no_progress, mininterval=1.0)
         for step in bar:
             x0 = data(args.batch_size, data_gen).to(device)
-            loss = loss_fn(model, x0, noise_gen)
-            check_finite_loss(loss, step)
+            try:
+                check_finite_batch(x0, step)
+                loss = loss_fn(model, x0, noise_gen)
+                check_finite_loss(loss, step)
+            except NonFiniteLossError as exc:  # NaN/inf batch or loss: name the step and the last good checkpoint
+                last = (f"the last good checkpoint is {checkpoint}" if checkpoint is not None and checkpoint.is_file()
+                        else "no checkpoint was written (use --checkpoint-every)")
+                raise type(exc)(f"{name}: {exc} Training stopped; {last} (left untouched).") from None
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             optimizer.zero_grad(set_to_none=True)
@@ -96,6 +156,9 @@ def train(model, loss_fn, data, args, device, name: str, log_path: Path):
                 log.log(step=step, loss=mean, lr=lr_at(step))
                 bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
                 running = []
+            if checkpoint is not None and args.checkpoint_every and (
+                    (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps):
+                save(step + 1)
     return ema.module.eval(), model.eval(), ema, history
 
 
@@ -119,20 +182,22 @@ def evaluate(args, cld, cld_score, vp, vp_score, data, device):
         rows.append(row)
         samples[f"{model} {sampler} (NFE {nfe})"] = x
 
+    from tqdm.auto import tqdm
+
     shape = (args.eval_samples, 2)
-    progress = not args.no_progress
-    for n in args.sample_steps:
-        for sampler in ("sscs", "em"):
-            start = time.perf_counter()
-            out = sample(cld, cld_score, shape, n - 1, sampler=sampler, generator=generator, device=device,
-                         progress=progress)
-            record("CLD", sampler.upper(), out.x, out.nfe, time.perf_counter() - start)
+    jobs = [(n, model, sampler) for n in args.sample_steps for model, sampler in
+            (("CLD", "sscs"), ("CLD", "em"), ("VPSDE", "em"))] + [(None, "CLD", "ode")]
+    bar = tqdm(jobs, desc="sample", disable=args.no_progress)
+    for n, model, sampler in bar:  # one bar, labelled with the job it runs
+        bar.set_description(f"sample {model} {sampler.upper()}" + (f" NFE {n}" if n is not None else ""))
         start = time.perf_counter()
-        x, nfe = vpsde_em(vp, vp_score, shape, n - 1, generator=generator, device=device, progress=progress)
-        record("VPSDE", "EM", x, nfe, time.perf_counter() - start)
-    start = time.perf_counter()
-    out = sample(cld, cld_score, shape, None, sampler="ode", generator=generator, device=device)
-    record("CLD", "ODE", out.x, out.nfe, time.perf_counter() - start)
+        if model == "VPSDE":
+            x, nfe = vpsde_em(vp, vp_score, shape, n - 1, generator=generator, device=device)
+        else:
+            out = sample(cld, cld_score, shape, None if n is None else n - 1, sampler=sampler, generator=generator,
+                         device=device)
+            x, nfe = out.x, out.nfe
+        record(model, sampler.upper(), x, nfe, time.perf_counter() - start)
 
     likelihoods = {}
     if args.nll_samples > 0:
@@ -198,37 +263,42 @@ def format_table(rows, likelihoods) -> str:
     return "\n".join(lines)
 
 
+def _sample_steps(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (one step plus the denoising step), got {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=["diamond", "swissroll"], default="diamond", help="toy dataset")
-    parser.add_argument("--steps", type=int, default=4000, help="training steps per model (default 4000)")
-    parser.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3; cosine decay to 10%%)")
-    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999, with warm-up)")
-    parser.add_argument("--width", type=int, default=64, help="network width (default 64)")
-    parser.add_argument("--blocks", type=int, default=4, help="residual blocks (default 4)")
-    parser.add_argument("--sample-steps", type=int, nargs="+", default=[50, 200],
+    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps per model (default 4000)")
+    parser.add_argument("--batch-size", type=positive_int, default=512, help="training batch size (default 512)")
+    parser.add_argument("--lr", type=positive_float, default=2e-3,
+                        help="peak Adam learning rate (default 2e-3; cosine decay to 10%%)")
+    parser.add_argument("--ema", type=open_unit_float, default=0.999, help="EMA decay (default 0.999, with warm-up)")
+    parser.add_argument("--width", type=positive_int, default=64, help="network width (default 64)")
+    parser.add_argument("--blocks", type=nonnegative_int, default=4, help="residual blocks (default 4)")
+    parser.add_argument("--sample-steps", type=_sample_steps, nargs="+", default=[50, 200],
                         help="NFE budgets for SSCS/EM, denoising step included (default 50 200)")
-    parser.add_argument("--eval-samples", type=int, default=5000, help="samples per sampler (default 5000)")
-    parser.add_argument("--nll-samples", type=int, default=200, help="held-out points for the NLLs (default 200; 0 skips)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-samples", type=positive_int, default=5000, help="samples per sampler (default 5000)")
+    parser.add_argument("--nll-samples", type=nonnegative_int, default=200,
+                        help="held-out points for the NLLs (default 200; 0 skips)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=nonnegative_int, default=1,
                         help="torch CPU threads (default 1: these small networks gain nothing from more, and "
                              "oversubscribed cores slow them down many times; 0 keeps torch's choice)")
+    parser.add_argument("--checkpoint-every", type=nonnegative_int, default=0,
+                        help="write checkpoint_cld.pt / checkpoint_vpsde.pt every N steps and at the end "
+                             "(default 0: never)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    parser.add_argument("--override-settings", action="store_true",
+                        help="with --resume: continue even if run-defining settings differ from the checkpoint's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", default="outputs/toy", help="output folder (default outputs/toy)")
-    args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "eval_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.nll_samples < 0:
-        parser.error("--nll-samples must be non-negative")
-    if min(args.sample_steps) < 2:
-        parser.error("--sample-steps must be at least 2 (one step plus the denoising step)")
-    if not 0 < args.ema < 1:
-        parser.error("--ema must lie in (0, 1)")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
@@ -237,32 +307,44 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        with user_errors(PROG):
+            return _run(args)
+    except NonFiniteLossError as exc:
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(3) from None
     finally:
         torch.set_num_threads(threads)
+
+
+def _train_model(kind: str, args, data, device, out: Path):
+    """Build (seeded), train and save one of the two models; returns (EMA model, model, history)."""
+    torch.manual_seed(args.seed)  # the initial weights
+    if kind == "cld":
+        process = CLD(**CLD_PROCESS)
+        model = cld_toy_score(process, 2, args.width, args.blocks)
+        loss_fn, name = (lambda m, x, g: hsm_loss(m, x, process, generator=g)), "CLD-SGM (HSM)"
+    else:
+        process = vpsde(**VPSDE_PROCESS)
+        model = vpsde_toy_score(process, 2, args.width, args.blocks)
+        loss_fn, name = (lambda m, x, g: vpsde_loss(m, x, process, g)), "VPSDE (DSM)"
+    ema_model, model, averaged, history = train(model, loss_fn, data, args, device, name, out / f"loss_{kind}.csv",
+                                                out / f"checkpoint_{kind}.pt")
+    save_toy_model(out / f"{kind}.pt", kind, model, CLD_PROCESS if kind == "cld" else VPSDE_PROCESS, ema=averaged,
+                   settings=vars(args), step=args.steps)
+    return process, ema_model, model, history
 
 
 def _run(args) -> dict:
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temporaries(out, ("checkpoint_*.pt", "cld.pt", "vpsde.pt")):
+        print(f"removed {stale}, a temporary file left by a checkpoint write that was interrupted", file=sys.stderr)
     start = time.perf_counter()
     data = get_toy_dataset(args.data)
 
-    cld = CLD(mass=0.25, friction=1.0, beta=4.0, gamma=0.04, eps_num=1e-6)
-    torch.manual_seed(args.seed)  # the initial weights
-    cld_model = cld_toy_score(cld, 2, args.width, args.blocks)
-    cld_ema, cld_model, cld_avg, cld_hist = train(
-        cld_model, lambda m, x, g: hsm_loss(m, x, cld, generator=g), data, args, device, "CLD-SGM (HSM)",
-        out / "loss_cld.csv")
-    save_checkpoint(out / "cld.pt", {"model": cld_model.state_dict(), "ema": cld_avg.state_dict(), "args": vars(args)})
-
-    vp = vpsde()
-    torch.manual_seed(args.seed)
-    vp_model = vpsde_toy_score(vp, 2, args.width, args.blocks)
-    vp_ema, vp_model, vp_avg, vp_hist = train(
-        vp_model, lambda m, x, g: vpsde_loss(m, x, vp, g), data, args, device, "VPSDE (DSM)", out / "loss_vpsde.csv")
-    save_checkpoint(out / "vpsde.pt", {"model": vp_model.state_dict(), "ema": vp_avg.state_dict(), "args": vars(args)})
+    cld, cld_ema, cld_model, cld_hist = _train_model("cld", args, data, device, out)
+    vp, vp_ema, vp_model, vp_hist = _train_model("vpsde", args, data, device, out)
     train_seconds = time.perf_counter() - start
 
     rows, samples, likelihoods, reference = evaluate(args, cld, cld_ema, vp, vp_ema, data, device)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from splitdyn_cld.data import load_digits_images, to_float
+from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_float, positive_int, user_errors
 from splitdyn_cld.evaluation import DigitsClassifier, save_digits_classifier
 
 
@@ -30,14 +31,20 @@ def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptParser(prog="train_digits_classifier.py", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/digits_classifier.pt")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=32, help="hidden channels (features: 2 * width)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--width", type=positive_int, default=32, help="hidden channels (features: 2 * width)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     args = p.parse_args(argv)
+    with user_errors(p.prog):
+        return _train(args)
+
+
+def _train(args) -> int:
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)

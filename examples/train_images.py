@@ -18,7 +18,10 @@ Throughput / stability without data: ``--dataset synthetic``.
 
 ``--batch-size`` is the GLOBAL batch size: it is split evenly over the ranks and must be divisible by the
 number of processes. Only rank 0 writes (checkpoint.pt, train_log.csv, samples/*.png, tensorboard/).
-A NaN/inf loss stops training with a message (exit code 3); the last checkpoint is left as it was.
+A NaN/inf loss or batch stops training with a message (exit code 3); the last checkpoint is left as it was.
+--resume refuses a checkpoint that is corrupt (checksum) or whose run-defining settings (CLD parameters,
+network, batch size, seed, ...) differ from the given ones, listing the differences; --override-settings
+continues anyway. Bad arguments and missing or corrupt files end with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -26,8 +29,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitdyn_cld.image_training import PRESETS, settings_for, train
+from splitdyn_cld.cli import (ScriptParser, nonnegative_float, nonnegative_int, one_line, open_unit_float,
+                              positive_float, positive_int, user_errors)
+from splitdyn_cld.image_training import PRESETS, TrainSettings, settings_for, train
+from splitdyn_cld.image_training.settings import default_out
 from splitdyn_cld.training import NonFiniteLossError
+
+PROG = "train_images.py"
 
 
 def _bool(value: str) -> bool:
@@ -38,47 +46,68 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
 
 
+def _dropout(text: str) -> float:
+    value = nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _presets(name: str) -> str:
+    """``"(default: the preset's: cifar10 800000, digits 1500, ...)"`` for the setting ``name``."""
+    defaults = TrainSettings()
+    values = [f"{config} {PRESETS[config].get(name, getattr(defaults, name))}" for config in sorted(PRESETS)]
+    return f"(preset defaults: {', '.join(values)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="digits", choices=sorted(PRESETS),
-                   help="network + training preset (Table 6 for cifar10, cifar10_ablation, celebahq256)")
+                   help="network + training preset (Table 6 for cifar10, cifar10_ablation, celebahq256; default "
+                        "digits)")
     p.add_argument("--dataset", choices=["digits", "cifar10", "folder", "synthetic"],
-                   help="training data (default: the preset's)")
+                   help=f"training data {_presets('dataset')}")
     p.add_argument("--data-root", help="folder of the CIFAR-10 python batches, or of the images for --dataset folder")
-    p.add_argument("--out", help="output folder (default outputs/<config>)")
+    p.add_argument("--out", help=f"output folder (default {default_out('<config>')}, e.g. {default_out('digits')})")
     g = p.add_argument_group("optimisation (defaults: the preset's)")
-    g.add_argument("--steps", type=int, help="total optimisation steps")
-    g.add_argument("--batch-size", type=int, help="GLOBAL batch size, split over the ranks")
-    g.add_argument("--lr", type=float, help="Adam learning rate")
-    g.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
-    g.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0: off)")
-    g.add_argument("--ema-decay", type=float, help="EMA rate (paper: 0.9999)")
-    g.add_argument("--dropout", type=float, help="override the network's dropout")
+    g.add_argument("--steps", type=positive_int, help=f"total optimisation steps {_presets('steps')}")
+    g.add_argument("--batch-size", type=positive_int,
+                   help=f"GLOBAL batch size, split over the ranks {_presets('batch_size')}")
+    g.add_argument("--lr", type=positive_float, help=f"Adam learning rate {_presets('lr')}")
+    g.add_argument("--warmup", type=nonnegative_int, help=f"linear learning-rate warm-up steps {_presets('warmup')}")
+    g.add_argument("--grad-clip", type=nonnegative_float, help=f"gradient-norm clipping, 0: off {_presets('grad_clip')}")
+    g.add_argument("--ema-decay", type=open_unit_float, help=f"EMA rate {_presets('ema_decay')}")
+    g.add_argument("--dropout", type=_dropout, help="override the network's dropout, in [0, 1)")
     g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="autocast precision: auto = bf16 on CUDA, fp32 on CPU; fp16 uses a GradScaler")
+                   help="autocast precision: auto = bf16 on CUDA, fp32 on CPU; fp16 uses a GradScaler (default auto)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
-    g.add_argument("--weighting", choices=["ell", "likelihood"], help="HSM weighting (paper: ell)")
-    g.add_argument("--t-min", type=float, help="t-sampling cutoff (paper: 1e-5)")
-    g.add_argument("--random-flip", type=_bool, help="random horizontal flips (true/false)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--weighting", choices=["ell", "likelihood"], help="HSM weighting (default and paper: ell)")
+    g.add_argument("--t-min", type=open_unit_float, help="t-sampling cutoff (default and paper: 1e-5)")
+    g.add_argument("--random-flip", type=_bool, help=f"random horizontal flips, true/false {_presets('random_flip')}")
+    g.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
     g = p.add_argument_group("CLD (defaults: M=0.25, gamma=0.04, beta=4, critical damping)")
-    g.add_argument("--mass", type=float)
-    g.add_argument("--gamma", type=float)
-    g.add_argument("--beta", type=float)
-    g.add_argument("--eps-num", type=float, help="Cholesky stabiliser (1e-9 CIFAR-10, 1e-6 CelebA-HQ)")
+    g.add_argument("--mass", type=positive_float)
+    g.add_argument("--gamma", type=positive_float)
+    g.add_argument("--beta", type=positive_float)
+    g.add_argument("--eps-num", type=nonnegative_float, help=f"Cholesky stabiliser {_presets('eps_num')}")
     g.add_argument("--no-mixed", dest="mixed", action="store_false", default=None,
                    help="ablation: no mixed score parametrisation")
     g = p.add_argument_group("logging and checkpoints")
-    g.add_argument("--log-every", type=int)
-    g.add_argument("--ckpt-every", type=int, help="overwrite checkpoint.pt every N steps (atomically)")
-    g.add_argument("--snapshot-every", type=int, help="also keep checkpoint_<step>.pt every N steps")
-    g.add_argument("--sample-every", type=int, help="write an EMA sample grid every N steps (0: only never)")
-    g.add_argument("--sample-count", type=int)
-    g.add_argument("--sample-steps", type=int, help="SSCS steps for the sample grids")
+    g.add_argument("--log-every", type=positive_int, help=f"log every N steps {_presets('log_every')}")
+    g.add_argument("--ckpt-every", type=nonnegative_int,
+                   help=f"overwrite checkpoint.pt every N steps, atomically {_presets('ckpt_every')}")
+    g.add_argument("--snapshot-every", type=nonnegative_int, help="also keep checkpoint_<step>.pt every N steps")
+    g.add_argument("--sample-every", type=nonnegative_int,
+                   help=f"write an EMA sample grid every N steps, 0: never {_presets('sample_every')}")
+    g.add_argument("--sample-count", type=nonnegative_int, help=f"images per grid {_presets('sample_count')}")
+    g.add_argument("--sample-steps", type=positive_int, help=f"SSCS steps for the sample grids {_presets('sample_steps')}")
     g.add_argument("--resume", action="store_true", default=None, help="continue from <out>/checkpoint.pt")
+    g.add_argument("--override-settings", action="store_true", default=None,
+                   help="with --resume: continue even if settings that define the run (CLD parameters, network, "
+                        "batch size, seed, ...) differ from the checkpoint's")
     g.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    g.add_argument("--num-workers", type=int, help="DataLoader workers per rank")
-    g.add_argument("--threads", type=int, help="torch CPU threads per process (1 avoids oversubscription)")
+    g.add_argument("--num-workers", type=nonnegative_int, help="DataLoader workers per rank (default 0)")
+    g.add_argument("--threads", type=positive_int, help="torch CPU threads per process (1 avoids oversubscription)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     return p
@@ -87,18 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: list[str] | None = None):
     args = vars(build_parser().parse_args(argv))
     config = args.pop("config")
-    if args.get("out") is None:
-        args["out"] = f"outputs/{config}"
     return settings_for(config, **args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = settings_from_args(argv)
-    try:
-        result = train(settings)
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+    with user_errors(PROG):
+        settings = settings_from_args(argv)
+        try:
+            result = train(settings)
+        except NonFiniteLossError as exc:
+            print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+            return 3
     if result.history and result.rank == 0:
         print(f"step {result.step}: loss {result.history[-1]['loss']:.5g}; checkpoint {result.checkpoint}")
     return 0

@@ -43,10 +43,18 @@ __all__ = [
     "bits_per_dim_offset",
     "nats_to_bits_per_dim",
     "ImageDataset",
+    "DataFileError",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 """Where the "CIFAR-10 python version" archive can be downloaded (by hand; nothing here downloads)."""
+
+
+
+class DataFileError(ValueError):
+    """A data file that exists but cannot be used (corrupt, truncated, or of the wrong kind); the message names
+    the file and the problem."""
+
 
 _CIFAR_DIR = "cifar-10-batches-py"
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -86,6 +94,8 @@ def load_cifar10(root: str | os.PathLike, train: bool = True, return_labels: boo
     ------
     FileNotFoundError
         If a batch file is missing; the message names the expected path and how to get the data.
+    DataFileError
+        If a batch file is corrupt (e.g. truncated or junk bytes); the message names the file.
     """
     root = Path(root).expanduser()
     folder = root if root.name == _CIFAR_DIR and not (root / _CIFAR_DIR).is_dir() else root / _CIFAR_DIR
@@ -100,15 +110,27 @@ def load_cifar10(root: str | os.PathLike, train: bool = True, return_labels: boo
         )
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+                IndexError, KeyError, UnicodeDecodeError) as exc:
+            problem = "it is empty" if path.stat().st_size == 0 else f"it cannot be unpickled: {type(exc).__name__}: {exc}"
+            raise DataFileError(f"{path} is not a CIFAR-10 python batch ({problem}); re-extract "
+                                "cifar-10-python.tar.gz") from None
         try:
             data, lab = batch[b"data"], batch[b"labels"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{folder / name} is not a CIFAR-10 python batch (no b'data'/b'labels')") from exc
-        data = np.asarray(data, dtype=np.uint8)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise DataFileError(f"{path} is not a CIFAR-10 python batch (no b'data'/b'labels')") from exc
+        try:
+            data = np.asarray(data, dtype=np.uint8)
+        except (TypeError, ValueError) as exc:
+            raise DataFileError(f"{path}: b'data' is not an array of bytes ({exc})") from None
         if data.ndim != 2 or data.shape[1] != 3072:
-            raise ValueError(f"{folder / name}: b'data' must have shape (N, 3072), got {data.shape}")
+            raise DataFileError(f"{path}: b'data' must have shape (N, 3072), got {data.shape}")
+        if len(lab) != len(data):
+            raise DataFileError(f"{path}: {len(lab)} labels for {len(data)} images")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(np.asarray(lab, dtype=np.int64))
     x = torch.from_numpy(np.ascontiguousarray(np.concatenate(images)))
@@ -154,6 +176,8 @@ def load_image_folder(root: str | os.PathLike, image_size: int, extensions: Sequ
     ------
     FileNotFoundError
         If ``root`` does not exist or holds no matching file.
+    DataFileError
+        If an image file cannot be decoded (corrupt or truncated); the message names the file.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -170,15 +194,19 @@ def load_image_folder(root: str | os.PathLike, image_size: int, extensions: Sequ
     Image = _import_pil()
     out = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for i, path in enumerate(files):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            w, h = img.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-            if side != image_size:
-                img = img.resize((image_size, image_size), Image.BICUBIC)
-            out[i] = np.asarray(img, dtype=np.uint8)
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                w, h = img.size
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                img = img.crop((left, top, left + side, top + side))
+                if side != image_size:
+                    img = img.resize((image_size, image_size), Image.BICUBIC)
+                out[i] = np.asarray(img, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: unidentified, truncated or broken files
+            raise DataFileError(f"cannot read the image {path}: {exc} (a corrupt or truncated file? remove or "
+                                "replace it)") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 

@@ -6,11 +6,16 @@ r"""Small residual MLP score networks for low-dimensional toy data (App. E.1: "a
 * the VPSDE baseline's score from a noise predictor, :math:`s_\theta(x, t) = -\varepsilon_\theta(x, t) / \sigma_t`,
   is :class:`splitdyn.score_matching.NoisePredictionScore`.
 * :func:`cld_toy_score` / :func:`vpsde_toy_score` -- the two models of the toy experiments, same network size.
+* :func:`save_toy_model` / :func:`load_toy_model` -- a trained toy model in one file (weights, EMA weights, and
+  the process and network settings to rebuild it), as written by ``examples/toy_train.py``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,10 +23,16 @@ from torch import nn
 from splitdyn import LinearSDE
 from splitdyn.score_matching import NoisePredictionScore
 
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .process import CLD
 from .score import MixedScore
+from .vpsde import vpsde
 
-__all__ = ["TimeEmbedding", "ToyResNet", "cld_toy_score", "vpsde_toy_score"]
+__all__ = ["TimeEmbedding", "ToyResNet", "cld_toy_score", "vpsde_toy_score",
+           "TOY_MODEL_FORMAT", "ToyModel", "save_toy_model", "load_toy_model"]
+
+#: The ``"format"`` entry of the files written by :func:`save_toy_model`.
+TOY_MODEL_FORMAT = "splitdyn_cld.toy_model/1"
 
 
 def _event_shape(event_shape) -> tuple[int, ...]:
@@ -144,3 +155,123 @@ def vpsde_toy_score(sde: LinearSDE, event_shape=2, width: int = 64, blocks: int 
     """The toy VPSDE baseline: a :class:`ToyResNet` noise predictor of the same size in a
     :class:`~splitdyn.score_matching.NoisePredictionScore`."""
     return NoisePredictionScore(ToyResNet(event_shape, 1, 1, width, blocks), sde)
+
+
+@dataclass
+class ToyModel:
+    """A trained toy model rebuilt by :func:`load_toy_model`.
+
+    Attributes
+    ----------
+    score:
+        The score model (a :class:`~splitdyn_cld.score.MixedScore` for ``kind="cld"``, a
+        :class:`NoisePredictionScore` for ``"vpsde"``), in eval mode.
+    network:
+        Its :class:`ToyResNet`.
+    process:
+        The forward process it was trained for (a :class:`~splitdyn_cld.process.CLD` or the VPSDE).
+    kind:
+        ``"cld"`` or ``"vpsde"``.
+    settings:
+        The training settings saved with it (may be empty).
+    step:
+        Training steps behind the weights.
+    """
+
+    score: nn.Module
+    network: ToyResNet
+    process: LinearSDE
+    kind: str
+    settings: dict[str, Any]
+    step: int
+
+
+def _network_settings(network: ToyResNet) -> dict[str, Any]:
+    return {"event_shape": list(network.event_shape), "width": network.inp.out_features,
+            "blocks": len(network.blocks), "time_features": network.embed.mlp[0].in_features}
+
+
+def save_toy_model(path: str | os.PathLike, kind: str, score_model: nn.Module, process: dict[str, Any], *,
+                   ema: nn.Module | None = None, settings: dict[str, Any] | None = None, step: int = 0) -> None:
+    """Write a trained toy model that :func:`load_toy_model` can rebuild without any other information.
+
+    Parameters
+    ----------
+    path:
+        Destination (written atomically with a checksum, :func:`splitdyn_cld.checkpoints.save_checkpoint`).
+    kind:
+        ``"cld"`` (a :func:`cld_toy_score` model) or ``"vpsde"`` (a :func:`vpsde_toy_score` model).
+    score_model:
+        The trained model (its ``net`` is a :class:`ToyResNet`).
+    process:
+        The keyword arguments that rebuild the process: :class:`~splitdyn_cld.process.CLD` ``(**process)`` or
+        :func:`~splitdyn_cld.vpsde.vpsde` ``(**process)``.
+    ema:
+        Its EMA (:func:`splitdyn_cld.training.make_ema`), stored as the weights :func:`load_toy_model` uses by
+        default.
+    settings, step:
+        Training settings and step count to keep with the weights.
+    """
+    if kind not in ("cld", "vpsde"):
+        raise ValueError(f"kind must be 'cld' or 'vpsde', got {kind!r}")
+    network = getattr(score_model, "net", None)
+    if not isinstance(network, ToyResNet):
+        raise TypeError(f"score_model must wrap a ToyResNet as .net, got {type(network).__name__}")
+    if not isinstance(process, dict):
+        raise TypeError(f"process must be a dict of keyword arguments, got {type(process).__name__}")
+    payload = {"format": TOY_MODEL_FORMAT, "kind": kind, "process": dict(process),
+               "network": dict(_network_settings(network), mixed=bool(getattr(score_model, "mixed", False))),
+               "model": score_model.state_dict(), "settings": dict(settings or {}), "step": int(step)}
+    if ema is not None:
+        payload["ema"] = ema.state_dict()
+    save_checkpoint(path, payload)
+
+
+def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """Drop an EMA's ``n_averaged`` and the ``module.`` prefixes of ``AveragedModel`` / DDP wrappers."""
+    state = {k: v for k, v in state.items() if k != "n_averaged"}
+    while state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_toy_model(path: str | os.PathLike, *, use_ema: bool = True, device: torch.device | str = "cpu") -> ToyModel:
+    """Rebuild the network and process of a toy model written by :func:`save_toy_model` (e.g. ``cld.pt`` of
+    ``examples/toy_train.py``), with the EMA weights by default; ``module.`` prefixes (DDP, EMA) are stripped.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    splitdyn_cld.checkpoints.CheckpointError
+        If the file is corrupt, not a toy model, or its weights do not fit the saved network settings.
+    """
+    state = load_checkpoint(path, map_location="cpu")
+    if state.get("format") != TOY_MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a toy model file written by splitdyn_cld.toy_models.save_toy_model "
+                              f"(format {state.get('format')!r}; files from an older examples/toy_train.py must "
+                              "be trained again)")
+    kind, net_settings = state.get("kind"), dict(state.get("network", {}))
+    try:
+        mixed = net_settings.pop("mixed", True)
+        net_settings["event_shape"] = tuple(net_settings["event_shape"])
+        if kind == "cld":
+            process = CLD(**state["process"])
+            score = MixedScore(ToyResNet(in_components=2, out_components=1, **net_settings), process, mixed=mixed)
+        elif kind == "vpsde":
+            process = vpsde(**state["process"])
+            score = NoisePredictionScore(ToyResNet(in_components=1, out_components=1, **net_settings), process)
+        else:
+            raise ValueError(f"unknown model kind {kind!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model from its saved settings ({exc})") from None
+    weights = state.get("ema") if use_ema else state.get("model")
+    if weights is None:
+        raise CheckpointError(f"{path} holds no {'EMA ' if use_ema else ''}weights")
+    try:
+        score.load_state_dict(_strip_prefixes(weights))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the saved weights do not fit the saved network settings "
+                              f"({str(exc).splitlines()[0]})") from None
+    score.to(device).eval()
+    return ToyModel(score, score.net, process, kind, dict(state.get("settings", {})), int(state.get("step", 0)))

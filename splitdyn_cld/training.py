@@ -2,7 +2,8 @@ r"""Training utilities shared by the toy and the image training scripts.
 
 * :func:`make_ema` -- an exponential moving average of the weights with the warm-up rate
   :math:`\min(\text{decay}, (1 + n) / (10 + n))` (App. E.2: EMA 0.9999 for the image models, 0.999 for toys);
-* :func:`save_checkpoint` / :func:`load_checkpoint` -- atomic checkpoints (a crash mid-write keeps the last one);
+* atomic, checksummed checkpoints are in :mod:`splitdyn_cld.checkpoints` (``save_checkpoint`` and
+  ``load_checkpoint`` are also importable from here);
 * :func:`rng_state` / :func:`set_rng_state` -- every random number generator a training step touches, so that a
   resumed run is bit-for-bit the uninterrupted one;
 * :func:`check_finite_loss` -- stop with a clear :class:`NonFiniteLossError` on NaN/inf losses;
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,12 +23,14 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from .checkpoints import load_checkpoint, save_checkpoint  # noqa: F401 - re-exported for compatibility
+
 __all__ = [
     "NonFiniteLossError",
+    "NonFiniteDataError",
+    "check_finite_batch",
     "make_ema",
     "ema_rate",
-    "save_checkpoint",
-    "load_checkpoint",
     "rng_state",
     "set_rng_state",
     "check_finite_loss",
@@ -40,6 +41,11 @@ __all__ = [
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite (see :func:`check_finite_loss`)."""
+
+
+class NonFiniteDataError(NonFiniteLossError):
+    """Raised when a training batch holds NaN or infinite values (see :func:`check_finite_batch`); a
+    :class:`NonFiniteLossError`, so the training loops stop on it the same way."""
 
 
 def _check_decay(decay: float) -> float:
@@ -115,67 +121,6 @@ def make_ema(model: torch.nn.Module, decay: float = 0.9999, warmup: bool = True)
     return AveragedModel(model, multi_avg_fn=_ema_multi_avg_fn(decay, bool(warmup)), use_buffers=True)
 
 
-def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` with :func:`torch.save` atomically.
-
-    The data goes to a temporary file in the destination folder, is flushed and ``fsync``-ed, and then
-    ``os.replace``-d over ``path`` (atomic on POSIX and Windows); the folder is ``fsync``-ed too where the
-    platform allows. A crash or an exception mid-write leaves the previous checkpoint at ``path`` intact and
-    removes the temporary file.
-
-    Parameters
-    ----------
-    path:
-        Destination file (its folder is created if needed).
-    state:
-        A dict of tensors, ``state_dict()``-s, RNG states, numbers, ...
-    """
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`.
-
-    Checkpoints hold RNG states (NumPy arrays, Python tuples), so they are unpickled with
-    ``weights_only=False``: load only files you wrote yourself. Keep ``map_location="cpu"`` when the state
-    contains RNG states (they must be CPU byte tensors).
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no file at ``path``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
 def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict:
     """Capture the random number generators a training step can touch, for a bit-exact resume.
 
@@ -228,6 +173,19 @@ def check_finite_loss(loss: torch.Tensor, step: int) -> None:
             "Try a lower learning rate or a longer learning-rate warm-up, bf16 instead of fp16 autocast (or fp32), "
             "and gradient clipping; then resume from the last checkpoint."
         )
+
+
+def check_finite_batch(batch: torch.Tensor, step: int, what: str = "the training batch") -> None:
+    """Raise :class:`NonFiniteDataError` if ``batch`` holds a NaN or infinite value, naming the step and the
+    number of bad values (one host synchronisation on a GPU)."""
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
+    if batch.is_floating_point():
+        bad = int((~torch.isfinite(batch)).sum())
+        if bad:
+            raise NonFiniteDataError(
+                f"{what} at step {step} holds {bad} non-finite value(s) (NaN or inf): training stopped before the "
+                "parameters were updated. Check the data files (a corrupt or wrongly scaled image?).")
 
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:

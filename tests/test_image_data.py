@@ -214,3 +214,33 @@ def test_load_uint8_dispatch(tmp_path):
         data.load_uint8("cifar10")
     with pytest.raises(ValueError, match="dataset must be"):
         data.load_uint8("mnist")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corrupt files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, problem", [(b"\x80\x04junk that is no pickle" * 10, "cannot be unpickled"),
+                                              (b"", "empty")])
+def test_a_junk_cifar10_batch_is_named_with_the_problem(tmp_path, content, problem):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(content)
+    with pytest.raises(data.DataFileError, match=problem) as info:
+        data.load_cifar10(tmp_path, train=False)
+    assert str(folder / "test_batch") in str(info.value)
+
+
+def test_a_truncated_png_in_an_image_folder_is_named(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 10, dtype=np.uint8)).save(tmp_path / "a_good.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    full = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(full[: len(full) // 2])
+    with pytest.raises(data.DataFileError, match=r"cannot read the image .*b\.png"):
+        data.load_image_folder(tmp_path, 8)
+    (tmp_path / "b.png").write_bytes(b"not a png at all")
+    with pytest.raises(data.DataFileError, match=r"b\.png"):
+        data.load_image_folder(tmp_path, 8)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from splitdyn_cld import image_training
+from splitdyn_cld.image_training import step as step_module
+from splitdyn_cld.image_training.model import image_shape_of, net_config_for
+from splitdyn_cld.losses import hsm_loss
 from splitdyn_cld.image_training import (
     build_cld,
     build_dataset,
@@ -29,7 +31,8 @@ from splitdyn_cld.image_training import (
     train_step,
 )
 from splitdyn_cld.data import to_uint8
-from splitdyn_cld.training import NonFiniteLossError, load_checkpoint
+from splitdyn_cld.checkpoints import load_checkpoint
+from splitdyn_cld.training import NonFiniteLossError
 
 from _scripts import load_example
 
@@ -50,15 +53,15 @@ def test_one_optimisation_step_on_a_fixed_batch_lowers_the_loss():
     s = tiny("unused")
     torch.manual_seed(0)
     cld = build_cld(s)
-    score, net = build_score_model(image_training._net_config(s), cld)
+    score, net = build_score_model(net_config_for(s), cld)
     net.eval()  # no dropout: the loss is a deterministic function of the weights and the generator
-    shape = image_training._image_shape(image_training._net_config(s))
+    shape = image_shape_of(net_config_for(s))
     x0 = torch.rand(16, *shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def loss_at(seed):
         with torch.no_grad():
-            return float(image_training.hsm_loss(score, x0, cld, generator=torch.Generator().manual_seed(seed)))
+            return float(hsm_loss(score, x0, cld, generator=torch.Generator().manual_seed(seed)))
 
     before = loss_at(7)
     stats = train_step(score, optimizer, x0, cld, generator=torch.Generator().manual_seed(7))
@@ -81,7 +84,7 @@ class _Killed(BaseException):
 def test_killed_and_resumed_training_gives_the_same_next_losses_and_weights_bit_for_bit(tmp_path, monkeypatch):
     full = train(tiny(tmp_path / "full", steps=4, ckpt_every=2, sample_every=2))
 
-    real_loss, calls = image_training.hsm_loss, [0]
+    real_loss, calls = step_module.hsm_loss, [0]
 
     def dies_in_step_3(*args, **kwargs):
         calls[0] += 1
@@ -89,10 +92,10 @@ def test_killed_and_resumed_training_gives_the_same_next_losses_and_weights_bit_
             raise _Killed
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(image_training, "hsm_loss", dies_in_step_3)
+    monkeypatch.setattr(step_module, "hsm_loss", dies_in_step_3)
     with pytest.raises(_Killed):
         train(tiny(tmp_path / "cut", steps=4, ckpt_every=2))
-    monkeypatch.setattr(image_training, "hsm_loss", real_loss)
+    monkeypatch.setattr(step_module, "hsm_loss", real_loss)
     resumed = train(tiny(tmp_path / "cut", steps=4, ckpt_every=2, resume=True))
 
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history[2:]]
@@ -119,14 +122,14 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
 
 
 def test_nan_loss_stops_with_the_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_loss, calls = image_training.hsm_loss, [0]
+    real_loss, calls = step_module.hsm_loss, [0]
 
     def poisoned(*args, **kwargs):
         calls[0] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls[0] == 4 else loss
 
-    monkeypatch.setattr(image_training, "hsm_loss", poisoned)
+    monkeypatch.setattr(step_module, "hsm_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"(?s)step 4.*last good checkpoint is .*checkpoint\.pt"):
         train(tiny(tmp_path, steps=6, ckpt_every=2))
     state = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -144,9 +147,9 @@ def test_samplers_return_finite_images_in_range(tmp_path):
     s = tiny(tmp_path)
     torch.manual_seed(0)
     cld = build_cld(s)
-    score, net = build_score_model(image_training._net_config(s), cld)
+    score, net = build_score_model(net_config_for(s), cld)
     net.eval()
-    shape = image_training._image_shape(image_training._net_config(s))
+    shape = image_shape_of(net_config_for(s))
     for sampler in ("sscs", "em", "ode"):
         count, batch = (3, 2) if sampler != "ode" else (2, 2)
         images, nfe = generate_images(score, cld, count, shape, sampler=sampler, n_steps=4, grid="quadratic",

@@ -9,6 +9,7 @@ import torch
 
 from splitdyn_cld import CLD, velocity_variance
 from splitdyn.score_matching import NoisePredictionScore
+from splitdyn_cld.checkpoints import load_checkpoint
 from splitdyn_cld.toy_models import ToyResNet, cld_toy_score, vpsde_toy_score
 from splitdyn_cld.vpsde import vpsde
 
@@ -63,7 +64,7 @@ def test_toy_train_tiny_run_writes_outputs_with_finite_metrics(tmp_path):
     # the saved EMA weights load back into the toy network (as toy_score_complexity --network does)
     complexity = load_example("toy_score_complexity")
     net = complexity._fixed_network(CLD(), 0, str(tmp_path / "cld.pt"))
-    ema = torch.load(tmp_path / "cld.pt", weights_only=False)["ema"]
+    ema = load_checkpoint(tmp_path / "cld.pt")["ema"]
     torch.testing.assert_close(net.net.out.weight, ema["module.net.out.weight"], rtol=0, atol=0)
 
 
@@ -95,3 +96,108 @@ def test_toy_train_is_reproducible_from_its_seed(tmp_path):
     assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in second["results"]]
     third = toy.main(tiny + ["--seed", "1", "--out", str(tmp_path / "c")])
     assert third["final_loss"] != first["final_loss"]
+
+
+TINY_TOY = ["--steps", "6", "--batch-size", "32", "--width", "8", "--blocks", "1", "--eval-samples", "32",
+            "--nll-samples", "0", "--sample-steps", "3", "--no-progress"]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL in the middle of a training step."""
+
+
+def test_toy_train_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    toy = load_example("toy_train")
+    full = toy.main(TINY_TOY + ["--checkpoint-every", "2", "--out", str(tmp_path / "full")])
+    real, calls = toy.vpsde_loss, [0]
+
+    def dies_in_vpsde_step_4(*args, **kwargs):  # the CLD model is done, the VPSDE one has a step-2 checkpoint
+        calls[0] += 1
+        if calls[0] == 4:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(toy, "vpsde_loss", dies_in_vpsde_step_4)
+    with pytest.raises(_Killed):
+        toy.main(TINY_TOY + ["--checkpoint-every", "2", "--out", str(tmp_path / "cut")])
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint_vpsde.pt")["step"] == 2
+    monkeypatch.setattr(toy, "vpsde_loss", real)
+    resumed = toy.main(TINY_TOY + ["--checkpoint-every", "2", "--resume", "--out", str(tmp_path / "cut")])
+
+    assert resumed["final_loss"] == full["final_loss"]
+    for name in ("cld.pt", "vpsde.pt"):
+        a, b = load_checkpoint(tmp_path / "full" / name), load_checkpoint(tmp_path / "cut" / name)
+        assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for log in ("loss_cld.csv", "loss_vpsde.csv"):
+        assert (tmp_path / "cut" / log).read_text() == (tmp_path / "full" / log).read_text()
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in full["results"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in resumed["results"]]
+
+
+def test_toy_resume_with_other_settings_is_refused_listing_them_unless_overridden(tmp_path, capsys):
+    toy = load_example("toy_train")
+    tmp_path.mkdir(exist_ok=True)
+    orphan = tmp_path / ".checkpoint_cld.pt.k1ll3d.tmp"  # left by a kill during a checkpoint write
+    orphan.write_bytes(b"half a checkpoint")
+    toy.main(TINY_TOY + ["--checkpoint-every", "3", "--out", str(tmp_path)])
+    assert not orphan.exists() and "k1ll3d" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        toy.main(TINY_TOY + ["--resume", "--lr", "0.01", "--seed", "3", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refusing to resume" in err[0] and "checkpoint_cld.pt" in err[0]
+    assert "lr: checkpoint 0.002, now 0.01" in err[0] and "seed: checkpoint 0, now 3" in err[0]
+    result = toy.main(TINY_TOY + ["--resume", "--lr", "0.01", "--seed", "3", "--override-settings",
+                                  "--out", str(tmp_path)])
+    assert "--override-settings" in capsys.readouterr().err and result["settings"]["seed"] == 3
+
+
+def test_load_toy_model_rebuilds_network_and_process_from_the_file(tmp_path):
+    from splitdyn_cld.toy_models import load_toy_model, save_toy_model
+    from splitdyn_cld.training import make_ema
+
+    cld = CLD(mass=0.5, beta=2.0, gamma=0.1, eps_num=1e-5)
+    model = cld_toy_score(cld, 2, width=8, blocks=2)
+    model.net.out.reset_parameters()
+    ema = make_ema(model, 0.9)
+    ema.update_parameters(model)
+    save_toy_model(tmp_path / "m.pt", "cld", model, {"mass": 0.5, "beta": 2.0, "gamma": 0.1, "eps_num": 1e-5},
+                   ema=ema, step=7)
+    loaded = load_toy_model(tmp_path / "m.pt")
+    assert loaded.kind == "cld" and loaded.step == 7 and len(loaded.network.blocks) == 2
+    assert loaded.process.mass == 0.5 and loaded.process.gamma == 0.1
+    u, t = torch.randn(5, 2, 2), torch.full((5,), 0.3)
+    torch.testing.assert_close(loaded.score(u, t), model.eval()(u, t), rtol=0, atol=0)
+    # weights saved from a DDP-wrapped model (prefix "module.") load too
+    wrapped = torch.nn.ModuleDict({"module": model})
+    state = load_checkpoint(tmp_path / "m.pt")
+    state["model"] = wrapped.state_dict()
+    from splitdyn_cld.checkpoints import save_checkpoint
+
+    save_checkpoint(tmp_path / "ddp.pt", state)
+    raw = load_toy_model(tmp_path / "ddp.pt", use_ema=False)
+    torch.testing.assert_close(raw.network.out.weight, model.net.out.weight, rtol=0, atol=0)
+
+
+def test_toy_train_stops_on_a_nan_batch_with_the_step_and_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    toy = load_example("toy_train")
+    real, calls = toy.get_toy_dataset, [0]
+
+    def poisoned_dataset(name):
+        sampler = real(name)
+
+        def draw(n, generator):
+            calls[0] += 1
+            x = sampler(n, generator)
+            return x * float("nan") if calls[0] == 4 else x
+
+        return draw
+
+    monkeypatch.setattr(toy, "get_toy_dataset", poisoned_dataset)
+    with pytest.raises(SystemExit) as exit_info:
+        toy.main(TINY_TOY + ["--checkpoint-every", "2", "--out", str(tmp_path)])
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch at step 3" in err[0] and "checkpoint_cld.pt" in err[0]
+    assert load_checkpoint(tmp_path / "checkpoint_cld.pt")["step"] == 2
