@@ -23,6 +23,10 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_callable",
+    "check_components",
+    "check_floating_dtype",
+    "check_tolerance",
+    "check_nonempty_batch",
 ]
 
 
@@ -44,6 +48,10 @@ def check_nonnegative(name: str, value: Any) -> float:
     """Return ``float(value)`` or raise if it is not a finite real number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
         raise TypeError(f"{name} must be a non-negative real number, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite non-negative number, got {value}")
@@ -141,3 +149,66 @@ def check_callable(name: str, value: Any, what: str = "a callable") -> Any:
     if not callable(value):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     return value
+
+
+def check_components(name: str, components: Any, num_components: int) -> list[int]:
+    """Return ``components`` as a non-empty list of distinct integer indices in ``[0, num_components)``.
+
+    A single integer stands for a one-element list. Bools, floats and strings are refused with a ``TypeError``,
+    an empty list, an index out of range or a repeated index with a ``ValueError``, each naming ``name``.
+    """
+    if isinstance(components, torch.Tensor):
+        if components.is_floating_point() or components.is_complex() or components.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer component indices, got a {components.dtype} tensor")
+        components = components.reshape(-1).tolist()
+    if isinstance(components, Integral) and not isinstance(components, bool):
+        components = [components]
+    if isinstance(components, (str, bytes)) or not hasattr(components, "__iter__"):
+        raise TypeError(
+            f"{name} must be a sequence of integer component indices, got {type(components).__name__} {components!r}"
+        )
+    rows = list(components)
+    for c in rows:
+        if isinstance(c, bool) or not isinstance(c, Integral):
+            raise TypeError(f"{name} must hold integer component indices, got {type(c).__name__} {c!r} in {rows!r}")
+    rows = [int(c) for c in rows]
+    if not rows:
+        raise ValueError(f"{name} must not be empty: pass at least one component index in [0, {num_components})")
+    if any(c < 0 or c >= num_components for c in rows):
+        raise ValueError(f"{name} must be component indices in [0, {num_components}), got {rows}")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{name} must not repeat a component, got {rows}")
+    return rows
+
+
+def check_floating_dtype(name: str, dtype: Any) -> torch.dtype:
+    """Return ``dtype`` if it is a floating ``torch.dtype`` (e.g. ``torch.float64``); otherwise raise a
+    ``TypeError`` naming ``name``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    return dtype
+
+
+def check_tolerance(name: str, value: Any) -> float:
+    """A solver tolerance: a finite positive real number (``float(value)``), refused with an explanation.
+
+    A zero tolerance asks an adaptive solver for an exact solution (it would shrink its steps until it fails);
+    tolerances below the state's machine epsilon (about ``1e-3`` in float16, ``1e-7`` in float32) cannot be met
+    either, so pass float64 states for tight tolerances.
+    """
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a positive real number (a solver tolerance), got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"{name} must be a finite positive tolerance, got {value} (zero asks an adaptive solver for an exact "
+            "solution, which it cannot reach)"
+        )
+    return value
+
+
+def check_nonempty_batch(name: str, u: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` naming ``name`` if the tensor ``u`` holds no sample (``u.shape[0] == 0``)."""
+    if u.ndim == 0 or u.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample (a non-empty batch on dim 0), got shape {tuple(u.shape)}")
+    return u

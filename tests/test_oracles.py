@@ -299,7 +299,8 @@ def test_event_shaped_mixtures_and_states():
 
 def test_float32_states_and_score_fn():
     o = oracle("cld-diamond")
-    u = o.sample(500, 0.1, torch.Generator().manual_seed(0))
+    assert o.sample(3, 0.1).dtype == F64  # float64 by default
+    u = o.sample(500, 0.1, torch.Generator().manual_seed(0), dtype=torch.float32)
     assert u.dtype == torch.float32
     s = o.score(u, 0.1)
     assert s.dtype == torch.float32
@@ -366,7 +367,7 @@ def test_bad_oracle_input_is_refused_with_clear_messages():
         o.score(torch.zeros(3, 1, 2), 0.5)
     with pytest.raises(ValueError, match=r"u must have shape"):
         o.score(torch.zeros(3, 2, 5), 0.5)
-    with pytest.raises(ValueError, match=r"u contains 1 non-finite"):
+    with pytest.raises(ValueError, match=r"u \(the state fed to the oracle\) contains 1 non-finite.*diverged upstream"):
         o.score(torch.tensor([[[0.0, float("nan")], [0.0, 0.0]]]), 0.5)
     with pytest.raises(TypeError, match=r"u must have a floating dtype"):
         o.score(torch.zeros(3, 2, 2, dtype=torch.long), 0.5)
@@ -374,7 +375,7 @@ def test_bad_oracle_input_is_refused_with_clear_messages():
         o.score([[0.0, 0.0], [0.0, 0.0]], 0.5)
     with pytest.raises(ValueError, match=r"components must be .* indices in \[0, 2\)"):
         o.component_score(u, 0.5, [2])
-    with pytest.raises(ValueError, match=r"n must be a positive int"):
+    with pytest.raises(ValueError, match=r"n must be an integer >= 1"):
         o.sample(0, 0.5)
     # with a zero initial velocity covariance there is no density at t = 0 (but sampling works)
     degenerate = oracle("cld-diamond-C0")
@@ -421,5 +422,5 @@ def test_bad_constructor_input_is_refused_with_clear_messages():
         DiffusedGaussianMixture(diamond_mixture(), three, [[1.0, 0.5], [0.0, 1.0]])
     with pytest.raises(ValueError, match=r"std must be a finite positive number"):
         diamond_mixture(-0.04)
-    with pytest.raises(ValueError, match=r"d must be a positive int"):
+    with pytest.raises(ValueError, match=r"d must be an integer >= 1"):
         random_mixture(0, 4)
