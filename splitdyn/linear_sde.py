@@ -256,10 +256,6 @@ class LinearSDEBase(ABC):
         check_state("u", u, self.num_components)
         return apply_matrix(self.drift_matrix(self._batch_time(t, u)), u)
 
-    def diffuse(self, u: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        r""":math:`(G(t) \otimes I_d)\,\xi` for noise ``xi`` of shape ``(batch, m, *event)``."""
-        return apply_matrix(self.diffusion_matrix(self._batch_time(t, u)), noise)
-
     def _batch_time(self, t, u: torch.Tensor) -> torch.Tensor:
         t = check_time("t", t, self.T)
         if t.ndim == 0:

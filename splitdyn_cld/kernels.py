@@ -64,7 +64,6 @@ __all__ = [
     "forward_covariance_determinant",
     "reverse_linear_kernel",
     "half_step_kernel",
-    "perturbation_covariance",
     "perturbation_cholesky",
     "ell",
     "velocity_variance",
@@ -307,14 +306,6 @@ def _stabilised_entries(cld: CLD, t, kind: str):
         xx, xv, vv = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
         det = xx * vv - xv * xv
     return xx + eps, xv, vv + eps, det + eps * (xx + vv) + eps * eps
-
-
-def perturbation_covariance(cld: CLD, t, kind: str = "hsm") -> torch.Tensor:
-    r"""The stabilised covariance :math:`\Sigma_t + \epsilon_{num} I` of :math:`p_t(u_t \mid x_0)` (``"hsm"``) or
-    :math:`p_t(u_t \mid x_0, v_0)` (``"dsm"``), from which perturbed data are sampled (float64,
-    ``t.shape + (2, 2)``)."""
-    xx, xv, vv, _ = _stabilised_entries(cld, t, kind)
-    return _stack2x2(xx, xv, xv, vv)
 
 
 def perturbation_cholesky(cld: CLD, t, kind: str = "hsm") -> torch.Tensor:
