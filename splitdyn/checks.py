@@ -27,6 +27,7 @@ __all__ = [
     "check_floating_dtype",
     "check_tolerance",
     "check_nonempty_batch",
+    "as_float64_matrix",
 ]
 
 
@@ -212,3 +213,46 @@ def check_nonempty_batch(name: str, u: torch.Tensor) -> torch.Tensor:
     if u.ndim == 0 or u.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one sample (a non-empty batch on dim 0), got shape {tuple(u.shape)}")
     return u
+
+
+def as_float64_matrix(
+    name: str,
+    value: Any,
+    shape: tuple[int, int] | None = None,
+    *,
+    square: bool = False,
+    symmetric: bool = False,
+    psd: bool = False,
+) -> torch.Tensor:
+    """``value`` as a finite float64 CPU matrix, checked, with errors naming ``name``.
+
+    Parameters
+    ----------
+    name:
+        The argument's name, for the messages.
+    value:
+        A matrix: a tensor (any real dtype, any device) or a nested sequence of numbers.
+    shape:
+        The required ``(rows, columns)``; default any non-empty 2-D shape.
+    square, symmetric, psd:
+        Also require a square, a symmetric (to a relative ``1e-10``) or a symmetric positive semi-definite
+        (eigenvalues above ``-1e-10`` times the largest magnitude) matrix.
+    """
+    M = as_float64(name, value, "a real matrix")
+    if M.ndim != 2 or M.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {tuple(M.shape)}")
+    if shape is not None and tuple(M.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(M.shape)}")
+    if (square or symmetric or psd) and M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(M.shape)}")
+    if symmetric or psd:
+        scale = float(M.abs().max())
+        if not torch.allclose(M, M.T, rtol=0.0, atol=1e-10 * max(scale, 1e-300)):
+            raise ValueError(f"{name} must be symmetric, got {M.tolist() if M.numel() <= 16 else 'an asymmetric matrix'}")
+    if psd:
+        eig = torch.linalg.eigvalsh(0.5 * (M + M.T))
+        if float(eig.min()) < -1e-10 * max(float(eig.abs().max()), 1e-300):
+            raise ValueError(
+                f"{name} must be positive semi-definite (a covariance), got an eigenvalue {float(eig.min()):.3e}"
+            )
+    return M
