@@ -173,7 +173,7 @@ def test_bad_input_is_refused_with_clear_messages():
         mmd_rbf(x, [[0.0, 0.0]])
     with pytest.raises(ValueError, match=r"y contains 1 non-finite"):
         mmd_rbf(x, torch.tensor([[0.0, float("nan")], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match=r"num_projections must be a positive int"):
+    with pytest.raises(ValueError, match=r"num_projections must be an integer >= 1"):
         wasserstein_sliced(x, x, num_projections=0)
     with pytest.raises(ValueError, match=r"bandwidths must be a finite positive number"):
         mmd_rbf(x, x, bandwidths=[0.1, -1.0])
