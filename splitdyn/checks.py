@@ -28,6 +28,7 @@ __all__ = [
     "check_tolerance",
     "check_nonempty_batch",
     "as_float64_matrix",
+    "check_real",
 ]
 
 
@@ -256,3 +257,15 @@ def as_float64_matrix(
                 f"{name} must be positive semi-definite (a covariance), got an eigenvalue {float(eig.min()):.3e}"
             )
     return M
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``float(value)`` for a finite real number (a 1-element tensor is accepted); refuse bools, strings
+    and other types with a ``TypeError`` and NaN or infinity with a ``ValueError``, each naming ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)

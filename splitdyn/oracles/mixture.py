@@ -136,6 +136,8 @@ class GaussianMixture:
                 f"{name} must have shape (n, *event_shape) = (n, {', '.join(map(str, self.event_shape))}), got "
                 f"shape {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} must hold at least one sample (a non-empty batch on dim 0), got shape {tuple(x.shape)}")
         check_finite_tensor(name, x)
         return x.reshape(x.shape[0], self.dimension)
 
