@@ -202,10 +202,8 @@ def check_tolerance(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a positive real number (a solver tolerance), got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"{name} must be a finite positive tolerance, got {value} (zero asks an adaptive solver for an exact "
-            "solution, which it cannot reach)"
-        )
+        why = " (zero asks an adaptive solver for an exact solution, which it cannot reach)" if value == 0 else ""
+        raise ValueError(f"{name} must be a finite positive tolerance, got {value}{why}")
     return value
 
 

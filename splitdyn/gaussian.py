@@ -30,7 +30,7 @@ def psd_cholesky(covariance: torch.Tensor, name: str = "covariance") -> torch.Te
     Raises ``ValueError`` for a matrix with a clearly negative eigenvalue or non-finite entries.
     """
     if not isinstance(covariance, torch.Tensor) or not covariance.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch.Tensor, got {getattr(covariance, 'dtype', type(covariance))}")
+        raise TypeError(f"{name} must be a floating torch.Tensor, got {_describe(covariance)}")
     if covariance.ndim < 2 or covariance.shape[-1] != covariance.shape[-2]:
         raise ValueError(f"{name} must be a (batch of) square matrices (..., k, k), got shape {tuple(covariance.shape)}")
     if not bool(torch.isfinite(covariance).all()):

@@ -68,7 +68,8 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     for name, value in (("matrix", matrix), ("u", u)):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating torch.Tensor, got {getattr(value, 'dtype', type(value).__name__)}")
+            raise TypeError(f"{name} must be a floating torch.Tensor, got "
+                            f"{value.dtype if isinstance(value, torch.Tensor) else type(value).__name__}")
     if u.ndim < 2:
         raise ValueError(f"u must have shape (batch, m, *event_shape), got {tuple(u.shape)}")
     if matrix.ndim not in (2, 3) or matrix.shape[-1] != u.shape[1]:

@@ -101,7 +101,10 @@ def _check_kind(kind: str) -> str:
 def _diagonal_initial_covariance(cld: CLD, initial_covariance) -> tuple[float, float]:
     """``(a, b) = (Sigma0_xx, Sigma0_vv)`` from a pair, a diagonal 2 x 2 matrix or ``"hsm"``/``"dsm"``."""
     if isinstance(initial_covariance, str):
-        initial_covariance = cld.initial_covariance(_check_kind(initial_covariance))
+        if initial_covariance not in _KINDS:
+            raise ValueError(f"initial_covariance must be 'hsm', 'dsm', a pair of variances or a diagonal 2 x 2 "
+                             f"tensor, got {initial_covariance!r}")
+        initial_covariance = cld.initial_covariance(initial_covariance)
     if isinstance(initial_covariance, torch.Tensor) and initial_covariance.shape == (2, 2):
         S0 = initial_covariance.detach().to(device="cpu", dtype=torch.float64)
         if float(S0[0, 1]) != 0.0 or float(S0[1, 0]) != 0.0:

@@ -115,7 +115,8 @@ def nll_bound(cld: CLD, velocity_score, x0: torch.Tensor, *, t0: float = 1e-5, t
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
     check_callable("velocity_score", velocity_score, "a callable score(u, t)")
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-        raise TypeError(f"x0 must be a floating tensor of shape (batch, *event), got {getattr(x0, 'dtype', type(x0))}")
+        raise TypeError(f"x0 must be a floating tensor of shape (batch, *event), got "
+                        f"{x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__}")
     if x0.ndim < 2 or x0.shape[0] == 0:
         raise ValueError(f"x0 must have shape (batch, *event) with batch >= 1, got {tuple(x0.shape)}")
     check_finite_tensor("x0", x0)
@@ -124,7 +125,7 @@ def nll_bound(cld: CLD, velocity_score, x0: torch.Tensor, *, t0: float = 1e-5, t
         u0 = cld.sample_initial_velocity(x0, generator)
     else:
         if not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
-            raise TypeError(f"v0 must be a floating torch.Tensor, got {getattr(v0, 'dtype', type(v0).__name__)}")
+            raise TypeError(f"v0 must be a floating torch.Tensor, got {v0.dtype if isinstance(v0, torch.Tensor) else type(v0).__name__}")
         if v0.shape != x0.shape:
             raise ValueError(f"v0 must be a tensor of x0's shape {tuple(x0.shape)}, got {tuple(v0.shape)}")
         u0 = torch.stack([x0, check_finite_tensor("v0", v0).to(x0)], dim=1)

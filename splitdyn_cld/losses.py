@@ -96,6 +96,10 @@ def loss_weight(cld: CLD, t, weighting: str = "ell", kind: str = "hsm") -> torch
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
 
 
+def _kind_of(value) -> str:
+    return f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def _check_score_output(s: torch.Tensor, expected: tuple) -> torch.Tensor:
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"the score must return a torch.Tensor, got {type(s).__name__}")
@@ -193,7 +197,7 @@ def score_matching_objective(
         if v0 is None:
             v0 = math.sqrt(cld.gamma * cld.mass) * _randn(x0.shape, generator, dtype, device)
         elif not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
-            raise TypeError(f"v0 must be a floating torch.Tensor, got {getattr(v0, 'dtype', type(v0).__name__)}")
+            raise TypeError(f"v0 must be a floating torch.Tensor, got {_kind_of(v0)}")
         elif v0.shape != x0.shape:
             raise ValueError(f"v0 must be a tensor of the shape of x0 {tuple(x0.shape)}, got {tuple(v0.shape)}")
         else:
@@ -205,7 +209,7 @@ def score_matching_objective(
     if noise is None:
         noise = _randn(state_shape, generator, dtype, device)
     elif not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
-        raise TypeError(f"noise must be a floating torch.Tensor, got {getattr(noise, 'dtype', type(noise).__name__)}")
+        raise TypeError(f"noise must be a floating torch.Tensor, got {_kind_of(noise)}")
     elif tuple(noise.shape) != state_shape:
         raise ValueError(f"noise must be a tensor of shape {state_shape}, got {tuple(noise.shape)}")
     else:

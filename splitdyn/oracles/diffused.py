@@ -132,7 +132,7 @@ class DiffusedGaussianMixture:
                 f"{tuple(u.shape)}"
             )
         if u.shape[0] == 0:
-            raise ValueError("u must hold at least one state (a non-empty batch on dim 0), got shape (0, ...)")
+            raise ValueError(f"u must hold at least one state (a non-empty batch on dim 0), got shape {tuple(u.shape)}")
         if not bool(torch.isfinite(u).all()):
             bad = int((~torch.isfinite(u)).sum())
             raise ValueError(
@@ -362,7 +362,7 @@ class DiffusedGaussianMixture:
         :math:`\phi_0 = \Phi_{00}(t)`."""
         times = check_time("t", t, self.sde.T)
         if times.numel() != 1:
-            raise ValueError(f"data_marginal needs a single time, got a tensor of shape {tuple(times.shape)}")
+            raise ValueError(f"t must be a single time for data_marginal, got a tensor of shape {tuple(times.shape)}")
         times = times.reshape(1)
         phi0, cov = self._covariances(times, torch.device("cpu"))
         var = cov[0, :, :, 0, 0].expand(self.mixture.num_components, self.dimension)
