@@ -1,6 +1,7 @@
 """Exact Gaussian-mixture oracles: analytic scores vs autograd of the analytic density, normalisation, exact
-samples and forward simulation vs the analytic moments, equilibrium at large t, evaluation strategies, and
-bad input."""
+samples and forward simulation vs the analytic moments, the score identities, equilibrium at large t,
+evaluation strategies, and bad input. (The oracle tests of the former ``tests/test_oracles_and_metrics.py`` live
+here, its metric tests in ``tests/test_metrics.py``.)"""
 
 import math
 
@@ -50,7 +51,7 @@ def times_for(t, n, seed=1):
 # score = grad log p
 # --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vp-diamond", "cld-diamond", "cld-diamond-C0", "cld-aniso", "vp-aniso"])
-@pytest.mark.parametrize("t", [1e-5, 1e-3, 0.3, 1.0, "per-sample"])
+@pytest.mark.parametrize("t", [1e-5, 1e-3, 0.01, 0.3, 0.5, 1.0, "per-sample"])
 def test_analytic_score_is_the_autograd_gradient_of_the_analytic_log_density(name, t):
     o = oracle(name)
     t = times_for(t, 40)
@@ -69,6 +70,16 @@ def test_analytic_score_is_the_autograd_gradient_of_the_analytic_log_density(nam
     lp, s = o.log_prob_and_score(u, t)
     torch.testing.assert_close(lp, o.log_prob(u, t), rtol=0, atol=0)
     torch.testing.assert_close(s, score, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["cld-diamond", "vp-diamond"])
+@pytest.mark.parametrize("t", [1e-5, 0.01, 0.5, 1.0, "per-sample"])
+def test_the_velocity_block_is_bitwise_the_block_of_the_full_score(name, t):
+    o = oracle(name)
+    u = 0.6 * torch.randn(32, o.k, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    t = times_for(t, 32)
+    last = [o.k - 1]
+    assert torch.equal(o.component_score(u, t, last), o.score(u, t)[:, last])
 
 
 def test_the_score_is_differentiable_and_its_jacobian_is_the_symmetric_hessian():
@@ -211,6 +222,17 @@ def test_exact_samples_match_the_analytic_moments(name, t):
     u = o.sample(40_000, t, torch.Generator().manual_seed(3), dtype=F64)
     assert u.shape == (40_000, o.k, o.dimension)
     _check_moments(u, o.mean(t), o.covariance(t))
+
+
+def test_exact_samples_satisfy_the_score_identities():
+    # under the true law E[score] = 0 and E[score u^T] = -I (integration by parts)
+    o = oracle("cld-diamond")
+    u = o.sample(20000, 0.2, torch.Generator().manual_seed(0), dtype=F64)
+    s = o.score(u, 0.2).reshape(len(u), -1)
+    flat = u.reshape(len(u), -1)
+    cross = s.T @ flat / len(u)
+    assert torch.allclose(s.mean(0), torch.zeros(4, dtype=F64), atol=5 * s.std(0).max().item() / math.sqrt(len(u)))
+    assert torch.allclose(cross, -torch.eye(4, dtype=F64), atol=0.1)
 
 
 def test_per_sample_time_sampling():
