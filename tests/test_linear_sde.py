@@ -434,3 +434,24 @@ def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch, e
     assert torch.allclose(apply_matrix(batched, u), expected, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError, match="components of u"):
         apply_matrix(torch.ones(shape[0], shape[1] + 1, dtype=torch.float64), u)
+
+
+def test_van_loan_kernel_casts_float32_matrices_and_treats_rounding_negative_spans_as_zero():
+    F, G = random_stable_pair(2, seed=1)
+    GGt = G @ G.T
+    Phi64, Q64 = van_loan_kernel(F.float().double(), GGt.float().double(), torch.tensor([0.3], dtype=F64))
+    Phi32, Q32 = van_loan_kernel(F.float(), GGt.float(), torch.tensor([0.3], dtype=F64))
+    assert Phi32.dtype == Q32.dtype == F64 and torch.equal(Phi32, Phi64) and torch.equal(Q32, Q64)
+    Phi0, Q0 = van_loan_kernel(F, GGt, torch.tensor([-1e-17], dtype=F64))
+    assert torch.equal(Phi0[0], torch.eye(2, dtype=F64)) and torch.equal(Q0[0], torch.zeros(2, 2, dtype=F64))
+
+
+def test_time_varying_coefficients_may_be_nested_lists():
+    sde = TimeVaryingLinearSDE(lambda t: [[-float(t) - 1.0]], lambda t: [[1.0, 0.5]], 1)
+    assert sde.noise_dimension == 2
+    assert torch.equal(sde.drift_matrix(0.5), torch.tensor([[-1.5]], dtype=F64))
+
+
+def test_custom_rate_may_return_a_scalar_for_every_time():
+    beta = CustomBeta(lambda t: 2.0, lambda t: 2.0 * t)
+    assert torch.equal(beta.beta(torch.tensor([0.1, 0.9], dtype=F64)), torch.full((2,), 2.0, dtype=F64))
