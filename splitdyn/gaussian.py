@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .checks import (as_float64_matrix, check_components, check_finite_tensor, check_nonempty_batch, check_nonnegative,
-                     check_state)
+                     check_state, check_time)
 from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["PerturbationKernel", "gaussian_log_prob", "psd_cholesky"]
@@ -123,7 +123,10 @@ class PerturbationKernel:
         check_nonempty_batch("initial_mean", initial_mean)
         check_finite_tensor("initial_mean", initial_mean)
         self.sde = sde
-        self.t = sde._batch_time(t, initial_mean)
+        self.t = check_time("t", t, sde.T)
+        if self.t.ndim and tuple(self.t.shape) != (initial_mean.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape (batch,) = ({initial_mean.shape[0]},), got "
+                             f"{tuple(self.t.shape)}")
         self.eps_num = check_nonnegative("eps_num", eps_num)
         Phi, Q = sde.kernel(self.t)
         cov = Q
