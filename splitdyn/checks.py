@@ -23,6 +23,12 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_callable",
+    "check_components",
+    "check_floating_dtype",
+    "check_tolerance",
+    "check_nonempty_batch",
+    "as_float64_matrix",
+    "check_real",
 ]
 
 
@@ -44,6 +50,10 @@ def check_nonnegative(name: str, value: Any) -> float:
     """Return ``float(value)`` or raise if it is not a finite real number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
         raise TypeError(f"{name} must be a non-negative real number, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite non-negative number, got {value}")
@@ -141,3 +151,119 @@ def check_callable(name: str, value: Any, what: str = "a callable") -> Any:
     if not callable(value):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     return value
+
+
+def check_components(name: str, components: Any, num_components: int) -> list[int]:
+    """Return ``components`` as a non-empty list of distinct integer indices in ``[0, num_components)``.
+
+    A single integer stands for a one-element list. Bools, floats and strings are refused with a ``TypeError``,
+    an empty list, an index out of range or a repeated index with a ``ValueError``, each naming ``name``.
+    """
+    if isinstance(components, torch.Tensor):
+        if components.is_floating_point() or components.is_complex() or components.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer component indices, got a {components.dtype} tensor")
+        components = components.reshape(-1).tolist()
+    if isinstance(components, Integral) and not isinstance(components, bool):
+        components = [components]
+    if isinstance(components, (str, bytes)) or not hasattr(components, "__iter__"):
+        raise TypeError(
+            f"{name} must be a sequence of integer component indices, got {type(components).__name__} {components!r}"
+        )
+    rows = list(components)
+    for c in rows:
+        if isinstance(c, bool) or not isinstance(c, Integral):
+            raise TypeError(f"{name} must hold integer component indices, got {type(c).__name__} {c!r} in {rows!r}")
+    rows = [int(c) for c in rows]
+    if not rows:
+        raise ValueError(f"{name} must not be empty: pass at least one component index in [0, {num_components})")
+    if any(c < 0 or c >= num_components for c in rows):
+        raise ValueError(f"{name} must be component indices in [0, {num_components}), got {rows}")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{name} must not repeat a component, got {rows}")
+    return rows
+
+
+def check_floating_dtype(name: str, dtype: Any) -> torch.dtype:
+    """Return ``dtype`` if it is a floating ``torch.dtype`` (e.g. ``torch.float64``); otherwise raise a
+    ``TypeError`` naming ``name``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    return dtype
+
+
+def check_tolerance(name: str, value: Any) -> float:
+    """A solver tolerance: a finite positive real number (``float(value)``), refused with an explanation.
+
+    A zero tolerance asks an adaptive solver for an exact solution (it would shrink its steps until it fails);
+    tolerances below the state's machine epsilon (about ``1e-3`` in float16, ``1e-7`` in float32) cannot be met
+    either, so pass float64 states for tight tolerances.
+    """
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a positive real number (a solver tolerance), got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        why = " (zero asks an adaptive solver for an exact solution, which it cannot reach)" if value == 0 else ""
+        raise ValueError(f"{name} must be a finite positive tolerance, got {value}{why}")
+    return value
+
+
+def check_nonempty_batch(name: str, u: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` naming ``name`` if the tensor ``u`` holds no sample (``u.shape[0] == 0``)."""
+    if u.ndim == 0 or u.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample (a non-empty batch on dim 0), got shape {tuple(u.shape)}")
+    return u
+
+
+def as_float64_matrix(
+    name: str,
+    value: Any,
+    shape: tuple[int, int] | None = None,
+    *,
+    square: bool = False,
+    symmetric: bool = False,
+    psd: bool = False,
+) -> torch.Tensor:
+    """``value`` as a finite float64 CPU matrix, checked, with errors naming ``name``.
+
+    Parameters
+    ----------
+    name:
+        The argument's name, for the messages.
+    value:
+        A matrix: a tensor (any real dtype, any device) or a nested sequence of numbers.
+    shape:
+        The required ``(rows, columns)``; default any non-empty 2-D shape.
+    square, symmetric, psd:
+        Also require a square, a symmetric (to a relative ``1e-10``) or a symmetric positive semi-definite
+        (eigenvalues above ``-1e-10`` times the largest magnitude) matrix.
+    """
+    M = as_float64(name, value, "a real matrix")
+    if M.ndim != 2 or M.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {tuple(M.shape)}")
+    if shape is not None and tuple(M.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(M.shape)}")
+    if (square or symmetric or psd) and M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(M.shape)}")
+    if symmetric or psd:
+        scale = float(M.abs().max())
+        if not torch.allclose(M, M.T, rtol=0.0, atol=1e-10 * max(scale, 1e-300)):
+            raise ValueError(f"{name} must be symmetric, got {M.tolist() if M.numel() <= 16 else 'an asymmetric matrix'}")
+    if psd:
+        eig = torch.linalg.eigvalsh(0.5 * (M + M.T))
+        if float(eig.min()) < -1e-10 * max(float(eig.abs().max()), 1e-300):
+            raise ValueError(
+                f"{name} must be positive semi-definite (a covariance), got an eigenvalue {float(eig.min()):.3e}"
+            )
+    return M
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``float(value)`` for a finite real number (a 1-element tensor is accepted); refuse bools, strings
+    and other types with a ``TypeError`` and NaN or infinity with a ``ValueError``, each naming ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)

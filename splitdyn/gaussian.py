@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_finite_tensor, check_nonnegative, check_state
+from .checks import (as_float64_matrix, check_components, check_finite_tensor, check_nonempty_batch, check_nonnegative,
+                     check_state, check_time)
 from .linear_sde import LinearSDEBase, apply_matrix
 
 __all__ = ["PerturbationKernel", "gaussian_log_prob", "psd_cholesky"]
@@ -28,6 +29,10 @@ def psd_cholesky(covariance: torch.Tensor, name: str = "covariance") -> torch.Te
     symmetric square root by eigendecomposition, which is a valid (non-triangular) factor ``L L^T = S``.
     Raises ``ValueError`` for a matrix with a clearly negative eigenvalue or non-finite entries.
     """
+    if not isinstance(covariance, torch.Tensor) or not covariance.is_floating_point():
+        raise TypeError(f"{name} must be a floating torch.Tensor, got {_describe(covariance)}")
+    if covariance.ndim < 2 or covariance.shape[-1] != covariance.shape[-2]:
+        raise ValueError(f"{name} must be a (batch of) square matrices (..., k, k), got shape {tuple(covariance.shape)}")
     if not bool(torch.isfinite(covariance).all()):
         raise ValueError(f"{name} has non-finite entries")
     L, info = torch.linalg.cholesky_ex(covariance)
@@ -49,17 +54,27 @@ def gaussian_log_prob(u: torch.Tensor, covariance: torch.Tensor, mean: torch.Ten
     ``covariance`` is ``(k, k)`` or ``(batch, k, k)``; computed in float64, summed over coordinates, and
     returned as a float64 tensor of shape ``(batch,)``.
     """
+    if not isinstance(u, torch.Tensor) or not u.is_floating_point() or u.ndim < 2:
+        raise TypeError(f"u must be a floating tensor of shape (batch, k, *event_shape), got {_describe(u)}")
+    k = u.shape[1]
+    if not isinstance(covariance, torch.Tensor):
+        covariance = as_float64_matrix("covariance", covariance)
+    if tuple(covariance.shape) not in ((k, k), (u.shape[0], k, k)):
+        raise ValueError(f"covariance must have shape (k, k) or (batch, k, k) with k = {k}, got {tuple(covariance.shape)}")
     x = u.to(torch.float64)
     if mean is not None:
+        if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != tuple(u.shape):
+            raise ValueError(f"mean must be a tensor of the shape of u {tuple(u.shape)}, got {_describe(mean)}")
         x = x - mean.to(torch.float64)
     flat = x.reshape(x.shape[0], x.shape[1], -1)
-    cov = covariance.to(torch.float64)
-    L = torch.linalg.cholesky(cov)
+    cov = covariance.to(device=x.device, dtype=torch.float64)
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        raise ValueError("covariance must be positive definite (its Cholesky factorisation failed)")
     if L.ndim == 2:
         L = L.expand(x.shape[0], -1, -1)
     z = torch.linalg.solve_triangular(L, flat, upper=False)
     d = flat.shape[-1]
-    k = flat.shape[1]
     log_det = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
     return -0.5 * (z * z).sum((1, 2)) - 0.5 * d * log_det - 0.5 * k * d * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
 
@@ -101,20 +116,22 @@ class PerturbationKernel:
         initial_covariance=None,
         eps_num: float = 0.0,
     ) -> None:
+        if not isinstance(sde, LinearSDEBase):
+            raise TypeError(f"sde must be a linear SDE (splitdyn.LinearSDEBase), got {type(sde).__name__}")
         k = sde.num_components
         check_state("initial_mean", initial_mean, k)
+        check_nonempty_batch("initial_mean", initial_mean)
         check_finite_tensor("initial_mean", initial_mean)
         self.sde = sde
-        self.t = sde._batch_time(t, initial_mean)
+        self.t = check_time("t", t, sde.T)
+        if self.t.ndim and tuple(self.t.shape) != (initial_mean.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape (batch,) = ({initial_mean.shape[0]},), got "
+                             f"{tuple(self.t.shape)}")
         self.eps_num = check_nonnegative("eps_num", eps_num)
         Phi, Q = sde.kernel(self.t)
         cov = Q
         if initial_covariance is not None:
-            S0 = torch.as_tensor(initial_covariance, dtype=torch.float64)
-            if S0.shape != (k, k):
-                raise ValueError(f"initial_covariance must have shape ({k}, {k}), got {tuple(S0.shape)}")
-            if not torch.allclose(S0, S0.T):
-                raise ValueError("initial_covariance must be symmetric")
+            S0 = as_float64_matrix("initial_covariance", initial_covariance, (k, k), psd=True)
             cov = Phi @ S0 @ Phi.transpose(-1, -2) + Q
         self.transition = Phi
         self.covariance = cov
@@ -134,8 +151,9 @@ class PerturbationKernel:
             noise = torch.randn(
                 self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device
             )
-        elif noise.shape != self.mean.shape:
-            raise ValueError(f"noise must have shape {tuple(self.mean.shape)}, got {tuple(noise.shape)}")
+        else:
+            self._check_like_mean("noise", noise)
+            check_finite_tensor("noise", noise)
         return self.mean + apply_matrix(self.cholesky, noise), noise
 
     def score_from_noise(self, noise: torch.Tensor, components=None) -> torch.Tensor:
@@ -144,25 +162,40 @@ class PerturbationKernel:
         ``components`` (a list of component indices) selects a block, e.g. ``[1]`` for CLD's velocity score
         :math:`-\ell_t\,\varepsilon_v` (eq. 51).
         """
+        self._check_like_mean("noise", noise)
         inv_T = torch.linalg.inv(self.cholesky).transpose(-1, -2)
         if components is not None:
-            inv_T = inv_T[..., list(components), :]
+            inv_T = inv_T[..., check_components("components", components, self.sde.num_components), :]
         return -apply_matrix(inv_T, noise)
 
     def score(self, u: torch.Tensor, components=None) -> torch.Tensor:
         r"""Score :math:`-\Sigma_t^{-1}(u - \mu_t)` of the (stabilised) kernel, optionally for a block of components."""
-        check_state("u", u, self.sde.num_components)
+        self._check_like_mean("u", u)
         precision = torch.cholesky_inverse(self.cholesky) if _is_lower(self.cholesky) else torch.linalg.inv(
             self.cholesky @ self.cholesky.transpose(-1, -2)
         )
         if components is not None:
-            precision = precision[..., list(components), :]
+            precision = precision[..., check_components("components", components, self.sde.num_components), :]
         return -apply_matrix(precision, u - self.mean)
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Log density (float64, shape ``(batch,)``) of states ``u`` under the (stabilised) kernel."""
+        self._check_like_mean("u", u)
         cov = self.cholesky @ self.cholesky.transpose(-1, -2)
         return gaussian_log_prob(u, cov, self.mean)
+
+    def _check_like_mean(self, name: str, value) -> None:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {_describe(value)}")
+        if tuple(value.shape) != tuple(self.mean.shape):
+            raise ValueError(f"{name} must have shape {tuple(self.mean.shape)} (that of the kernel's mean), got "
+                             f"{tuple(value.shape)}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _is_lower(L: torch.Tensor) -> bool:

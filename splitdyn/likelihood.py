@@ -15,11 +15,13 @@ per solve (unbiased).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .checks import check_positive, check_state
+from .checks import (as_float64_matrix, check_callable, check_finite_tensor, check_nonempty_batch, check_positive,
+                     check_state, check_tolerance)
 from .gaussian import gaussian_log_prob
 from .reverse import ProbabilityFlowODE
 
@@ -56,9 +58,20 @@ def divergence(field, u: torch.Tensor, t, probe: torch.Tensor | None = None) -> 
 
     Returns ``(v, div)`` with ``div`` of shape ``(batch,)``; ``v`` is detached.
     """
+    check_callable("field", field, "a callable field(u, t)")
+    if not isinstance(u, torch.Tensor) or not u.is_floating_point() or u.ndim < 1:
+        raise TypeError(f"u must be a floating torch.Tensor of shape (batch, ...), got {type(u).__name__}")
+    if probe is not None and (not isinstance(probe, torch.Tensor) or tuple(probe.shape) != tuple(u.shape)):
+        raise ValueError(f"probe must be a tensor of the shape of u {tuple(u.shape)}, got {type(probe).__name__}")
     with torch.enable_grad():
         u = u.detach().requires_grad_(True)
         v = field(u, t)
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"field must return a torch.Tensor, got {type(v).__name__}")
+        if tuple(v.shape) != tuple(u.shape):
+            raise ValueError(f"field returned shape {tuple(v.shape)}, expected the shape of u {tuple(u.shape)}")
+        if not v.requires_grad:  # the field does not depend on u: zero divergence
+            return v.detach(), torch.zeros(u.shape[0], dtype=v.dtype, device=v.device)
         if probe is not None:
             (grad,) = torch.autograd.grad((v * probe).sum(), u)
             div = (grad * probe).reshape(u.shape[0], -1).sum(1)
@@ -100,13 +113,34 @@ def log_likelihood(
     trace:
         ``"hutchinson"`` (one Rademacher probe) or ``"exact"``.
     rtol, atol, method:
-        ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default).
+        ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default). The tolerances must be positive (zero asks
+        the adaptive solver for an exact solution) and, in relative terms, not below the machine epsilon of
+        ``u``'s dtype (e.g. ``9.8e-4`` for float16, where ``1e-5`` cannot be met: use float32 or float64 states).
     generator:
         For the Rademacher probe.
+
+    Raises
+    ------
+    ValueError
+        Also during the solve, when the vector field (i.e. the score) returns non-finite values.
     """
     import torchdiffeq
 
+    if not isinstance(ode, ProbabilityFlowODE):
+        raise TypeError(f"ode must be a splitdyn.ProbabilityFlowODE, got {type(ode).__name__}")
     check_state("u", u, ode.num_components)
+    check_nonempty_batch("u", u)
+    check_finite_tensor("u", u)
+    rtol = check_tolerance("rtol", rtol)
+    atol = check_tolerance("atol", atol)
+    eps = torch.finfo(u.dtype).eps
+    if rtol < eps:
+        raise ValueError(
+            f"rtol = {rtol:g} is below the machine epsilon of u's dtype {u.dtype} ({eps:.2g}): the solver cannot reach "
+            "it; pass float32/float64 states or a larger rtol"
+        )
+    if not isinstance(method, str):
+        raise TypeError(f"method must be the name of a torchdiffeq solver (a str), got {type(method).__name__}")
     t0 = check_positive("t0", t0)
     if t0 >= ode.T:
         raise ValueError(f"t0 must be smaller than T = {ode.T}, got {t0}")
@@ -116,6 +150,10 @@ def log_likelihood(
         if not hasattr(ode.sde, "stationary_covariance"):
             raise TypeError("pass prior_covariance: the forward SDE has no stationary_covariance()")
         prior_covariance = ode.sde.stationary_covariance()
+    k = ode.num_components
+    prior_covariance = as_float64_matrix("prior_covariance", prior_covariance, (k, k), psd=True)
+    if float(torch.linalg.eigvalsh(prior_covariance).min()) <= 0:
+        raise ValueError("prior_covariance must be positive definite (a Gaussian prior needs a density)")
     probe = None
     if trace == "hutchinson":
         probe = torch.randint(0, 2, u.shape, generator=generator, device=u.device).to(u.dtype) * 2 - 1
@@ -124,7 +162,14 @@ def log_likelihood(
     def field(t, state):
         x, _ = state
         calls[0] += 1
-        v, div = divergence(ode.velocity, x, min(max(float(t), 0.0), ode.T), probe)
+        time = float(t)
+        if not math.isfinite(time):
+            raise ValueError("the ODE solver produced a non-finite time: the vector field (the score) returned "
+                             "non-finite values and the step size collapsed")
+        v, div = divergence(ode.velocity, x, min(max(time, 0.0), ode.T), probe)
+        if not bool(torch.isfinite(v).all()) or not bool(torch.isfinite(div).all()):
+            raise ValueError(f"the probability-flow vector field (built from the score) returned non-finite values at "
+                             f"t = {time:.6g}: check the score model")
         return v, div
 
     zero = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)

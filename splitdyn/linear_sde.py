@@ -27,7 +27,8 @@ from typing import Callable
 
 import torch
 
-from .checks import as_float64_time, check_positive, check_state, check_time
+from .checks import (as_float64, as_float64_matrix, as_float64_time, check_callable, check_count, check_positive,
+                     check_state, check_time, check_tolerance)
 from .schedules import ConstantBeta, ReversedRescaling, TimeRescaling
 
 __all__ = [
@@ -65,10 +66,21 @@ def apply_matrix(matrix: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     :math:`G` and :math:`GG^\top` are mostly zeros). A CLD Euler-Maruyama step at :math:`d = 2` took half
     the time at batch :math:`10^4` and :math:`10^6` (2-core CPU).
     """
+    for name, value in (("matrix", matrix), ("u", u)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got "
+                            f"{value.dtype if isinstance(value, torch.Tensor) else type(value).__name__}")
+    if u.ndim < 2:
+        raise ValueError(f"u must have shape (batch, m, *event_shape), got {tuple(u.shape)}")
     if matrix.ndim not in (2, 3) or matrix.shape[-1] != u.shape[1]:
         raise ValueError(
             f"matrix must have shape (k, m) or (batch, k, m) with m = {u.shape[1]} (the components of u), "
             f"got {tuple(matrix.shape)}"
+        )
+    if matrix.ndim == 3 and matrix.shape[0] != u.shape[0]:
+        raise ValueError(
+            f"a batch of matrices must have shape (batch, k, m) with batch = {u.shape[0]} (the batch of u), "
+            f"got matrix of shape {tuple(matrix.shape)}"
         )
     if (
         matrix.ndim == 2
@@ -130,9 +142,11 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
     Parameters
     ----------
     F, GGt:
-        ``k x k`` float64 matrices :math:`F` and :math:`GG^\top`.
+        ``k x k`` matrices :math:`F` and :math:`GG^\top` (cast to float64: the kernels are always float64).
     delta:
-        float64 tensor of any shape of non-negative spans :math:`\Delta B`.
+        Non-negative spans :math:`\Delta B` (a number or a tensor of any shape, cast to float64). A negative
+        span is refused: the formulas would return a negative "covariance" (go backwards in time with the
+        reverse-time SDE instead). Negative rounding noise of at most ``1e-12`` relative is treated as zero.
 
     Returns
     -------
@@ -147,8 +161,8 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
         :math:`|\Delta B|\,\|F\| > 1` the span is halved :math:`m` times and the result doubled back with
         the semigroup property, since the block exponential's error grows like :math:`e^{2|\Delta B|\|F\|}`.
     """
+    F, GGt, delta = _check_van_loan_arguments(F, GGt, delta)
     k = F.shape[-1]
-    delta = delta.to(torch.float64)
     shape = delta.shape
     flat = delta.reshape(-1)
     norm_F = torch.linalg.matrix_norm(F, ord=1).item()
@@ -188,12 +202,24 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
     return Phi.reshape(*shape, k, k), Q.reshape(*shape, k, k)
 
 
+def _check_van_loan_arguments(F, GGt, delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(F, GGt, delta)`` as float64 CPU tensors, checked (square ``k x k`` pair, finite, ``delta >= 0``)."""
+    F = as_float64_matrix("F", F, square=True)
+    GGt = as_float64_matrix("GGt", GGt, tuple(F.shape))
+    delta = as_float64("delta", delta, "a non-negative number or tensor of spans")
+    if delta.numel() and float(delta.min()) < -1e-12 * max(1.0, float(delta.abs().max())):
+        raise ValueError(f"delta must be non-negative (a forward span), got {float(delta.min())}: a negative span "
+                         "gives a negative noise covariance")
+    return F, GGt, delta.clamp_min(0.0)
+
+
 def stationary_covariance(F: torch.Tensor, GGt: torch.Tensor) -> torch.Tensor:
     r"""Solve the Lyapunov equation :math:`F\Sigma + \Sigma F^\top + GG^\top = 0` (float64).
 
     Raises ``ValueError`` when :math:`F` has an eigenvalue with non-negative real part (no stationary law).
     """
-    F = F.to(torch.float64)
+    F = as_float64_matrix("F", F, square=True)
+    GGt = as_float64_matrix("GGt", GGt, tuple(F.shape))
     k = F.shape[-1]
     eig = torch.linalg.eigvals(F)
     if bool((eig.real >= 0).any()):
@@ -255,10 +281,6 @@ class LinearSDEBase(ABC):
         """
         check_state("u", u, self.num_components)
         return apply_matrix(self.drift_matrix(self._batch_time(t, u)), u)
-
-    def diffuse(self, u: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        r""":math:`(G(t) \otimes I_d)\,\xi` for noise ``xi`` of shape ``(batch, m, *event)``."""
-        return apply_matrix(self.diffusion_matrix(self._batch_time(t, u)), noise)
 
     def _batch_time(self, t, u: torch.Tensor) -> torch.Tensor:
         t = check_time("t", t, self.T)
@@ -324,14 +346,10 @@ class LinearSDE(LinearSDEBase):
     """
 
     def __init__(self, drift_matrix, diffusion_matrix, beta: float | TimeRescaling = 1.0, T: float = 1.0) -> None:
-        F = torch.as_tensor(drift_matrix, dtype=torch.float64)
-        G = torch.as_tensor(diffusion_matrix, dtype=torch.float64)
-        if F.ndim != 2 or F.shape[0] != F.shape[1]:
-            raise ValueError(f"drift_matrix must be a square k x k matrix, got shape {tuple(F.shape)}")
-        if G.ndim != 2 or G.shape[0] != F.shape[0]:
+        F = as_float64_matrix("drift_matrix", drift_matrix, square=True)
+        G = as_float64_matrix("diffusion_matrix", diffusion_matrix)
+        if G.shape[0] != F.shape[0]:
             raise ValueError(f"diffusion_matrix must have shape (k, m) = ({F.shape[0]}, m), got {tuple(G.shape)}")
-        if not bool(torch.isfinite(F).all()) or not bool(torch.isfinite(G).all()):
-            raise ValueError("drift_matrix and diffusion_matrix must be finite")
         if not isinstance(beta, TimeRescaling):
             beta = ConstantBeta(beta)
         self.F = F
@@ -394,9 +412,8 @@ class LinearSDE(LinearSDEBase):
         precision:
             ``k x k`` reference precision :math:`P`; default the inverse stationary covariance.
         """
-        P = self.reference_precision() if precision is None else torch.as_tensor(precision, dtype=torch.float64)
-        if P.shape != self.F.shape:
-            raise ValueError(f"precision must have shape {tuple(self.F.shape)}, got {tuple(P.shape)}")
+        P = self.reference_precision() if precision is None else as_float64_matrix("precision", precision,
+                                                                                    tuple(self.F.shape))
         return LinearSDE(-self.F - self.GGt @ P, self.G, ReversedRescaling(self.rescaling, self.T), self.T)
 
     def reference_precision(self) -> torch.Tensor:
@@ -413,7 +430,8 @@ class TimeVaryingLinearSDE(LinearSDEBase):
     Parameters
     ----------
     drift_matrix, diffusion_matrix:
-        Callables mapping a float64 scalar tensor ``t`` to a ``k x k`` (``k x m``) tensor.
+        Callables mapping a float64 scalar tensor ``t`` to a ``k x k`` (``k x m``) tensor (or nested list). Both
+        are called once at ``t = 0`` by the constructor to check their shapes.
     num_components:
         ``k``.
     T:
@@ -431,28 +449,42 @@ class TimeVaryingLinearSDE(LinearSDEBase):
         rtol: float = 1e-11,
         atol: float = 1e-13,
     ) -> None:
-        if not callable(drift_matrix) or not callable(diffusion_matrix):
-            raise TypeError("drift_matrix and diffusion_matrix must be callables of time")
-        if not isinstance(num_components, int) or num_components < 1:
-            raise ValueError(f"num_components must be a positive int, got {num_components!r}")
-        self._F = drift_matrix
-        self._G = diffusion_matrix
-        self.num_components = num_components
+        self._F = check_callable("drift_matrix", drift_matrix, "a callable of time returning a k x k matrix")
+        self._G = check_callable("diffusion_matrix", diffusion_matrix, "a callable of time returning a k x m matrix")
+        self.num_components = check_count("num_components", num_components)
         self.T = check_positive("T", T)
-        self.rtol = check_positive("rtol", rtol)
-        self.atol = check_positive("atol", atol)
+        self.rtol = check_tolerance("rtol", rtol)
+        self.atol = check_tolerance("atol", atol)
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self._noise_dimension = None
+        self._noise_dimension = int(self._diffusion_matrix(zero).shape[-1])
+        self._drift_matrix(zero)
 
-    def _evaluate(self, fn, t: torch.Tensor) -> torch.Tensor:
+    def _evaluate(self, fn, name: str, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
-        flat = t.reshape(-1)
-        values = torch.stack([torch.as_tensor(fn(ti), dtype=torch.float64) for ti in flat])
+        k = self.num_components
+        values = []
+        for ti in t.reshape(-1):
+            value = fn(ti)
+            if value is None or isinstance(value, (str, bytes)):
+                raise TypeError(f"{name} must return a matrix (tensor or nested list), got {type(value).__name__}")
+            value = as_float64(f"{name}(t) at t = {float(ti)}", value, "a real matrix")
+            m = k if name == "drift_matrix" else self._noise_dimension
+            if value.ndim != 2 or value.shape[0] != k or (m is not None and value.shape[1] != m) or value.shape[1] == 0:
+                expected = f"({k}, {k})" if name == "drift_matrix" else f"({k}, {m if m is not None else 'm'})"
+                raise ValueError(
+                    f"{name} must return a matrix of shape {expected} (num_components = {k}), got shape "
+                    f"{tuple(value.shape)} at t = {float(ti)}"
+                )
+            values.append(value)
+        values = torch.stack(values)
         return values.reshape(*t.shape, *values.shape[1:])
 
     def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
-        return self._evaluate(self._F, t)
+        return self._evaluate(self._F, "drift_matrix", t)
 
     def _diffusion_matrix(self, t: torch.Tensor) -> torch.Tensor:
-        return self._evaluate(self._G, t)
+        return self._evaluate(self._G, "diffusion_matrix", t)
 
     def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
         from .moments import moment_kernels

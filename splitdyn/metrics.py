@@ -14,12 +14,12 @@ the CPU and every function returns a python ``float`` (or a float64 tensor for :
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import torch
 
-from .checks import check_finite_tensor, check_positive
+from .checks import check_count, check_finite_tensor, check_positive
 from .oracles import GaussianMixture
 
 __all__ = ["wasserstein_sliced", "mmd_rbf", "mode_frequencies", "mode_weight_error"]
@@ -86,8 +86,7 @@ def wasserstein_sliced(
         :math:`P^{-1/2}`; its finite-sample bias like :math:`n^{-1/2}` for two samples of one law.
     """
     a, b = _check_pair(x, y)
-    if isinstance(num_projections, bool) or not isinstance(num_projections, Integral) or num_projections < 1:
-        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
+    num_projections = check_count("num_projections", num_projections)
     D = a.shape[1]
     draw = generator.device if generator is not None else torch.device("cpu")
     theta = torch.randn(D, int(num_projections), generator=generator, dtype=torch.float64, device=draw).cpu()
@@ -141,9 +140,8 @@ def mmd_rbf(
     max_samples:
         Cap on the number of rows used from each sample.
     """
-    if isinstance(max_samples, bool) or not isinstance(max_samples, Integral) or max_samples < 2:
-        raise ValueError(f"max_samples must be an int >= 2, got {max_samples!r}")
-    if isinstance(bandwidths, Real) or (isinstance(bandwidths, torch.Tensor) and bandwidths.ndim == 0):
+    max_samples = check_count("max_samples", max_samples, minimum=2)
+    if isinstance(bandwidths, (Real, str)) or (isinstance(bandwidths, torch.Tensor) and bandwidths.ndim == 0):
         bandwidths = [bandwidths]
     try:
         scales = [check_positive("bandwidths", s) for s in bandwidths]

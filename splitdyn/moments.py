@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_positive
+from .checks import as_float64_time, check_tolerance
 
 __all__ = ["moment_kernels"]
 
@@ -39,11 +39,22 @@ def moment_kernels(sde, t, s=0.0, *, rtol: float = 1e-11, atol: float = 1e-13, m
     """
     import torchdiffeq
 
-    rtol = check_positive("rtol", rtol)
-    atol = check_positive("atol", atol)
-    t = torch.as_tensor(t, dtype=torch.float64)
-    s = torch.as_tensor(s, dtype=torch.float64)
-    t, s = torch.broadcast_tensors(t, s)
+    from .linear_sde import LinearSDEBase
+
+    if not isinstance(sde, LinearSDEBase):
+        raise TypeError(f"sde must be a linear SDE (splitdyn.LinearSDEBase), got {type(sde).__name__}")
+    rtol = check_tolerance("rtol", rtol)
+    atol = check_tolerance("atol", atol)
+    if not isinstance(method, str):
+        raise TypeError(f"method must be the name of a torchdiffeq solver (a str), got {type(method).__name__}")
+    t = as_float64_time("t", t)
+    s = as_float64_time("s", s)
+    try:
+        t, s = torch.broadcast_tensors(t, s)
+    except RuntimeError as exc:
+        raise ValueError(f"t and s must be broadcastable, got shapes {tuple(t.shape)} and {tuple(s.shape)}") from exc
+    if bool((t < s).any()):
+        raise ValueError("moment_kernels needs t >= s (the moment ODEs run forward in time)")
     k = sde.num_components
     eye = torch.eye(k, dtype=torch.float64)
 

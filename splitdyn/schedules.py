@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .checks import as_float64_time, check_nonnegative, check_positive
+from .checks import as_float64, as_float64_time, check_callable, check_nonnegative, check_positive
 
 __all__ = ["TimeRescaling", "ConstantBeta", "LinearBeta", "GeometricSigma", "CustomBeta", "ReversedRescaling"]
 
@@ -168,16 +168,32 @@ class CustomBeta(TimeRescaling):
     """
 
     def __init__(self, beta: Callable[[torch.Tensor], torch.Tensor], integral: Callable[[torch.Tensor], torch.Tensor]):
-        if not callable(beta) or not callable(integral):
-            raise TypeError("beta and integral must be callables mapping a tensor of times to a tensor")
-        self._beta = beta
-        self._integral = integral
+        self._beta = check_callable("beta", beta, "a callable mapping a tensor of times to a tensor of rates")
+        self._integral = check_callable("integral", integral, "a callable mapping a tensor of times to a tensor")
+
+    @staticmethod
+    def _call(name: str, fn, t) -> torch.Tensor:
+        t = as_float64_time("t", t)
+        value = fn(t)
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must return a tensor of the shape of t, got {type(value).__name__}")
+        value = as_float64(f"the value of {name}(t)", value, "a real tensor")
+        if value.shape != t.shape:
+            try:
+                value = value.expand(t.shape)
+            except RuntimeError as exc:
+                raise ValueError(f"{name} must return a tensor of the shape of t {tuple(t.shape)}, got "
+                                 f"{tuple(value.shape)}") from exc
+        return value
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self._beta(as_float64_time("t", t)), dtype=torch.float64)
+        value = self._call("beta", self._beta, t)
+        if bool((value < 0).any()):
+            raise ValueError(f"beta must return non-negative rates, got a minimum of {float(value.min())}")
+        return value
 
     def integral(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self._integral(as_float64_time("t", t)), dtype=torch.float64)
+        return self._call("integral", self._integral, t)
 
 
 class ReversedRescaling(TimeRescaling):

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checks import as_float64_time, check_callable, check_state
+from .checks import as_float64, as_float64_time, check_callable, check_components, check_state
 from .gaussian import PerturbationKernel
 from .linear_sde import LinearSDEBase
 from .processes import DiffusionProcess
@@ -33,6 +33,7 @@ def kernel_score_matching_loss(
     components=None,
     weight: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Per-sample denoising score-matching loss against ``kernel`` (shape ``(batch,)``).
 
@@ -48,15 +49,30 @@ def kernel_score_matching_loss(
         :math:`\lambda(t)` per sample (float64 or any dtype, shape ``(batch,)``); default 1.
     generator:
         For the noise :math:`\varepsilon`.
+    noise:
+        The standard normal :math:`\varepsilon` (shape of ``kernel.mean``, finite) for common random numbers;
+        default drawn from ``generator``.
     """
-    u, noise = kernel.sample(generator)
+    check_callable("score", score, "a callable score(u, t)")
+    if not isinstance(kernel, PerturbationKernel):
+        raise TypeError(f"kernel must be a splitdyn.PerturbationKernel, got {type(kernel).__name__}")
+    if components is not None:
+        components = check_components("components", components, kernel.sde.num_components)
+    batch = kernel.mean.shape[0]
+    if weight is not None:
+        weight = as_float64("weight", weight, "a number or a (batch,) tensor of weights")
+        if weight.ndim > 1 or (weight.ndim == 1 and weight.shape[0] != batch):
+            raise ValueError(f"weight must be a number or have shape (batch,) = ({batch},), got {tuple(weight.shape)}")
+    u, noise = kernel.sample(generator, noise)
     target = kernel.score_from_noise(noise, components)
     s = score(u, kernel.t.to(u.device) if kernel.t.ndim else float(kernel.t))
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"score must return a torch.Tensor, got {type(s).__name__}")
     if s.shape != target.shape:
         raise ValueError(f"score returned shape {tuple(s.shape)}, expected {tuple(target.shape)}")
     loss = (s - target).pow(2).reshape(u.shape[0], -1).sum(1)
     if weight is not None:
-        loss = loss * torch.as_tensor(weight).to(dtype=loss.dtype, device=loss.device)
+        loss = loss * weight.to(dtype=loss.dtype, device=loss.device)
     return loss
 
 

@@ -8,7 +8,7 @@ from .samplers import SAMPLER_NAMES, sample
 from .score import MixedScore
 from .vpsde import vpsde
 from .kernels import (forward_covariance_determinant, forward_mean_coefficients, perturbation_cholesky,
-                      perturbation_covariance, reverse_linear_kernel)
+                      reverse_linear_kernel)
 from .losses import loss_weight, score_matching_objective
 from .likelihood import velocity_entropy
 
@@ -32,7 +32,6 @@ __all__ = [
     "forward_mean_coefficients",
     "loss_weight",
     "perturbation_cholesky",
-    "perturbation_covariance",
     "reverse_linear_kernel",
     "score_matching_objective",
     "velocity_entropy",

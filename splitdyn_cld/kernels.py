@@ -64,7 +64,6 @@ __all__ = [
     "forward_covariance_determinant",
     "reverse_linear_kernel",
     "half_step_kernel",
-    "perturbation_covariance",
     "perturbation_cholesky",
     "ell",
     "velocity_variance",
@@ -102,7 +101,10 @@ def _check_kind(kind: str) -> str:
 def _diagonal_initial_covariance(cld: CLD, initial_covariance) -> tuple[float, float]:
     """``(a, b) = (Sigma0_xx, Sigma0_vv)`` from a pair, a diagonal 2 x 2 matrix or ``"hsm"``/``"dsm"``."""
     if isinstance(initial_covariance, str):
-        initial_covariance = cld.initial_covariance(_check_kind(initial_covariance))
+        if initial_covariance not in _KINDS:
+            raise ValueError(f"initial_covariance must be 'hsm', 'dsm', a pair of variances or a diagonal 2 x 2 "
+                             f"tensor, got {initial_covariance!r}")
+        initial_covariance = cld.initial_covariance(initial_covariance)
     if isinstance(initial_covariance, torch.Tensor) and initial_covariance.shape == (2, 2):
         S0 = initial_covariance.detach().to(device="cpu", dtype=torch.float64)
         if float(S0[0, 1]) != 0.0 or float(S0[1, 0]) != 0.0:
@@ -307,14 +309,6 @@ def _stabilised_entries(cld: CLD, t, kind: str):
         xx, xv, vv = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
         det = xx * vv - xv * xv
     return xx + eps, xv, vv + eps, det + eps * (xx + vv) + eps * eps
-
-
-def perturbation_covariance(cld: CLD, t, kind: str = "hsm") -> torch.Tensor:
-    r"""The stabilised covariance :math:`\Sigma_t + \epsilon_{num} I` of :math:`p_t(u_t \mid x_0)` (``"hsm"``) or
-    :math:`p_t(u_t \mid x_0, v_0)` (``"dsm"``), from which perturbed data are sampled (float64,
-    ``t.shape + (2, 2)``)."""
-    xx, xv, vv, _ = _stabilised_entries(cld, t, kind)
-    return _stack2x2(xx, xv, xv, vv)
 
 
 def perturbation_cholesky(cld: CLD, t, kind: str = "hsm") -> torch.Tensor:

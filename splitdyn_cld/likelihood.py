@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from splitdyn import ProbabilityFlowODE
-from splitdyn.checks import check_finite_tensor
+from splitdyn.checks import check_callable, check_count, check_finite_tensor, check_real
 from splitdyn.likelihood import log_likelihood
 
 from .process import CLD
@@ -64,6 +64,9 @@ class NLLBound:
 
 def velocity_entropy(cld: CLD, dimension: int) -> float:
     r"""Entropy :math:`H[\mathcal N(0, \gamma M I_d)] = \frac d2 \log(2\pi e\,\gamma M)` in nats."""
+    if not isinstance(cld, CLD):
+        raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
+    dimension = check_count("dimension", dimension)
     return 0.5 * dimension * (1.0 + math.log(2.0 * math.pi * cld.gamma * cld.mass))
 
 
@@ -110,14 +113,21 @@ def nll_bound(cld: CLD, velocity_score, x0: torch.Tensor, *, t0: float = 1e-5, t
     """
     if not isinstance(cld, CLD):
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
-        raise TypeError("x0 must be a floating tensor of shape (batch, *event)")
+    check_callable("velocity_score", velocity_score, "a callable score(u, t)")
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
+        raise TypeError(f"x0 must be a floating tensor of shape (batch, *event), got "
+                        f"{x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must have shape (batch, *event) with batch >= 1, got {tuple(x0.shape)}")
     check_finite_tensor("x0", x0)
+    bits_offset = check_real("bits_offset", bits_offset)
     if v0 is None:
         u0 = cld.sample_initial_velocity(x0, generator)
     else:
-        if not isinstance(v0, torch.Tensor) or v0.shape != x0.shape:
-            raise ValueError(f"v0 must be a tensor of x0's shape {tuple(x0.shape)}")
+        if not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
+            raise TypeError(f"v0 must be a floating torch.Tensor, got {v0.dtype if isinstance(v0, torch.Tensor) else type(v0).__name__}")
+        if v0.shape != x0.shape:
+            raise ValueError(f"v0 must be a tensor of x0's shape {tuple(x0.shape)}, got {tuple(v0.shape)}")
         u0 = torch.stack([x0, check_finite_tensor("v0", v0).to(x0)], dim=1)
     ode = ProbabilityFlowODE(cld, velocity_score, score_components=[1])
     result = log_likelihood(ode, u0, t0=t0, prior_covariance=prior_covariance, trace=trace, rtol=rtol, atol=atol,

@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from splitdyn.checks import check_finite_tensor, check_positive, check_time
+from splitdyn.checks import check_count, check_finite_tensor, check_positive, check_time
 
 from .kernels import forward_mean_coefficients, is_critically_damped, perturbation_cholesky
 from .process import CLD
@@ -68,8 +68,7 @@ def sample_times(batch: int, T: float, t_min: float = 1e-5, generator: torch.Gen
 
     ``t_min`` is the time cutoff (paper/reference: ``1e-5``); it must satisfy :math:`0 < t_{min} < T`.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    batch = check_count("batch", batch)
     T = check_positive("T", T)
     t_min = check_positive("t_min", t_min)
     if t_min >= T:
@@ -84,6 +83,10 @@ def loss_weight(cld: CLD, t, weighting: str = "ell", kind: str = "hsm") -> torch
     ``"likelihood"`` :math:`\Gamma\beta(t)`, ``"none"`` 1."""
     from .kernels import ell
 
+    if not isinstance(cld, CLD):
+        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    if kind not in ("hsm", "dsm"):
+        raise ValueError(f"kind must be 'hsm' or 'dsm', got {kind!r}")
     if weighting == "ell":
         return ell(cld, t, kind) ** -2
     if weighting == "likelihood":
@@ -91,6 +94,10 @@ def loss_weight(cld: CLD, t, weighting: str = "ell", kind: str = "hsm") -> torch
     if weighting == "none":
         return torch.ones_like(check_time("t", t, cld.T))
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+
+
+def _kind_of(value) -> str:
+    return f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def _check_score_output(s: torch.Tensor, expected: tuple) -> torch.Tensor:
@@ -165,8 +172,10 @@ def score_matching_objective(
         raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if not x0.is_floating_point() or x0.ndim < 2:
-        raise ValueError(f"x0 must be a floating tensor of shape (batch, *event_shape), got {x0.dtype} {tuple(x0.shape)}")
+    if not x0.is_floating_point():
+        raise TypeError(f"x0 must have a floating dtype, got {x0.dtype}")
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must have shape (batch, *event_shape) with batch >= 1, got {tuple(x0.shape)}")
     check_finite_tensor("x0", x0)
     batch, dtype, device = x0.shape[0], x0.dtype, x0.device
     state_shape = (batch, 2, *x0.shape[1:])
@@ -187,8 +196,10 @@ def score_matching_objective(
     if kind == "dsm":
         if v0 is None:
             v0 = math.sqrt(cld.gamma * cld.mass) * _randn(x0.shape, generator, dtype, device)
-        elif not isinstance(v0, torch.Tensor) or v0.shape != x0.shape:
-            raise ValueError(f"v0 must be a tensor of the shape of x0 {tuple(x0.shape)}")
+        elif not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
+            raise TypeError(f"v0 must be a floating torch.Tensor, got {_kind_of(v0)}")
+        elif v0.shape != x0.shape:
+            raise ValueError(f"v0 must be a tensor of the shape of x0 {tuple(x0.shape)}, got {tuple(v0.shape)}")
         else:
             check_finite_tensor("v0", v0)
             v0 = v0.to(dtype=dtype, device=device)
@@ -197,10 +208,12 @@ def score_matching_objective(
 
     if noise is None:
         noise = _randn(state_shape, generator, dtype, device)
-    elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != state_shape:
-        raise ValueError(f"noise must be a tensor of shape {state_shape}")
+    elif not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+        raise TypeError(f"noise must be a floating torch.Tensor, got {_kind_of(noise)}")
+    elif tuple(noise.shape) != state_shape:
+        raise ValueError(f"noise must be a tensor of shape {state_shape}, got {tuple(noise.shape)}")
     else:
-        noise = noise.to(dtype=dtype, device=device)
+        noise = check_finite_tensor("noise", noise).to(dtype=dtype, device=device)
 
     # perturbed state u_t = A (x0, v0) + L eps (coefficients in float64, cast)
     if is_critically_damped(cld):

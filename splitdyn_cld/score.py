@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from splitdyn.checks import as_float64_time, check_state
+from splitdyn.checks import as_float64_time, check_callable, check_count, check_flag, check_nonempty_batch, check_state
 
 from .kernels import ell, velocity_variance
 from .process import CLD
@@ -72,15 +72,14 @@ class MixedScore(torch.nn.Module):
 
     def __init__(self, net, cld: CLD, mixed: bool = True, kind: str = "hsm") -> None:
         super().__init__()
-        if not callable(net):
-            raise TypeError(f"net must be a callable net(u, t), got {type(net).__name__}")
+        check_callable("net", net, "a callable net(u, t)")
         if not isinstance(cld, CLD):
             raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
         if kind not in ("hsm", "dsm"):
             raise ValueError(f"kind must be 'hsm' or 'dsm', got {kind!r}")
         self.net = net
         self.cld = cld
-        self.mixed = bool(mixed)
+        self.mixed = check_flag("mixed", mixed)
         self.kind = kind
 
     def extra_repr(self) -> str:
@@ -88,6 +87,7 @@ class MixedScore(torch.nn.Module):
 
     def _times(self, u: torch.Tensor, t) -> torch.Tensor:
         check_state("u", u, 2)
+        check_nonempty_batch("u", u)
         times = as_float64_time("t", t)
         if times.ndim == 0:
             return times.expand(u.shape[0])
@@ -97,6 +97,8 @@ class MixedScore(torch.nn.Module):
 
     def _network(self, u: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         out = self.net(u, times.to(dtype=u.dtype, device=u.device))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"net must return a torch.Tensor, got {type(out).__name__}")
         expected = (u.shape[0], 1, *u.shape[2:])
         if tuple(out.shape) != expected:
             raise ValueError(f"net returned shape {tuple(out.shape)}, expected {expected} (the velocity channel)")
@@ -106,6 +108,7 @@ class MixedScore(torch.nn.Module):
         r"""``(ell_t, Sigma_vv_t)`` in float64 (CPU), shape of ``t`` (or ``(batch,)`` for a scalar ``t``)."""
         times = as_float64_time("t", t)
         if batch is not None and times.ndim == 0:
+            batch = check_count("batch", batch)
             times = times.expand(batch)
         return ell(self.cld, times, self.kind), velocity_variance(self.cld, times, "hsm")
 

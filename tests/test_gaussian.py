@@ -192,3 +192,27 @@ def test_sample_reuses_given_noise_and_checks_its_shape():
     assert returned is noise
     with pytest.raises(ValueError, match="noise must have shape"):
         kernel.sample(noise=torch.randn(4, 2, dtype=F64))
+
+
+def test_the_kernels_own_score_has_zero_score_matching_loss():
+    from splitdyn.score_matching import kernel_score_matching_loss
+
+    x0 = torch.randn(6, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    kernel = PerturbationKernel(cld_like_sde(), torch.linspace(0.1, 1.0, 6, dtype=F64), x0)
+    noise = torch.randn(6, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    exact = kernel_score_matching_loss(lambda u, t: kernel.score(u), kernel, noise=noise)
+    assert exact.shape == (6,) and exact.max().item() < 1e-18
+    block = kernel_score_matching_loss(lambda u, t: kernel.score(u, [1]), kernel, components=[1], noise=noise,
+                                       weight=torch.full((6,), 2.0))
+    assert block.max().item() < 1e-18
+    wrong = kernel_score_matching_loss(lambda u, t: torch.zeros_like(u), kernel, noise=noise)
+    expected = kernel.score_from_noise(noise).pow(2).sum((1, 2))
+    torch.testing.assert_close(wrong, expected, rtol=1e-12, atol=0)
+
+
+def test_single_component_index_and_numpy_indices_select_the_same_block():
+    import numpy as np
+
+    kernel = PerturbationKernel(cld_like_sde(), 0.5, torch.zeros(2, 2, 1, dtype=F64))
+    noise = torch.ones(2, 2, 1, dtype=F64)
+    assert torch.equal(kernel.score_from_noise(noise, 1), kernel.score_from_noise(noise, [np.int64(1)]))

@@ -109,3 +109,18 @@ def test_default_prior_is_the_stationary_law():
     u = apply_matrix(torch.linalg.cholesky(S), torch.randn(4, 2, 2, generator=torch.Generator().manual_seed(4), dtype=F64))
     result = log_likelihood(ode, u, t0=T0, trace="exact", rtol=1e-8, atol=1e-8)
     assert torch.allclose(result.log_prob, gaussian_log_prob(u, S), rtol=0, atol=1e-5)
+
+
+def test_divergence_of_a_field_that_ignores_the_state_is_zero():
+    u = torch.randn(3, 1, 2, dtype=F64)
+    v, div = divergence(lambda u, t: torch.ones(3, 1, 2, dtype=F64), u, 0.0)
+    assert torch.equal(div, torch.zeros(3, dtype=F64)) and torch.equal(v, torch.ones(3, 1, 2, dtype=F64))
+
+
+def test_prior_covariance_may_be_a_nested_list():
+    sde, covariance, score = gaussian_problem("vp")
+    ode = ProbabilityFlowODE(sde, score)
+    u = torch.randn(3, 1, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    given = log_likelihood(ode, u, t0=T0, trace="exact", prior_covariance=covariance(1.0).tolist())
+    default = log_likelihood(ode, u, t0=T0, trace="exact", prior_covariance=covariance(1.0))
+    assert torch.equal(given.log_prob, default.log_prob)

@@ -1,5 +1,9 @@
 """Exact kernels of linear SDEs (:mod:`splitdyn.linear_sde`) against independent oracles.
 
+(This file also holds the former ``tests/test_exact_kernels.py``: its distinct checks are the extra start
+time, the linear-rate and CLD-drift time-varying case, the constant-rate fixed point, the entrywise semigroup,
+the halving check at the series switch and 0-d spans.)
+
 Oracles: a tight torchdiffeq solve of the moment ODEs (:func:`splitdyn.moments.moment_kernels`), a
 Richardson-extrapolated product of frozen-coefficient kernels for genuinely time-varying drifts, the
 semigroup and fixed-point identities, hand-derived Taylor coefficients for CLD, and Monte Carlo with
@@ -62,9 +66,9 @@ RESCALINGS = {
     # beta(t) = 1 + sin(3t)^2 = 3/2 - cos(6t)/2, so B(t) = 3t/2 - sin(6t)/12
     "custom": CustomBeta(lambda t: 1 + torch.sin(3 * t) ** 2, lambda t: 1.5 * t - torch.sin(6 * t) / 12),
 }
-# two distinct start times (one ODE solve each), s > 0, a short span (Taylor branch), t = s, and B(1) up to 10.05
-TIMES_T = torch.tensor([0.05, 0.3, 1.0, 0.7, 0.32, 0.9], dtype=F64)
-TIMES_S = torch.tensor([0.0, 0.0, 0.0, 0.3, 0.3, 0.9], dtype=F64)
+# three distinct start times (one ODE solve each), s > 0, a short span (Taylor branch), t = s, and B(1) up to 10.05
+TIMES_T = torch.tensor([0.05, 0.3, 1.0, 0.7, 0.32, 0.9, 0.3], dtype=F64)
+TIMES_S = torch.tensor([0.0, 0.0, 0.0, 0.3, 0.3, 0.9, 0.1], dtype=F64)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -163,13 +167,21 @@ def test_time_varying_sde_with_noncommuting_drift_matches_frozen_coefficient_pro
     assert normwise_error(Phi_tr @ Q_rs @ Phi_tr.T + Q_tr, Q) < 1e-9
 
 
-def test_time_varying_sde_coincides_with_the_rescaled_linear_sde():
-    F, G = random_stable_pair(3, seed=4)
-    beta = RESCALINGS["custom"]
+CLD_DRIFT = torch.tensor([[0.0, 4.0], [-1.0, -4.0]], dtype=F64)
+CLD_DIFFUSION = torch.tensor([[0.0, 0.0], [0.0, 2**0.5]], dtype=F64)
+
+
+@pytest.mark.parametrize("case", ["random-custom-rate", "cld-linear-rate"])
+def test_time_varying_sde_coincides_with_the_rescaled_linear_sde(case):
+    if case == "random-custom-rate":
+        (F, G), beta = random_stable_pair(3, seed=4), RESCALINGS["custom"]
+        t = torch.tensor([0.4, 0.8, 1.0], dtype=F64)
+        s = torch.tensor([0.1, 0.1, 0.6], dtype=F64)
+    else:
+        F, G, beta = CLD_DRIFT, CLD_DIFFUSION, LinearBeta(0.5, 3.0)
+        t, s = torch.tensor([0.8], dtype=F64), torch.tensor([0.2], dtype=F64)
     reference = LinearSDE(F, G, beta)
-    varying = TimeVaryingLinearSDE(lambda t: beta.beta(t) * F, lambda t: beta.beta(t).sqrt() * G, 3)
-    t = torch.tensor([0.4, 0.8, 1.0], dtype=F64)
-    s = torch.tensor([0.1, 0.1, 0.6], dtype=F64)
+    varying = TimeVaryingLinearSDE(lambda t: beta.beta(t) * F, lambda t: beta.beta(t).sqrt() * G, F.shape[0])
     Phi_a, Q_a = reference.kernel(t, s)
     Phi_b, Q_b = varying.kernel(t, s)
     assert normwise_error(Phi_b, Phi_a) < 1e-8
@@ -188,12 +200,16 @@ def test_semigroup_property(rescaling):
         Phi_rs, Q_rs = sde.kernel(r, s)
         assert normwise_error(Phi_tr @ Phi_rs, Phi_ts) < 1e-12
         assert normwise_error(Phi_tr @ Q_rs @ Phi_tr.T + Q_tr, Q_ts) < 1e-12
+        # entrywise as well
+        assert torch.allclose(Phi_tr @ Phi_rs, Phi_ts, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(Phi_tr @ Q_rs @ Phi_tr.T + Q_tr, Q_ts, rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.parametrize("rate", ["linear", "constant"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_stationary_covariance_is_a_fixed_point_of_the_kernel(k):
+def test_stationary_covariance_is_a_fixed_point_of_the_kernel(k, rate):
     F, G = random_stable_pair(k, seed=20 + k)
-    sde = LinearSDE(F, G, LinearBeta(0.1, 20.0))
+    sde = LinearSDE(F, G, LinearBeta(0.1, 20.0) if rate == "linear" else 3.0)
     S = sde.stationary_covariance()
     GGt = G @ G.T
     assert (F @ S + S @ F.T + GGt).norm() < 1e-12 * GGt.norm()
@@ -237,6 +253,10 @@ def test_series_and_block_exponential_branches_agree_near_the_switch(seed):
     Phi_d, Q_d = van_loan_kernel(F, GGt, torch.tensor(above - below, dtype=F64))
     assert normwise_error(Phi_d @ Q_b @ Phi_d.T + Q_d, Q_a) < 1e-13
     assert normwise_error(Phi_d @ Phi_b, Phi_a) < 1e-13
+    # the span above the switch as two halves through the series branch
+    Phi_h, Q_h = van_loan_kernel(F, GGt, torch.tensor(above / 2, dtype=F64))
+    assert normwise_error(Phi_h @ Phi_h, Phi_a) < 1e-13
+    assert normwise_error(Phi_h @ Q_h @ Phi_h.T + Q_h, Q_a) < 1e-13
 
 
 def test_series_reproduces_the_leading_order_cld_position_noise():
@@ -257,6 +277,9 @@ def test_series_reproduces_the_leading_order_cld_position_noise():
             assert math.isclose(Q[0, 0].item(), xx, rel_tol=1e-12)
             assert math.isclose(Q[0, 1].item(), xv, rel_tol=1e-12)
             assert math.isclose(Q[1, 1].item(), vv, rel_tol=1e-12)
+            # a 0-d span gives one (k, k) kernel
+            Phi0, Q0 = van_loan_kernel(F, GGt, torch.tensor(dB, dtype=F64))
+            assert Phi0.shape == Q0.shape == (2, 2) and torch.equal(Q0, Q)
 
 
 @pytest.mark.parametrize("span", [1e-6, 1e-3, 5e-3, 0.03, 0.2, 1.0, 3.0])
@@ -411,3 +434,24 @@ def test_apply_matrix_is_the_kronecker_product_with_the_identity(shape, batch, e
     assert torch.allclose(apply_matrix(batched, u), expected, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError, match="components of u"):
         apply_matrix(torch.ones(shape[0], shape[1] + 1, dtype=torch.float64), u)
+
+
+def test_van_loan_kernel_casts_float32_matrices_and_treats_rounding_negative_spans_as_zero():
+    F, G = random_stable_pair(2, seed=1)
+    GGt = G @ G.T
+    Phi64, Q64 = van_loan_kernel(F.float().double(), GGt.float().double(), torch.tensor([0.3], dtype=F64))
+    Phi32, Q32 = van_loan_kernel(F.float(), GGt.float(), torch.tensor([0.3], dtype=F64))
+    assert Phi32.dtype == Q32.dtype == F64 and torch.equal(Phi32, Phi64) and torch.equal(Q32, Q64)
+    Phi0, Q0 = van_loan_kernel(F, GGt, torch.tensor([-1e-17], dtype=F64))
+    assert torch.equal(Phi0[0], torch.eye(2, dtype=F64)) and torch.equal(Q0[0], torch.zeros(2, 2, dtype=F64))
+
+
+def test_time_varying_coefficients_may_be_nested_lists():
+    sde = TimeVaryingLinearSDE(lambda t: [[-float(t) - 1.0]], lambda t: [[1.0, 0.5]], 1)
+    assert sde.noise_dimension == 2
+    assert torch.equal(sde.drift_matrix(0.5), torch.tensor([[-1.5]], dtype=F64))
+
+
+def test_custom_rate_may_return_a_scalar_for_every_time():
+    beta = CustomBeta(lambda t: 2.0, lambda t: 2.0 * t)
+    assert torch.equal(beta.beta(torch.tensor([0.1, 0.9], dtype=F64)), torch.full((2,), 2.0, dtype=F64))

@@ -1,6 +1,7 @@
 """Exact Gaussian-mixture oracles: analytic scores vs autograd of the analytic density, normalisation, exact
-samples and forward simulation vs the analytic moments, equilibrium at large t, evaluation strategies, and
-bad input."""
+samples and forward simulation vs the analytic moments, the score identities, equilibrium at large t,
+evaluation strategies, and bad input. (The oracle tests of the former ``tests/test_oracles_and_metrics.py`` live
+here, its metric tests in ``tests/test_metrics.py``.)"""
 
 import math
 
@@ -50,7 +51,7 @@ def times_for(t, n, seed=1):
 # score = grad log p
 # --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vp-diamond", "cld-diamond", "cld-diamond-C0", "cld-aniso", "vp-aniso"])
-@pytest.mark.parametrize("t", [1e-5, 1e-3, 0.3, 1.0, "per-sample"])
+@pytest.mark.parametrize("t", [1e-5, 1e-3, 0.01, 0.3, 0.5, 1.0, "per-sample"])
 def test_analytic_score_is_the_autograd_gradient_of_the_analytic_log_density(name, t):
     o = oracle(name)
     t = times_for(t, 40)
@@ -69,6 +70,16 @@ def test_analytic_score_is_the_autograd_gradient_of_the_analytic_log_density(nam
     lp, s = o.log_prob_and_score(u, t)
     torch.testing.assert_close(lp, o.log_prob(u, t), rtol=0, atol=0)
     torch.testing.assert_close(s, score, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["cld-diamond", "vp-diamond"])
+@pytest.mark.parametrize("t", [1e-5, 0.01, 0.5, 1.0, "per-sample"])
+def test_the_velocity_block_is_bitwise_the_block_of_the_full_score(name, t):
+    o = oracle(name)
+    u = 0.6 * torch.randn(32, o.k, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    t = times_for(t, 32)
+    last = [o.k - 1]
+    assert torch.equal(o.component_score(u, t, last), o.score(u, t)[:, last])
 
 
 def test_the_score_is_differentiable_and_its_jacobian_is_the_symmetric_hessian():
@@ -213,6 +224,17 @@ def test_exact_samples_match_the_analytic_moments(name, t):
     _check_moments(u, o.mean(t), o.covariance(t))
 
 
+def test_exact_samples_satisfy_the_score_identities():
+    # under the true law E[score] = 0 and E[score u^T] = -I (integration by parts)
+    o = oracle("cld-diamond")
+    u = o.sample(20000, 0.2, torch.Generator().manual_seed(0), dtype=F64)
+    s = o.score(u, 0.2).reshape(len(u), -1)
+    flat = u.reshape(len(u), -1)
+    cross = s.T @ flat / len(u)
+    assert torch.allclose(s.mean(0), torch.zeros(4, dtype=F64), atol=5 * s.std(0).max().item() / math.sqrt(len(u)))
+    assert torch.allclose(cross, -torch.eye(4, dtype=F64), atol=0.1)
+
+
 def test_per_sample_time_sampling():
     o = oracle("cld-diamond")
     same = o.sample(100, torch.full((100,), 0.3, dtype=F64), torch.Generator().manual_seed(0))
@@ -299,7 +321,8 @@ def test_event_shaped_mixtures_and_states():
 
 def test_float32_states_and_score_fn():
     o = oracle("cld-diamond")
-    u = o.sample(500, 0.1, torch.Generator().manual_seed(0))
+    assert o.sample(3, 0.1).dtype == F64  # float64 by default
+    u = o.sample(500, 0.1, torch.Generator().manual_seed(0), dtype=torch.float32)
     assert u.dtype == torch.float32
     s = o.score(u, 0.1)
     assert s.dtype == torch.float32
@@ -366,7 +389,7 @@ def test_bad_oracle_input_is_refused_with_clear_messages():
         o.score(torch.zeros(3, 1, 2), 0.5)
     with pytest.raises(ValueError, match=r"u must have shape"):
         o.score(torch.zeros(3, 2, 5), 0.5)
-    with pytest.raises(ValueError, match=r"u contains 1 non-finite"):
+    with pytest.raises(ValueError, match=r"u \(the state fed to the oracle\) contains 1 non-finite.*diverged upstream"):
         o.score(torch.tensor([[[0.0, float("nan")], [0.0, 0.0]]]), 0.5)
     with pytest.raises(TypeError, match=r"u must have a floating dtype"):
         o.score(torch.zeros(3, 2, 2, dtype=torch.long), 0.5)
@@ -374,7 +397,7 @@ def test_bad_oracle_input_is_refused_with_clear_messages():
         o.score([[0.0, 0.0], [0.0, 0.0]], 0.5)
     with pytest.raises(ValueError, match=r"components must be .* indices in \[0, 2\)"):
         o.component_score(u, 0.5, [2])
-    with pytest.raises(ValueError, match=r"n must be a positive int"):
+    with pytest.raises(ValueError, match=r"n must be an integer >= 1"):
         o.sample(0, 0.5)
     # with a zero initial velocity covariance there is no density at t = 0 (but sampling works)
     degenerate = oracle("cld-diamond-C0")
@@ -421,5 +444,5 @@ def test_bad_constructor_input_is_refused_with_clear_messages():
         DiffusedGaussianMixture(diamond_mixture(), three, [[1.0, 0.5], [0.0, 1.0]])
     with pytest.raises(ValueError, match=r"std must be a finite positive number"):
         diamond_mixture(-0.04)
-    with pytest.raises(ValueError, match=r"d must be a positive int"):
+    with pytest.raises(ValueError, match=r"d must be an integer >= 1"):
         random_mixture(0, 4)
