@@ -46,14 +46,14 @@ from splitdyn_cld.checkpoints import CheckpointError
 from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_int, user_errors
 from splitdyn_cld.score import MixedScore
 from splitdyn_cld.toy_models import cld_toy_score, load_toy_model
-from splitdyn_cld.vpsde import vpsde
+from splitdyn import VPSDE
 
 DEFAULT_TIMES = [1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 
 def complexity_processes():
     """CLD with M = gamma = 1 (critical Gamma = 2, beta = 4) and the VPSDE, both with equilibrium N(0, I)."""
-    return CLD(mass=1.0, friction=2.0, beta=4.0, gamma=1.0), vpsde()
+    return CLD(mass=1.0, friction=2.0, beta=4.0, gamma=1.0), VPSDE()
 
 
 def _jacobian_frobenius(fn, u: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ from .losses import dsm_loss, hsm_loss, sample_times
 from .process import CLD
 from .samplers import SAMPLER_NAMES, sample
 from .score import MixedScore
-from .vpsde import vpsde
 from .kernels import (forward_covariance_determinant, forward_mean_coefficients, perturbation_cholesky,
                       reverse_linear_kernel)
 from .losses import loss_weight, score_matching_objective
@@ -27,7 +26,6 @@ __all__ = [
     "sample",
     "sample_times",
     "velocity_variance",
-    "vpsde",
     "forward_covariance_determinant",
     "forward_mean_coefficients",
     "loss_weight",

@@ -20,13 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitdyn import LinearSDE
+from splitdyn import VPSDE, LinearSDE
 from splitdyn.score_matching import NoisePredictionScore
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .process import CLD
 from .score import MixedScore
-from .vpsde import vpsde
 
 __all__ = ["TimeEmbedding", "ToyResNet", "cld_toy_score", "vpsde_toy_score",
            "TOY_MODEL_FORMAT", "ToyModel", "save_toy_model", "load_toy_model"]
@@ -205,7 +204,7 @@ def save_toy_model(path: str | os.PathLike, kind: str, score_model: nn.Module, p
         The trained model (its ``net`` is a :class:`ToyResNet`).
     process:
         The keyword arguments that rebuild the process: :class:`~splitdyn_cld.process.CLD` ``(**process)`` or
-        :func:`~splitdyn_cld.vpsde.vpsde` ``(**process)``.
+        :class:`splitdyn.VPSDE` ``(**process)``.
     ema:
         Its EMA (:func:`splitdyn_cld.training.make_ema`), stored as the weights :func:`load_toy_model` uses by
         default.
@@ -259,7 +258,7 @@ def load_toy_model(path: str | os.PathLike, *, use_ema: bool = True, device: tor
             process = CLD(**state["process"])
             score = MixedScore(ToyResNet(in_components=2, out_components=1, **net_settings), process, mixed=mixed)
         elif kind == "vpsde":
-            process = vpsde(**state["process"])
+            process = VPSDE(**state["process"])
             score = NoisePredictionScore(ToyResNet(in_components=1, out_components=1, **net_settings), process)
         else:
             raise ValueError(f"unknown model kind {kind!r}")

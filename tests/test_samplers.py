@@ -29,7 +29,7 @@ from splitdyn import (
 )
 from splitdyn.integrate import plan_step
 from splitdyn_cld import CLD, sample
-from splitdyn_cld.vpsde import vpsde
+from splitdyn import VPSDE
 
 DATA_VAR = 0.5
 EPS = 1e-3
@@ -154,7 +154,7 @@ def test_torchsde_reference_takes_exactly_one_step_per_interval_of_a_uniform_gri
 
 
 def test_torchsde_reference_agrees_statistically_and_is_reproducible_from_a_generator():
-    vp = vpsde()
+    vp = VPSDE()
     S0 = torch.tensor([[DATA_VAR]], dtype=torch.float64)
     reverse = ReverseSDE(vp, gaussian_score(vp, S0))
     n, batch = 50, 20_000
@@ -287,7 +287,7 @@ def test_bad_sampler_arguments_are_refused_with_the_argument_named():
 
 
 def test_vpsde_has_the_paper_schedule_and_its_em_sampler_recovers_gaussian_data():
-    vp = vpsde()
+    vp = VPSDE()
     assert torch.allclose(vp.beta(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0.1, 10.05, 20.0], dtype=torch.float64))
     assert torch.allclose(vp.stationary_covariance(), torch.ones(1, 1, dtype=torch.float64))
     S0 = torch.tensor([[DATA_VAR]], dtype=torch.float64)

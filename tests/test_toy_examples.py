@@ -11,7 +11,7 @@ from splitdyn_cld import CLD, velocity_variance
 from splitdyn.score_matching import NoisePredictionScore
 from splitdyn_cld.checkpoints import load_checkpoint
 from splitdyn_cld.toy_models import ToyResNet, cld_toy_score, vpsde_toy_score
-from splitdyn_cld.vpsde import vpsde
+from splitdyn import VPSDE
 
 from _scripts import load_example
 
@@ -34,7 +34,7 @@ def test_untrained_models_start_at_their_analytic_parts():
     expected = -u[:, 1:] / velocity_variance(cld, t).to(u.dtype).reshape(-1, 1, 1)
     torch.testing.assert_close(s, expected)
 
-    sde = vpsde()
+    sde = VPSDE()
     model = vpsde_toy_score(sde)
     model.net.out.reset_parameters()
     eps = model.network_output(u[:, :1], t)
