@@ -33,9 +33,9 @@ import torch
 
 from splitdyn.metrics import wasserstein_sliced
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
-from splitdyn_cld import CLD, euler_maruyama, sscs
+import splitdyn
+from splitdyn_cld import CLD, sample
 from splitdyn_cld.cli import ScriptParser, nonnegative_int, open_unit_float, positive_int, user_errors
-from splitdyn_cld.vpsde import vpsde, vpsde_em
 
 PAPER_TABLE8 = {
     ("cld", "em"): [60.6, 9.71, 0.72, -1.04],
@@ -52,7 +52,7 @@ def run(samples: int = 100_000, seed: int = 0, grid: str = "uniform", steps=(20,
     mixture = diamond_mixture()
     cld = CLD(mass=0.25, friction=1.0, beta=4.0, gamma=0.04)
     cld_score = DiffusedGaussianMixture(mixture, cld, [[cld.gamma * cld.mass]]).score_fn([1])
-    vp = vpsde(0.1, 20.0)
+    vp = splitdyn.VPSDE(0.1, 20.0)
     vp_score = DiffusedGaussianMixture(mixture, vp).score_fn()
     reference = mixture.sample(samples, torch.Generator().manual_seed(seed + 10_000), dtype=torch.float64)
     fresh = mixture.sample(samples, torch.Generator().manual_seed(seed + 20_000), dtype=torch.float64)
@@ -69,11 +69,11 @@ def run(samples: int = 100_000, seed: int = 0, grid: str = "uniform", steps=(20,
         g = torch.Generator().manual_seed(seed)
         kw = dict(grid=grid, eps=eps, generator=g, dtype=torch.float64)
         if diffusion == "cld":
-            fn = sscs if sampler == "sscs" else euler_maruyama
-            out = fn(cld, cld_score, (samples, 2), n - 1, **kw)
-            x, nfe = out.x, out.nfe
+            out = sample(cld, cld_score, (samples, 2), n - 1, sampler, **kw)
         else:
-            x, nfe = vpsde_em(vp, vp_score, (samples, 2), n - 1, **kw)
+            grid_times = splitdyn.make_grid(grid, n - 1, vp.T, eps)
+            out = splitdyn.sample(vp, vp_score, (samples, 2), grid_times, step="em", generator=g, dtype=torch.float64)
+        x, nfe = out.state[:, 0], out.nfe
         nll = (-mixture.log_prob(x)).mean().item()
         distance = wasserstein_sliced(x, reference, generator=torch.Generator().manual_seed(seed + 1))
         results.append({"diffusion": diffusion, "sampler": sampler, "grid": grid, "nfe": int(nfe), "nll": nll,

@@ -6,6 +6,7 @@ compositions planned once per grid, one sampling entry point, reverse-time SDEs 
 
 from .gaussian import PerturbationKernel, gaussian_log_prob, psd_cholesky
 from .grids import GivenGrid, Grid, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid, make_grid, quadratic_grid, uniform_grid
+from .graphs import CapturedLoop
 from .integrate import DivergenceError, Solution, integrate
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .likelihood import LikelihoodResult, divergence, log_likelihood
@@ -64,6 +65,7 @@ __all__ = [
     "TorchsdeSolver",
     "SAMPLERS",
     "sample",
+    "CapturedLoop",
     "PowerGrid",
     "QuadraticGrid",
     "ReverseSDE",

@@ -107,6 +107,10 @@ class _ScoreTerm:
     def evaluate_score(self, u: torch.Tensor, t) -> torch.Tensor:
         """Call the score at forward time ``t``; count it (:attr:`evaluations`) and check what it returned."""
         self.evaluations += 1
+        return self.checked_score(u, t)
+
+    def checked_score(self, u: torch.Tensor, t) -> torch.Tensor:
+        """The score at ``(u, t)``, checked (tensor, shape, dtype) but not counted (for compiled arithmetic)."""
         c = len(self.score_components) if self.score_components is not None else self.num_components
         return check_drift_output("score", self.score(u, t), u, (u.shape[0], c, *u.shape[2:]))
 
@@ -143,12 +147,24 @@ class _ScorePartPlan(DriftPlan):
         rows = (GGt.abs().amax(dim=(0, 2)) > 0)
         self.writes = frozenset(int(c) for c in torch.nonzero(rows).flatten().tolist())
 
+        self.compiled = None
+
     def evaluate(self, u, i):
         self.evaluations += 1
+        if self.compiled is not None:
+            return self.compiled[0](u, self.tensor_times[i])
         return self.reverse.evaluate_score(u, self.score_times[i])
 
     def advance(self, u, value, i):
+        if self.compiled is not None:
+            return self.compiled[1](self.map.prepared(i), [u, value])
         return self.map(i, u, value)
+
+    def compile(self, **options) -> None:
+        """Compile the score call and the Euler update separately (the value between them may be reused)."""
+        self.map = self.map.tensor_only()
+        self.tensor_times = torch.tensor(self.score_times, dtype=self.map.dtype, device=self.map.device)
+        self.compiled = (torch.compile(self.reverse.checked_score, **options), torch.compile(self.map.apply, **options))
 
 
 class ScorePart(Drift):

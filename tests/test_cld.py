@@ -13,15 +13,12 @@ from splitdyn_cld import (
     MixedScore,
     dsm_loss,
     ell,
-    euler_maruyama,
     forward_covariance,
     forward_mean_matrix,
     half_step_kernel,
     hsm_loss,
     nll_bound,
-    probability_flow,
-    sscs,
-    torchsde_euler,
+    sample,
     velocity_variance,
 )
 
@@ -145,20 +142,20 @@ def test_samplers_count_nfe_and_sscs_beats_em_on_the_mixture():
     mix = diamond_mixture()
     score = DiffusedGaussianMixture(mix, cld, [[cld.gamma * cld.mass]]).score_fn([1])
     g = torch.Generator().manual_seed(0)
-    a = sscs(cld, score, (4000, 2), 19, generator=g, dtype=torch.float64)
-    b = euler_maruyama(cld, score, (4000, 2), 19, generator=g, dtype=torch.float64)
+    a = sample(cld, score, (4000, 2), 19, "sscs", generator=g, dtype=torch.float64)
+    b = sample(cld, score, (4000, 2), 19, "em", generator=g, dtype=torch.float64)
     assert a.nfe == 20 and b.nfe == 20
-    assert (-mix.log_prob(a.x)).mean() < (-mix.log_prob(b.x)).mean()
-    c = torchsde_euler(cld, score, (500, 2), 19, generator=g, dtype=torch.float64)
-    assert c.nfe == 20 and torch.isfinite(c.x).all()
-    d = probability_flow(cld, score, (500, 2), generator=g, dtype=torch.float64, rtol=1e-4, atol=1e-4)
-    assert d.nfe > 10 and (-mix.log_prob(d.x)).mean() < 0.0
+    assert (-mix.log_prob(a.components()[0])).mean() < (-mix.log_prob(b.components()[0])).mean()
+    c = sample(cld, score, (500, 2), 19, "torchsde-euler", generator=g, dtype=torch.float64)
+    assert c.nfe == 20 and torch.isfinite(c.state).all()
+    d = sample(cld, score, (500, 2), None, "ode", generator=g, dtype=torch.float64, rtol=1e-4, atol=1e-4)
+    assert d.nfe > 10 and (-mix.log_prob(d.components()[0])).mean() < 0.0
 
 
 def test_nan_scores_are_detected():
     cld = CLD()
     with pytest.raises(ValueError, match="non-finite"):
-        sscs(cld, lambda u, t: torch.full_like(u[:, 1:], float("nan")), (10, 2), 5)
+        sample(cld, lambda u, t: torch.full_like(u[:, 1:], float("nan")), (10, 2), 5)
 
 
 def test_nll_bound_of_gaussian_data_is_close_to_the_true_nll():

@@ -475,3 +475,46 @@ def test_the_divergence_check_names_the_step_that_diverged():
     assert "smaller steps" in str(info.value)
     with pytest.raises(ValueError, match="initial state"):
         integrate(EulerMaruyama(sde), torch.full((4, 1, 1), float("nan")), grid)
+
+
+def tensor_time_score(u, t):
+    """A smooth velocity score written in tensor arithmetic only, so that it compiles whole with any time."""
+    t = torch.as_tensor(t, dtype=u.dtype)
+    return -u[:, 1:] / (0.25 * (1.0 + t)) + 0.1 * torch.sin(u[:, :1])
+
+
+@pytest.mark.parametrize("sampler", ["em", "sscs"])
+def test_a_compiled_sampler_equals_eager_and_compiles_once_over_a_50_step_grid(sampler):
+    compilations = [0]
+
+    def counting_backend(graph_module, example_inputs):
+        compilations[0] += 1
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    cld = CLD()
+    runs = {}
+    for mode in (False, {"backend": counting_backend, "fullgraph": True}):
+        runs[bool(mode)] = splitdyn.sample(cld, tensor_time_score, (64, 2), uniform_grid(50), step=sampler,
+                                           generator=torch.Generator().manual_seed(0), dtype=F64, compile=mode)
+        if mode:
+            after_run = compilations[0]
+    # one graph per compiled function (EM: the step; SSCS: the flow, the score and the Euler update), none per time
+    assert after_run == (1 if sampler == "em" else 3)
+    assert torch.allclose(runs[True].state, runs[False].state, rtol=1e-12, atol=1e-12)
+    assert runs[True].nfe == runs[False].nfe == 51
+
+
+def test_a_captured_loop_runs_the_same_plan_eagerly_without_cuda():
+    cld, _, reverse_sde = gaussian_cld_reverse()
+    like = torch.zeros(32, 2, 3, dtype=F64)
+    loop = splitdyn.CapturedLoop(split_step(reverse_sde), uniform_grid(6).tolist(), like)
+    assert not loop.graphed and loop.nfe == 6
+    u = cld.prior_sample((32, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
+    torch.manual_seed(5)
+    captured = loop(u).clone()
+    torch.manual_seed(5)
+    reference = integrate(split_step(reverse_sde), u, uniform_grid(6).tolist()).state
+    assert torch.equal(captured, reference)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        splitdyn.CapturedLoop(split_step(reverse_sde), uniform_grid(6).tolist(), like, use_graph=True)

@@ -112,6 +112,7 @@ class AffineMap:
     def __init__(self, tables: Sequence[torch.Tensor], like: torch.Tensor, index: Sequence[int] | None = None,
                  tensor_only: bool = False) -> None:
         self.index = list(range(int(tables[0].shape[0]))) if index is None else list(index)
+        self.dtype, self.device = like.dtype, like.device
         self.k = int(tables[0].shape[-2])
         self.widths = [int(t.shape[-1]) for t in tables]
         self.event = tuple(like.shape[2:])
@@ -128,6 +129,11 @@ class AffineMap:
         else:
             self.mode = "matmul"
             self.tables = [t.to(dtype=like.dtype, device=like.device) for t in self.float64]
+
+    def tensor_only(self) -> "AffineMap":
+        """The same map without the Python-scalar form (for arithmetic compiled with ``torch.compile``)."""
+        like = torch.empty((1, self.k, *self.event), dtype=self.dtype, device=self.device)
+        return self if self.mode != "scalars" else AffineMap(self.float64, like, self.index, tensor_only=True)
 
     def prepared(self, i: int) -> list[torch.Tensor]:
         """The step-``i`` matrices in the form :meth:`apply` takes (not in the ``"scalars"`` mode)."""
@@ -197,7 +203,9 @@ class Plan(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not propagate Gaussian moments")
 
     def compile(self, **options) -> None:
-        """Compile the plan's tensor arithmetic with ``torch.compile(**options)`` (once per plan)."""
+        """Compile the plan's tensor arithmetic with ``torch.compile(**options)``: once per plan, never per time
+        (per-step matrices and times enter as tensor arguments; scores then receive the time as a 0-d tensor).
+        The default does nothing (a plan with nothing worth compiling)."""
 
 
 class Step(ABC):

@@ -109,6 +109,10 @@ class _CompositionPlan(Plan):
     def evaluations(self) -> int:  # type: ignore[override]
         return sum(p.evaluations for p in self.plans)
 
+    def compile(self, **options) -> None:
+        for plan in self.plans + ([self.fused] if self.fused is not None else []):
+            plan.compile(**options)
+
     def __call__(self, u, i, generator=None):
         if self.fused is not None and i == 0:
             u = self.fused(u, 0, generator)

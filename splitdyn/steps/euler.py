@@ -60,6 +60,10 @@ class _EulerDriftPlan(Plan):
     def __call__(self, u, i, generator=None):
         return self.drift.advance(u, self.drift.evaluate(u, i), i)
 
+    def compile(self, **options) -> None:
+        if hasattr(self.drift, "compile"):
+            self.drift.compile(**options)
+
     def gaussian_moments(self, mean, covariance, i):
         return self.drift.gaussian_moments(mean, covariance, i)
 
@@ -131,8 +135,30 @@ class _LinearEMPlan(Plan):
         self.map = AffineMap(tables, like)
         self.has_score = C is not None
         self.evaluations = 0
+        self.compiled = None
+
+    def compile(self, **options) -> None:
+        self.map = self.map.tensor_only()
+        times = self.score_times if self.score_times is not None else [0.0] * self.n
+        self.tensor_times = torch.tensor(times, dtype=self.map.dtype, device=self.map.device)
+        self.compiled = torch.compile(self._update, **options)
+
+    def _update(self, u, t, noise, matrices):
+        inputs = [u]
+        if self.has_score:
+            inputs.append(self.sde.checked_score(u, t))
+        if noise is not None:
+            inputs.append(noise)
+        return self.map.apply(matrices, inputs)
 
     def __call__(self, u, i, generator=None):
+        if self.compiled is not None:
+            self.evaluations += int(self.has_score)
+            noise = None
+            if self.noise_width:
+                noise = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator,
+                                    dtype=u.dtype, device=u.device)
+            return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
         inputs = [u]
         if self.has_score:
             self.evaluations += 1

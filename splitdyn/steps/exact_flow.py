@@ -46,6 +46,7 @@ class _ExactFlowPlan(Plan):
         self.Q = Q
         self.map = AffineMap([Phi, L], like, index)
         self.evaluations = 0
+        self.compiled = None
         k = Phi.shape[-1]
         moved = ((Phi - torch.eye(k, dtype=torch.float64)).abs().amax(dim=(0, 2)) > 0) | (L.abs().amax(dim=(0, 2)) > 0)
         #: the components this flow changes (a velocity-only Ornstein-Uhlenbeck part leaves positions alone)
@@ -53,7 +54,13 @@ class _ExactFlowPlan(Plan):
 
     def __call__(self, u, i, generator=None):
         noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
+        if self.compiled is not None:
+            return self.compiled(self.map.prepared(i), [u, noise])
         return self.map(i, u, noise)
+
+    def compile(self, **options) -> None:
+        self.map = self.map.tensor_only()
+        self.compiled = torch.compile(self.map.apply, **options)
 
     def gaussian_moments(self, mean, covariance, i):
         Phi = self.map.matrices(i)[0]
