@@ -80,6 +80,8 @@ def _batched_kron_identity(tables: torch.Tensor, d: int) -> torch.Tensor:
     return torch.einsum("nkm,de->nkdme", tables, eye).reshape(n, k * d, m * d)
 
 
+_ROW_VIEWS_MAX = 4096
+
 # Tiny events (k * d at most this) are applied as one small GEMM with A (x) I_d on the flattened state;
 # larger CPU events as multiply-adds over the components that skip zero entries.
 _KRON_MAX_SIZE = 16
@@ -129,6 +131,10 @@ class AffineMap:
         else:
             self.mode = "matmul"
             self.tables = [t.to(dtype=like.dtype, device=like.device) for t in self.float64]
+        # per-row views made once (indexing a tensor costs about a microsecond); bounded for long tables
+        self.rows = None
+        if self.mode != "scalars" and int(tables[0].shape[0]) <= _ROW_VIEWS_MAX:
+            self.rows = [[t[j] for t in self.tables] for j in range(int(tables[0].shape[0]))]
 
     def tensor_only(self) -> "AffineMap":
         """The same map without the Python-scalar form (for arithmetic compiled with ``torch.compile``)."""
@@ -137,16 +143,17 @@ class AffineMap:
 
     def prepared(self, i: int) -> list[torch.Tensor]:
         """The step-``i`` matrices in the form :meth:`apply` takes (not in the ``"scalars"`` mode)."""
-        return [t[self.index[i]] for t in self.tables]
+        j = self.index[i]
+        return self.rows[j] if self.rows is not None else [t[j] for t in self.tables]
 
     def apply(self, matrices: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """:math:`\\sum_j A_j x_j` from :meth:`prepared` matrices: tensor arithmetic only (compilable)."""
         batch = inputs[0].shape[0]
         out = None
         if self.mode == "kron":
-            for x, table in zip(inputs, matrices):
-                flat = x.reshape(batch, -1)
-                out = torch.mm(flat, table) if out is None else torch.addmm(out, flat, table)
+            out = torch.mm(inputs[0].reshape(batch, -1), matrices[0])
+            for x, table in zip(inputs[1:], matrices[1:]):
+                out = torch.addmm(out, x.reshape(batch, -1), table)
         else:
             for x, table in zip(inputs, matrices):
                 term = torch.matmul(table, x.reshape(batch, x.shape[1], -1))
@@ -155,9 +162,9 @@ class AffineMap:
 
     def __call__(self, i: int, *inputs: torch.Tensor) -> torch.Tensor:
         """:math:`\\sum_j A_j[i]\\,x_j` for inputs ``x_j`` of shape ``(batch, m_j, *event)``."""
-        i = self.index[i]
         if self.mode != "scalars":
-            return self.apply([t[i] for t in self.tables], inputs)
+            return self.apply(self.prepared(i), inputs)
+        i = self.index[i]
         rows = []
         for r in range(self.k):
             acc = None

@@ -159,14 +159,19 @@ class _LinearEMPlan(Plan):
                 noise = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator,
                                     dtype=u.dtype, device=u.device)
             return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
-        inputs = [u]
         if self.has_score:
             self.evaluations += 1
-            inputs.append(self.sde.evaluate_score(u, self.score_times[i]))
+            s = self.sde.evaluate_score(u, self.score_times[i])
+            if self.noise_width:
+                z = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator, dtype=u.dtype,
+                                device=u.device)
+                return self.map(i, u, s, z)
+            return self.map(i, u, s)
         if self.noise_width:
-            inputs.append(torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator,
-                                      dtype=u.dtype, device=u.device))
-        return self.map(i, *inputs)
+            z = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator, dtype=u.dtype,
+                            device=u.device)
+            return self.map(i, u, z)
+        return self.map(i, u)
 
     def gaussian_moments(self, mean, covariance, i):
         d = mean[0, 0].numel()
