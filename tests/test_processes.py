@@ -293,7 +293,7 @@ def test_processes_work_with_the_generic_machinery():
 def test_reverse_sampling_with_the_exact_score_recovers_gaussian_data(name):
     """End to end: prior -> Euler-Maruyama on the reverse SDE over a log-SNR grid -> denoising, for data
     N(0, 0.5^2) whose score is exact, -x / (alpha^2 0.25 + sigma^2)."""
-    from splitdyn import LogSNRGrid, ReverseSDE, sample_euler_maruyama
+    from splitdyn import LogSNRGrid, sample
 
     process = make(name)
 
@@ -304,9 +304,7 @@ def test_reverse_sampling_with_the_exact_score_recovers_gaussian_data(name):
 
     g = torch.Generator().manual_seed(3)
     grid = LogSNRGrid(100, process, eps=1e-3)
-    u = process.prior_sample((5000, 1), generator=g, dtype=F64)
-    solution = sample_euler_maruyama(ReverseSDE(process, score), u, grid.reverse_times(), denoise_eps=grid.eps,
-                                     generator=g)
+    solution = sample(process, score, (5000, 1), grid, step="em", generator=g, dtype=F64)
     assert solution.state.std().item() == pytest.approx(0.5, rel=0.05)
 
 

@@ -2,11 +2,11 @@
 
 SSCS composes the exact flow A of the linear part of the reverse CLD SDE with an Euler step S of
 its score part, A(h/2) S(h) A(h/2); the Euler step makes it first order. A midpoint (RK2) step,
-a custom propagator written below, restores Strang's second order at two score evaluations.
+a custom step written below, restores Strang's second order at two score evaluations.
 
 With Gaussian data the exact score is linear, so every sampler maps Gaussians to Gaussians: the
 weak errors in the mean and covariance are computed exactly, without Monte Carlo noise, by pushing
-the moments through every sub-step (``Propagator.gaussian_moments``). A Monte Carlo run of the
+the moments through every sub-step (``Step.gaussian_moments``). A Monte Carlo run of the
 same samplers and of torchsde's Euler-Maruyama then checks the samples themselves.
 
 Run ``python docs/tutorials/cld_splitting.py`` (about a minute on 2 CPU cores; ``--grid uniform``
@@ -21,34 +21,47 @@ import math
 
 import torch
 
-from splitdyn import (EulerDrift, EulerMaruyama, ExactLinearFlow, Propagator, integrate, make_grid,
-                      strang)
+import splitdyn
+from splitdyn import EulerDrift, EulerMaruyama, ExactLinearFlow, Plan, Step, integrate, make_grid, strang
 from splitdyn.oracles import DiffusedGaussianMixture, GaussianMixture
-from splitdyn.samplers import sample_torchsde
 from splitdyn_cld import CLD
 
 EPS = 1e-3  # sampling cutoff: the reverse SDE runs from forward time T down to EPS
 DATA_MEAN, DATA_STD = 0.7, 0.3  # 1-D Gaussian data
 
 
-# --- a custom propagator: a midpoint (RK2) step of a drift, two evaluations per call ------------
-class MidpointDrift(Propagator):
+# --- a custom step: a midpoint (RK2) step of a drift, two evaluations per call ------------------
+class MidpointDrift(Step):
     """u -> u + h b(u + h/2 b(u, t), t + h/2): local error O(h^3), where Euler's is O(h^2)."""
 
-    def __init__(self, drift):
-        self.drift = drift
-        self.nfe = 2
+    nfe = 2
+    weak_order = 2.0
 
-    def __call__(self, u, t, h, generator=None):
+    def __init__(self, drift):
+        self.drift = drift  # b(u, t), here the score part of the reverse SDE
+
+    def plan(self, intervals, like):
+        # all host work once per grid: here just the times and step sizes as Python floats
+        return MidpointPlan(self.drift, intervals.starts.tolist(), intervals.spans.tolist())
+
+
+class MidpointPlan(Plan):
+    def __init__(self, drift, times, spans):
+        self.drift, self.times, self.spans, self.n = drift, times, spans, len(times)
+        self.evaluations = 0
+
+    def __call__(self, u, i, generator=None):
+        t, h = self.times[i], self.spans[i]
+        self.evaluations += 2
         return u + h * self.drift(u + 0.5 * h * self.drift(u, t), t + 0.5 * h)
 
-    def gaussian_moments(self, mean, covariance, t, h):
+    def gaussian_moments(self, mean, covariance, i):
         # exact for a map affine in u: the mean goes through the map, the covariance through
         # its Jacobian
         shape, n = mean.shape, mean.numel()
 
         def flat_map(x):
-            return self(x.reshape(shape), t, h).reshape(n)
+            return self(x.reshape(shape), i).reshape(n)
 
         J = torch.func.jacrev(flat_map)(mean.reshape(n))
         return flat_map(mean.reshape(n)).reshape(shape), J @ covariance @ J.T
@@ -66,8 +79,8 @@ def setup():
 def samplers(cld, reverse) -> dict:
     A = ExactLinearFlow(cld.reverse_linear_part())  # exact Gaussian flow of the linear part
     return {
-        "SSCS (Euler S)": strang(A, EulerDrift(reverse.score_drift())),
-        "Strang, midpoint S": strang(A, MidpointDrift(reverse.score_drift())),
+        "SSCS (Euler S)": strang(A, EulerDrift(reverse.score_part())),
+        "Strang, midpoint S": strang(A, MidpointDrift(reverse.score_part())),
         "Euler-Maruyama": EulerMaruyama(reverse),
     }
 
@@ -117,7 +130,8 @@ def monte_carlo(n_samples=20_000, n_steps=50, reference_steps=1000, grid="quadra
         x = integrate(step, u0, times, generator=generator).state[:, 0, 0]
         results[f"{name}, {n_steps} steps"] = (x.mean().item(), x.var().item())
     times = make_grid("uniform", reference_steps, cld.T, EPS)
-    x = sample_torchsde(reverse, u0, times).state[:, 0, 0]  # torchsde.sdeint(method="euler")
+    x = splitdyn.sample(cld, reverse.score, u0, times, step="torchsde-euler",  # torchsde.sdeint, "euler"
+                        denoise=False).state[:, 0, 0]
     results[f"torchsde Euler, {reference_steps} steps"] = (x.mean().item(), x.var().item())
     results["Monte Carlo standard errors"] = (math.sqrt(variance / n_samples),
                                               variance * math.sqrt(2.0 / n_samples))

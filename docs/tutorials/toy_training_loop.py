@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from splitdyn.metrics import wasserstein_sliced
-from splitdyn_cld import CLD, hsm_loss, sscs
+from splitdyn_cld import CLD, hsm_loss, sample
 from splitdyn_cld.toy_data import sample_diamond
 from splitdyn_cld.toy_models import cld_toy_score
 from splitdyn_cld.training import make_ema
@@ -42,7 +42,7 @@ def evaluate(cld, score_model, n_samples: int = 5000, n_steps: int = 49, seed: i
     """Sliced Wasserstein-2 distance between SSCS samples (n_steps + 1 NFE) and fresh data."""
     with torch.no_grad():
         generator = torch.Generator().manual_seed(seed)
-        samples = sscs(cld, score_model, (n_samples, 2), n_steps, generator=generator).x
+        samples = sample(cld, score_model, (n_samples, 2), n_steps, "sscs", generator=generator).components()[0]
     data = sample_diamond(n_samples, torch.Generator().manual_seed(seed + 1))
     return wasserstein_sliced(samples, data, generator=torch.Generator().manual_seed(seed + 2))
 
