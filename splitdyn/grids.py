@@ -276,7 +276,10 @@ def check_grid(grid, name: str = "grid") -> list[float]:
     """Validate a 1-D strictly increasing finite grid; return it as a list of Python floats."""
     if isinstance(grid, Grid):
         raise TypeError(f"{name} must be a sequence of times; call {type(grid).__name__}.reverse_times(T) first")
-    g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+    try:
+        g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a 1-D sequence of times, got {type(grid).__name__}") from None
     if g.ndim != 1 or g.numel() < 2:
         raise ValueError(f"{name} must be a 1-D sequence of at least 2 times, got shape {tuple(g.shape)}")
     if not bool(torch.isfinite(g).all()):

@@ -146,7 +146,8 @@ class AdaptiveProbabilityFlow(ReferenceSolver):
             raise ValueError("the adaptive probability-flow solver picks its own steps: it takes no callback or "
                              "progress bar (use a fixed-grid step for those)")
         if u.dtype == torch.float16 or u.dtype == torch.bfloat16:
-            raise TypeError(f"the adaptive ODE solver needs float32 or float64 states, got {u.dtype}")
+            raise TypeError(f"dtype must be float32 or float64 for the adaptive ODE solver (its step-size control "
+                            f"needs the precision), got {u.dtype}")
         ode = ProbabilityFlowODE(reverse.sde, reverse.score, reverse.score_components)
         T = reverse.T
         if not eps < T:

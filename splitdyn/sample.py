@@ -112,6 +112,9 @@ def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
 
 
 def _reverse_times(grid, T: float) -> list[float]:
+    if isinstance(grid, str):
+        raise ValueError(f"grid must be a grid object (e.g. splitdyn.UniformGrid(n)) or reverse times, got {grid!r} "
+                         "(splitdyn.make_grid(name, n) builds one by name)")
     if hasattr(grid, "reverse_times"):
         grid = grid.reverse_times(T)
     times = check_grid(grid)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..checks import check_flag
+from ..checks import check_count, check_flag
 from ..linear_sde import LinearSDEBase
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
@@ -246,7 +246,7 @@ class EulerMaruyama(Step):
             if not hasattr(sde, attr):
                 raise TypeError(f"sde must define {attr}(...) (an SDE), got {type(sde).__name__}")
         self.sde = sde
-        self.nfe = int(getattr(sde, "nfe", 0)) if nfe is None else int(nfe)
+        self.nfe = int(getattr(sde, "nfe", 0)) if nfe is None else check_count("nfe", nfe, minimum=0)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
         tables = None
