@@ -10,7 +10,8 @@ from .graphs import CapturedLoop
 from .integrate import DivergenceError, Solution, integrate
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .likelihood import LikelihoodResult, divergence, log_likelihood
-from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, apply_matrix, stationary_covariance, van_loan_kernel
+from .linalg import apply_matrix
+from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, stationary_covariance, van_loan_kernel
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter

@@ -17,7 +17,8 @@ import torch
 
 from .checks import (as_float64_matrix, check_components, check_finite_tensor, check_nonempty_batch, check_nonnegative,
                      check_state, check_time)
-from .linear_sde import LinearSDEBase, apply_matrix
+from .linalg import apply_matrix
+from .linear_sde import LinearSDEBase
 
 __all__ = ["PerturbationKernel", "gaussian_log_prob", "psd_cholesky"]
 

@@ -60,8 +60,8 @@ def moment_kernels(sde, t, s=0.0, *, rtol: float = 1e-11, atol: float = 1e-13, m
 
     def rhs(r, y):
         Phi, Q = y[:, :k], y[:, k:]
-        F = sde._drift_matrix(r)
-        G = sde._diffusion_matrix(r)
+        F = sde.drift_matrix(r, check_range=False)
+        G = sde.diffusion_matrix(r, check_range=False)
         GGt = G @ G.T
         return torch.cat([F @ Phi, F @ Q + Q @ F.T + GGt], dim=1)
 

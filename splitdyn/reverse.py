@@ -29,7 +29,8 @@ from typing import Callable, Sequence
 import torch
 
 from .checks import check_callable, check_positive, check_state
-from .linear_sde import LinearSDE, LinearSDEBase, apply_matrix
+from .linalg import apply_matrix
+from .linear_sde import LinearSDE, LinearSDEBase
 from .schedules import ConstantBeta
 from .steps.base import AffineMap, Intervals
 from .steps.drift import Drift, DriftPlan, check_drift_output
@@ -78,7 +79,8 @@ class _ScoreTerm:
         plans its coefficients as per-step matrix tables."""
         return isinstance(self.sde, LinearSDEBase)
 
-    def _columns(self, matrix: torch.Tensor) -> torch.Tensor:
+    def score_columns(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The columns of a ``(..., k, k)`` matrix that act on the score's components."""
         return matrix if self.score_components is None else matrix[..., self.score_components]
 
     def coefficient_tables(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,7 +89,7 @@ class _ScoreTerm:
         if not self.linear:
             raise TypeError(f"coefficient tables need a linear forward SDE, got {type(self.sde).__name__}")
         G = self.sde.diffusion_matrix(t)
-        return self.sde.drift_matrix(t), self._columns(G @ G.transpose(-1, -2)), G
+        return self.sde.drift_matrix(t), self.score_columns(G @ G.transpose(-1, -2)), G
 
     def _coefficients(self, t, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F(t), GG^T(t)[:, cols])`` in u's dtype; constant-rate linear SDEs compute them once per dtype."""
@@ -122,7 +124,7 @@ class _ScoreTerm:
         if not self.linear:
             s = self.evaluate_score(u, t)
             G = self.sde.diffusion_matrix(t)
-            ggt = self._columns(G @ G.transpose(-1, -2))
+            ggt = self.score_columns(G @ G.transpose(-1, -2))
             return drift_sign * self.sde.drift(u, t) + score_weight * apply_matrix(ggt, s)
         F, GGt = self._coefficients(t, u)
         out = apply_matrix(GGt, self.evaluate_score(u, t))
@@ -139,7 +141,7 @@ class _ScorePartPlan(DriftPlan):
         k = GGt.shape[-1]
         h = spans[:, None, None]
         M = torch.eye(k, dtype=torch.float64) + h * (GGt @ part.precision)
-        C = h * reverse._columns(GGt)
+        C = h * reverse.score_columns(GGt)
         self.map = AffineMap([M, C], like)
         self.reverse = reverse
         self.score_times = t.tolist()
@@ -191,7 +193,7 @@ class ScorePart(Drift):
         G = reverse.sde.diffusion_matrix(t)
         GGt = G @ G.transpose(-1, -2)
         score = reverse.evaluate_score(u, float(t) if t.ndim == 0 else t)
-        return apply_matrix(reverse._columns(GGt), score) + apply_matrix(GGt @ self.precision, u)
+        return apply_matrix(reverse.score_columns(GGt), score) + apply_matrix(GGt @ self.precision, u)
 
     def __repr__(self) -> str:
         return "ScorePart(reverse SDE)"
