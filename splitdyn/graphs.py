@@ -5,7 +5,8 @@ work per step, so the ``n`` planned calls of a loop can be recorded once in a CU
 every new batch: the host then launches one graph instead of every kernel of every step (the network's
 included). :class:`CapturedLoop` does that for any :class:`~splitdyn.steps.base.Step` and grid; on a device
 without CUDA graphs it runs the same plan eagerly (same buffers, same results), so code written against it
-runs everywhere.
+runs everywhere. :func:`capture_graph` is the capture itself, for any other callable (e.g. a network
+alone, timed without launch overhead).
 
 Noise inside a graph comes from the device's default generator (seed it with ``torch.manual_seed``); each
 replay draws fresh noise. The score is called at capture time with the plan's Python-float times, so any

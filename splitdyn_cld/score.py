@@ -31,9 +31,17 @@ from .process import CLD
 __all__ = ["MixedScore"]
 
 
-def _per_sample(values: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Float64 ``(batch,)`` coefficients as ``(batch, 1, ..., 1)`` in ``u``'s dtype and device."""
-    return values.to(dtype=u.dtype, device=u.device).reshape(u.shape[0], *([1] * (u.ndim - 1)))
+def _per_sample(values: torch.Tensor, u: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Float64 ``(batch,)`` CPU coefficients as ``(batch, 1, ..., 1)`` (or ``shape``) in ``u``'s dtype and device.
+
+    Equal values (one time for the whole batch) are filled on the device instead of copied there: the same
+    numbers, but no host-to-device copy, which would synchronise and cannot be captured in a CUDA graph.
+    """
+    shape = (u.shape[0], *([1] * (u.ndim - 1))) if shape is None else shape
+    first = values.reshape(-1)[:1]
+    if first.numel() and bool((values == first).all()):  # e.g. a scalar time expanded over the batch
+        return torch.full(shape, float(first), dtype=u.dtype, device=u.device)
+    return values.to(dtype=u.dtype, device=u.device).reshape(shape)
 
 
 class MixedScore(torch.nn.Module):
@@ -57,7 +65,10 @@ class MixedScore(torch.nn.Module):
     -----
     ``t`` may be a float or a ``(batch,)`` tensor. The coefficients are computed in float64 on the CPU and cast
     to ``u``'s dtype: a CUDA tensor ``t`` is copied to the host once per call (pass a float or a CPU tensor to
-    avoid the synchronisation). The output is directly usable as ``cld.reverse(score)``.
+    avoid the synchronisation). For one time (a float, as the samplers pass) the coefficients and the
+    network's times are filled on the device rather than copied there, so a sampler loop calling the model
+    can be captured in a CUDA graph (:class:`splitdyn.CapturedLoop`). The output is directly usable as
+    ``cld.reverse(score)``.
 
     Examples
     --------
@@ -96,7 +107,7 @@ class MixedScore(torch.nn.Module):
         return times
 
     def _network(self, u: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        out = self.net(u, times.to(dtype=u.dtype, device=u.device))
+        out = self.net(u, _per_sample(times, u, (u.shape[0],)))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"net must return a torch.Tensor, got {type(out).__name__}")
         expected = (u.shape[0], 1, *u.shape[2:])

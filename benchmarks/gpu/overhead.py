@@ -46,17 +46,18 @@ def run_plan(plan: splitdyn.Plan, u: torch.Tensor, generator: torch.Generator | 
     return u
 
 
-def measure_compiled(step, times, u0, generator, repeats: int, seconds: float) -> dict:
+def measure_compiled(step, times, u0, generator, repeats: int, seconds: float, options: dict | None = None) -> dict:
     """Time the compiled plan of ``step`` (:meth:`splitdyn.Plan.compile`): compile time, then per-step time.
 
     The first run of the loop compiles (once per plan, never per time); the remaining time of ``seconds``
     goes to the timed runs. Raises :class:`~gpu.common.OutOfTime` when compilation outlasts ``seconds``.
+    ``options`` go to ``torch.compile`` (default: none, inductor).
     """
     device = u0.device
     begin = time.perf_counter()
     with time_limit(seconds):
         plan = plan_step(step, times, u0)
-        plan.compile()
+        plan.compile(**(options or {}))
         synchronize(device)
         start = time.perf_counter()
         final = run_plan(plan, u0, generator)
