@@ -140,7 +140,7 @@ def part_overhead(args, deadline: float, cache: dict) -> dict:
                 print(f"  {notes[-1]}", flush=True)
         results[name] = record
         print(f"  {name}: step {t_loop * 1e3:.2f} ms, network {results['network_s'] * 1e3:.2f} ms, outside the "
-              f"network {record['outside_network_fraction_loop']:.1%}" + ("" if "graph_step_s" not in record else
+              f"network {record['outside_network_fraction_loop']:.1%}" + ("" if "outside_network_fraction_graph" not in record else
               f"; CUDA graph: step {record['graph_step_s'] * 1e3:.2f} ms, outside "
               f"{record['outside_network_fraction_graph']:.1%}"), flush=True)
     if not graphs:
