@@ -138,6 +138,11 @@ def main() -> None:
         rst_bench += ["Targets", "-------", "", *checks, ""]
     for path in result_files(("step_cost", "accuracy", "gpu", "digits")):
         data = json.loads(path.read_text())
+        if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
+            md += [f"## {path.stem}", "", f"Machine: {data['machine']}", "", "**failed** (traceback in "
+                   f"`{path.with_suffix('.md').name}`)", ""]
+            rst_bench += [path.stem, "-" * len(path.stem), "", f"Machine: {data['machine']}", "", "**failed**", ""]
+            continue
         command, headers, table_rows = md_file_table(path.with_suffix(".md"))
         if headers is None:
             rows = data["results"]

@@ -5,7 +5,8 @@ work per step, so the ``n`` planned calls of a loop can be recorded once in a CU
 every new batch: the host then launches one graph instead of every kernel of every step (the network's
 included). :class:`CapturedLoop` does that for any :class:`~splitdyn.steps.base.Step` and grid; on a device
 without CUDA graphs it runs the same plan eagerly (same buffers, same results), so code written against it
-runs everywhere.
+runs everywhere. :func:`capture_graph` is the capture itself, for any other callable (e.g. a network
+alone, timed without launch overhead).
 
 Noise inside a graph comes from the device's default generator (seed it with ``torch.manual_seed``); each
 replay draws fresh noise. The score is called at capture time with the plan's Python-float times, so any
@@ -21,7 +22,7 @@ from .grids import check_grid
 from .integrate import plan_step
 from .steps.base import Step
 
-__all__ = ["CapturedLoop"]
+__all__ = ["CapturedLoop", "capture_graph"]
 
 
 class CapturedLoop:
@@ -67,7 +68,7 @@ class CapturedLoop:
             self._body()
             self.nfe = self.plan.evaluations - before
             if use_graph:
-                self.graph = _capture(self._body, like.device, warmup)
+                self.graph = capture_graph(self._body, like.device, warmup=warmup)
         self.graphed = self.graph is not None
 
     def _body(self) -> None:
@@ -91,8 +92,35 @@ class CapturedLoop:
         return self.static_output
 
 
-def _capture(body, device: torch.device, warmup: int):
-    """Warm ``body`` up on a side stream, then capture it (autocast weight cache off) in a CUDA graph."""
+def capture_graph(body, device, *, warmup: int = 2) -> "torch.cuda.CUDAGraph":
+    """Capture ``body()`` in a CUDA graph after ``warmup`` eager runs on a side stream.
+
+    The building block of :class:`CapturedLoop`, public for capturing any other callable (e.g. a network
+    alone, to time it without launch overhead). ``body`` must read and write tensors that outlive the graph
+    (static buffers, or a closure that keeps its outputs): a replay reruns exactly the captured kernels on the
+    same memory. The autocast weight cache is off during warm-up and capture, so that no cast weight is kept
+    across the capture boundary. Call it under ``torch.no_grad()`` unless the graph should record autograd.
+
+    Parameters
+    ----------
+    body:
+        A callable of no arguments doing device work only (no host synchronisation).
+    device:
+        The CUDA device (``torch.device`` or string) the work runs on.
+    warmup:
+        Eager runs before capture (lazy initialisation, cuDNN autotuning).
+
+    Returns
+    -------
+    torch.cuda.CUDAGraph
+        The captured graph; ``graph.replay()`` reruns ``body``'s kernels.
+    """
+    if not callable(body):
+        raise TypeError(f"body must be a callable of no arguments, got {type(body).__name__}")
+    warmup = check_count("warmup", warmup, minimum=0)
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise RuntimeError(f"CUDA-graph capture needs a CUDA device, got {device}")
     cache = torch.is_autocast_cache_enabled()
     torch.set_autocast_cache_enabled(False)
     try:

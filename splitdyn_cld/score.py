@@ -31,9 +31,23 @@ from .process import CLD
 __all__ = ["MixedScore"]
 
 
-def _per_sample(values: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Float64 ``(batch,)`` coefficients as ``(batch, 1, ..., 1)`` in ``u``'s dtype and device."""
-    return values.to(dtype=u.dtype, device=u.device).reshape(u.shape[0], *([1] * (u.ndim - 1)))
+def _per_sample(values: torch.Tensor, u: torch.Tensor, one: bool = False,
+                shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Float64 ``(batch,)`` CPU coefficients as ``(batch, 1, ..., 1)`` (or ``shape``) in ``u``'s dtype and device.
+
+    ``one``: all entries belong to one time (a scalar ``t`` expanded over the batch); the value is then filled
+    on the device instead of copied there: the same numbers, but no host-to-device copy, which would
+    synchronise and cannot be captured in a CUDA graph.
+    """
+    shape = (u.shape[0], *([1] * (u.ndim - 1))) if shape is None else shape
+    if one:
+        return torch.empty(shape, dtype=u.dtype, device=u.device).fill_(values.reshape(-1)[0])  # read on the host
+    return values.to(dtype=u.dtype, device=u.device).reshape(shape)
+
+
+def _one_time(times: torch.Tensor) -> bool:
+    """Whether ``times`` is one time expanded over the batch (see :meth:`MixedScore._times`)."""
+    return times.ndim == 1 and (times.shape[0] == 1 or times.stride(0) == 0)
 
 
 class MixedScore(torch.nn.Module):
@@ -57,7 +71,10 @@ class MixedScore(torch.nn.Module):
     -----
     ``t`` may be a float or a ``(batch,)`` tensor. The coefficients are computed in float64 on the CPU and cast
     to ``u``'s dtype: a CUDA tensor ``t`` is copied to the host once per call (pass a float or a CPU tensor to
-    avoid the synchronisation). The output is directly usable as ``cld.reverse(score)``.
+    avoid the synchronisation). For one time (a float, as the samplers pass) the coefficients and the
+    network's times are filled on the device rather than copied there, so a sampler loop calling the model
+    can be captured in a CUDA graph (:class:`splitdyn.CapturedLoop`). The output is directly usable as
+    ``cld.reverse(score)``.
 
     Examples
     --------
@@ -96,7 +113,7 @@ class MixedScore(torch.nn.Module):
         return times
 
     def _network(self, u: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        out = self.net(u, times.to(dtype=u.dtype, device=u.device))
+        out = self.net(u, _per_sample(times, u, _one_time(times), (u.shape[0],)))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"net must return a torch.Tensor, got {type(out).__name__}")
         expected = (u.shape[0], 1, *u.shape[2:])
@@ -125,14 +142,15 @@ class MixedScore(torch.nn.Module):
         if not self.mixed:
             return out
         ell_t, var_vv = self.coefficients(times)
-        return out + u[:, 1:2] / _per_sample(ell_t * var_vv, u)
+        return out + u[:, 1:2] / _per_sample(ell_t * var_vv, u, _one_time(times))
 
     def forward(self, u: torch.Tensor, t) -> torch.Tensor:
         r"""The velocity score :math:`s_\theta(u, t)`, shape ``(batch, 1, *event)``."""
         times = self._times(u, t)
         out = self._network(u, times)
         ell_t, var_vv = self.coefficients(times)
-        score = -_per_sample(ell_t, u) * out
+        one = _one_time(times)
+        score = -_per_sample(ell_t, u, one) * out
         if self.mixed:
-            score = score - u[:, 1:2] / _per_sample(var_vv, u)
+            score = score - u[:, 1:2] / _per_sample(var_vv, u, one)
         return score

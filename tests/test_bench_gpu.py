@@ -1,8 +1,9 @@
 """Smoke test of ``benchmarks/bench_gpu.py`` on the CPU: every part runs in ``--quick`` mode and writes finite numbers.
 
-The CUDA-graph measurements need a GPU; here the test checks that they are skipped with a message, that the
-capturable sampler step reproduces the library's SSCS and EM samplers exactly, and that capture refuses a CPU
-state with a clear error.
+The CUDA-graph measurements need a GPU; here the test checks that they are skipped with a message, that what
+the overhead part times (the library step planned once and called per interval, and ``splitdyn.CapturedLoop``,
+which runs the same plan eagerly on the CPU) is the sampler ``splitdyn.sample`` runs, and that graph capture
+refuses the CPU with a clear error.
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ def test_quick_run_contents(smoke):
     overhead = json.loads((out / "gpu_overhead_cpu_quick.json").read_text())
     for name in ("sscs", "em"):
         record = overhead["results"][name]
+        assert record["loop_step_s"] > 0 and record["sampler_per_nfe_s"] > 0
         assert record["outside_network_fraction_loop"] < 1
-        assert record["graph_step_vs_library_rel_diff"] < 1e-5
-        assert "graph_step_s" not in record
+        assert "graph_step_s" not in record and "compiled_step_s" not in record  # no CUDA; no compile in --quick
     assert any("CUDA-graph measurements skipped" in note for note in overhead["notes"])
+    assert any("torch.compile skipped" in note for note in overhead["notes"])
+    assert not overhead["settings"]["compiled"]
 
     fp16 = json.loads((out / "gpu_fp16_cpu_quick.json").read_text())
     assert fp16["summary"]["steps_completed"] == 20 and len(fp16["losses"]) == 20
@@ -96,56 +99,116 @@ def test_quick_run_contents(smoke):
     assert record["tflops_per_s"] == pytest.approx(expected)
 
 
-def test_capture_needs_cuda(bench):
+def test_graph_capture_needs_cuda():
+    from splitdyn.graphs import capture_graph
+
     with pytest.raises(RuntimeError, match="CUDA"):
-        bench.capture_sampler_loop(lambda u, i, g: u, torch.zeros(2, 2, 1, 4, 4), 3, use_graph=True)
+        capture_graph(lambda: None, torch.device("cpu"))
+    with pytest.raises(TypeError, match="callable"):
+        capture_graph(None, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("sampler", ["sscs", "em"])
-def test_graph_loop_falls_back_to_eager_and_matches_the_library(bench, sampler):
-    """On the CPU the capturable loop runs eagerly (same buffers and step counter) and is the library's sampler."""
-    from splitdyn import integrate, make_grid
+def test_overhead_step_and_captured_loop_are_the_library_sampler(bench, sampler):
+    """The eager step the overhead part times and the CapturedLoop fallback give splitdyn.sample's states."""
+    import splitdyn
+    from splitdyn.integrate import plan_step
+    from splitdyn_cld.samplers import sample
 
-    _, cld, score_model, net = bench.sampling_model("tiny", torch.device("cpu"), "fp32")
+    _, cld, score_model, _ = bench.sampling_model("tiny", torch.device("cpu"), "fp32")
     u0 = cld.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    grid = make_grid("quadratic", 4, cld.T, 1e-3)
-    table = bench.step_coefficients(cld, score_model, grid, sampler, torch.device("cpu"))
-    run = bench.capture_sampler_loop(bench.make_sampler_step(sampler, net, table, score_model.mixed), u0, 4)
-    assert not run.graphed
+    times = bench.reverse_times(cld, 4)
+    step = bench.library_step(cld, score_model, sampler)
+    with torch.no_grad():
+        reference = splitdyn.sample(cld, score_model, u0, times, step=sampler, denoise=False,
+                                    generator=torch.Generator().manual_seed(3)).state
+        preset = sample(cld, score_model, u0, 4, sampler=sampler, grid="quadratic", denoise=False,
+                        generator=torch.Generator().manual_seed(3))
+        plan = plan_step(step, times, u0)
+        eager = bench.run_plan(plan, u0, torch.Generator().manual_seed(3))
+        other_noise = bench.run_plan(plan_step(step, times, u0), u0, torch.Generator().manual_seed(4))
+    loop = splitdyn.CapturedLoop(step, times, u0)
+    assert not loop.graphed and loop.nfe == plan.evaluations == 4
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(3)  # the loop draws from the default generator, as a captured graph does on CUDA
-        ours = run(u0).clone()
-        torch.manual_seed(3)
-        again = run(u0).clone()  # the counter restarts: the same steps again
+        captured = loop(u0).clone()
     finally:
         torch.random.set_rng_state(state)
-    with torch.no_grad():
-        reference = integrate(bench.library_propagator(cld, score_model, sampler), u0, grid,
-                              generator=torch.Generator().manual_seed(3), fuse_exact_flows=False).state
-    assert torch.equal(ours, again)
-    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+    assert preset.nfe == 4 and torch.equal(preset.state, reference)
+    torch.testing.assert_close(eager, reference, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(captured, reference, rtol=1e-6, atol=1e-6)
+    assert (other_noise - reference).abs().max() > 1e-2  # the comparison sees the noise
 
 
-def test_capturable_step_detects_a_wrong_coefficient(bench, monkeypatch):
-    """The comparison with the library is sensitive: a 1% error in one coefficient shows up."""
-    from splitdyn import make_grid
+def tensors(value):
+    """The tensors in an op's arguments or result (nested lists, tuples and dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from tensors(v)
+
+
+@pytest.mark.parametrize("sampler", ["sscs", "em"])
+def test_the_graphed_loop_copies_nothing_from_the_host_per_step(bench, sampler):
+    """What CapturedLoop captures on CUDA does no host-to-device copy (it would synchronise, and fail capture).
+
+    Checked on the meta device as a stand-in: every copy op of the planned loop (network and MixedScore
+    included) from a CPU tensor to the device is recorded (a fill with a host scalar is no copy).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from splitdyn.integrate import plan_step
+
+    class HostToDevice(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if ("copy" in str(func) and any(t.device.type == "cpu" for t in tensors((args, kwargs)))
+                    and any(t.device.type == "meta" for t in tensors(out))):
+                self.copies.append(str(func))
+            return out
 
     _, cld, score_model, net = bench.sampling_model("tiny", torch.device("cpu"), "fp32")
-    u0 = cld.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    grid = make_grid("quadratic", 3, cld.T, 1e-3)
-    assert bench.compare_with_library(cld, score_model, net, "sscs", u0, grid) < 1e-6
-    original = bench.make_sampler_step
-
-    def perturbed(sampler, network, coefficients, mixed=True):
-        return original(sampler, network, dict(coefficients, ell=coefficients["ell"] * 1.01), mixed)
-
-    monkeypatch.setattr(bench, "make_sampler_step", perturbed)
-    for sampler in ("sscs", "em"):
-        assert bench.compare_with_library(cld, score_model, net, sampler, u0, grid) > 1e-3
+    net.to("meta")
+    u0 = torch.zeros(2, 2, 1, 8, 8, device="meta")
+    plan = plan_step(bench.library_step(cld, score_model, sampler), bench.reverse_times(cld, 3), u0)
+    with torch.no_grad(), HostToDevice() as mode:
+        out = bench.run_plan(plan, u0)
+    assert out.device.type == "meta" and plan.evaluations == 3
+    assert mode.copies == []
 
 
 def test_forward_flops_counts_on_meta(bench):
     flops, where = bench.forward_flops("tiny", 4, torch.device("cpu"))
     assert where == "meta" and flops > 0
     assert bench.forward_flops("tiny", 8, torch.device("cpu"))[0] == 2 * flops
+
+
+def test_report_collects_the_gpu_results(smoke, tmp_path, monkeypatch):
+    """benchmarks/report.py builds its README and docs page from these files (a failed part included)."""
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("bench_report", SCRIPT.with_name("report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out, _ = smoke
+    results, generated = tmp_path / "results", tmp_path / "generated"
+    shutil.copytree(out, results)
+    (results / "gpu_fp16_cuda.json").write_text(json.dumps({"machine": "m", "error": "Traceback ..."}))
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "GENERATED", generated)
+    report.main()
+    readme = (results / "README.md").read_text()
+    for part in ("sampling", "overhead", "fp16", "throughput"):
+        assert f"## gpu_{part}_cpu_quick" in readme
+    assert "| sscs |" in readme and "library step ms" in readme
+    assert "## gpu_fp16_cuda" in readme and "**failed**" in readme
+    assert "gpu_overhead_cpu_quick" in (generated / "benchmarks.rst").read_text()
