@@ -303,7 +303,12 @@ class LinearSDE(LinearSDEBase):
 
     def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
         t, s = self._check_interval(t, s)
-        return van_loan_kernel(self.F, self.GGt, self.rescaling.increment(t, s))
+        return self.increment_kernel(self.rescaling.increment(t, s))
+
+    def increment_kernel(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\Phi, Q)` over an integrated rate :math:`\Delta B` (any non-negative float64 tensor): the kernel
+        depends on the interval only through it. Van Loan here; processes with closed forms override it."""
+        return van_loan_kernel(self.F, self.GGt, delta)
 
     def transition_matrix(self, t, s=0.0) -> torch.Tensor:
         t, s = self._check_interval(t, s)

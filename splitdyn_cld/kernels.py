@@ -52,12 +52,15 @@ from __future__ import annotations
 
 import torch
 
+from splitdyn import LinearSDE
 from splitdyn.checks import as_float64_time, check_nonnegative, check_time
 from splitdyn.schedules import ReversedRescaling
 
 from .process import CLD
 
 __all__ = [
+    "forward_increment_kernel",
+    "ReverseLinearPart",
     "forward_mean_coefficients",
     "forward_mean_matrix",
     "forward_covariance",
@@ -243,6 +246,15 @@ def forward_covariance_determinant(cld: CLD, t, initial_covariance=(0.0, 0.0)) -
     return _covariance_entries(cld, _integrated_rate(cld, t), a, b)[3]
 
 
+def forward_increment_kernel(cld: CLD, delta_B) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Transition matrix and noise covariance of the forward CLD over an integrated rate :math:`\delta B`
+    (eq. 28-33 with :math:`\Sigma_0 = 0`); ``CLD.kernel`` uses it for a critically damped process."""
+    _require_critical(cld)
+    b = as_float64_time("delta_B", delta_B)
+    xx, xv, vv, _ = _covariance_entries(cld, b, 0.0, 0.0)
+    return _mean_map(cld, b, 1.0), _stack2x2(xx, xv, xv, vv)
+
+
 # -- reverse-time linear part (SSCS) ------------------------------------------------------------------------
 def half_step_kernel(cld: CLD, delta_B) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Mean map and covariance of the time-reversed linear part over an integrated rate :math:`\delta B`
@@ -289,6 +301,25 @@ def reverse_linear_kernel(cld: CLD, tau, s=0.0) -> tuple[torch.Tensor, torch.Ten
         raise ValueError("reverse_linear_kernel needs tau >= s")
     delta_B = ReversedRescaling(cld.rescaling, cld.T).increment(tau, s).clamp_min(0.0)
     return half_step_kernel(cld, delta_B)
+
+
+class ReverseLinearPart(LinearSDE):
+    r"""CLD's time-reversed linear part :math:`\hat{\mathcal L}^*_A` (eq. 76, split at the stationary precision)
+    with the closed-form kernel of eq. 85-90: what :meth:`CLD.reverse_linear_part` returns for a critically
+    damped process, so SSCS's exact half-steps use the closed forms (the generic Van Loan kernel of the same
+    matrices is the cross-check in the tests)."""
+
+    def __init__(self, cld: CLD) -> None:
+        _require_critical(cld)
+        P = torch.diag(torch.tensor([1.0, 1.0 / cld.mass], dtype=torch.float64))
+        super().__init__(-cld.F - cld.GGt @ P, cld.G, ReversedRescaling(cld.rescaling, cld.T), cld.T)
+        self.cld = cld
+
+    def increment_kernel(self, delta):
+        return half_step_kernel(self.cld, delta)
+
+    def transition_matrix(self, t, s=0.0) -> torch.Tensor:
+        return self.kernel(t, s)[0]
 
 
 # -- perturbation kernels, ell and the mixed-score variance ------------------------------------------------------

@@ -136,6 +136,32 @@ class CLD(LinearSDE):
         scale = torch.tensor([1.0, math.sqrt(self.mass)], dtype=dtype, device=device)
         return u * scale.reshape(1, 2, *([1] * (len(shape) - 1)))
 
+    @property
+    def critically_damped(self) -> bool:
+        """Whether :math:`\Gamma^2 = 4M` (then the closed-form kernels of :mod:`splitdyn_cld.kernels` apply)."""
+        return math.isclose(self.friction**2, 4.0 * self.mass, rel_tol=1e-9)
+
+    def increment_kernel(self, delta):
+        r"""The kernel over an integrated rate :math:`\delta B`: the closed forms (eq. 28-33) when critically
+        damped, else the generic Van Loan kernel."""
+        if not self.critically_damped:
+            return super().increment_kernel(delta)
+        from .kernels import forward_increment_kernel  # kernels builds on this module
+
+        return forward_increment_kernel(self, delta)
+
+    def transition_matrix(self, t, s=0.0) -> torch.Tensor:
+        return self.kernel(t, s)[0] if self.critically_damped else super().transition_matrix(t, s)
+
+    def reverse_linear_part(self, precision=None):
+        r"""The reverse-time linear part (eq. 76); at the default precision and critical damping a
+        :class:`~splitdyn_cld.kernels.ReverseLinearPart` with the closed-form kernel of eq. 85-90."""
+        if precision is not None or not self.critically_damped:
+            return super().reverse_linear_part(precision)
+        from .kernels import ReverseLinearPart
+
+        return ReverseLinearPart(self)
+
     def reverse(self, velocity_score) -> ReverseSDE:
         r"""The reverse-time SDE given the velocity score :math:`\nabla_v \log p_t(u)` (only it is needed:
         :math:`GG^\top` is zero on :math:`x`)."""

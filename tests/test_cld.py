@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from splitdyn import apply_matrix
+from splitdyn import LinearSDE, apply_matrix
 from splitdyn.oracles import DiffusedGaussianMixture, GaussianMixture, diamond_mixture
 from splitdyn_cld import (
     CLD,
@@ -28,7 +28,7 @@ TIMES = torch.logspace(-3, 0, 13, dtype=torch.float64)
 @pytest.mark.parametrize("initial", [(0.0, 0.0), (0.0, 0.01), (0.3, 0.01)])
 def test_closed_form_forward_kernel_matches_the_generic_kernel(initial):
     cld = CLD()
-    Phi, Q = cld.kernel(TIMES)
+    Phi, Q = LinearSDE(cld.F, cld.G, cld.rescaling, cld.T).kernel(TIMES)  # the generic Van Loan kernel
     S0 = torch.diag(torch.tensor(initial, dtype=torch.float64))
     reference = Phi @ S0 @ Phi.transpose(-1, -2) + Q
     assert torch.allclose(forward_mean_matrix(cld, TIMES), Phi, rtol=1e-12, atol=1e-15)
@@ -38,7 +38,7 @@ def test_closed_form_forward_kernel_matches_the_generic_kernel(initial):
 
 def test_half_step_kernel_matches_the_generic_reverse_linear_part():
     cld = CLD()
-    linear = cld.reverse_linear_part()
+    linear = LinearSDE(cld.F, cld.G, cld.rescaling, cld.T).reverse_linear_part()  # generic Van Loan
     for tau, h in [(0.0, 0.005), (0.3, 0.02), (0.9, 0.05)]:
         Phi, Q = linear.kernel(tau + h, tau)
         A, S = half_step_kernel(cld, cld.beta(0.5).item() * h)

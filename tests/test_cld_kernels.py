@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from splitdyn import LinearSDE
 from splitdyn.schedules import LinearBeta
 from splitdyn_cld import (
     CLD,
@@ -20,7 +21,7 @@ from splitdyn_cld import (
     reverse_linear_kernel,
     velocity_variance,
 )
-from splitdyn_cld.kernels import SERIES_SWITCH, _exp_tails
+from splitdyn_cld.kernels import SERIES_SWITCH, ReverseLinearPart, _exp_tails, forward_increment_kernel
 
 LOGSPACE = torch.logspace(-8, 0, 49, dtype=torch.float64)
 INITIAL = {"dsm": (0.0, 0.0), "hsm": "hsm", "general": (0.3, 0.01)}
@@ -135,11 +136,45 @@ def test_entrywise_hsm_determinant_cancels_where_the_closed_form_does_not():
 
 
 # -- closed forms vs the generic (matrix exponential / series) kernels ------------------------------------------
+def van_loan(cld):
+    """The same SDE as a plain LinearSDE: the generic Van Loan kernel (CLD itself uses the closed forms)."""
+    return LinearSDE(cld.F, cld.G, cld.rescaling, cld.T)
+
+
+@pytest.mark.parametrize("beta", [4.0, LinearBeta(0.1, 20.0)])
+def test_the_cld_process_runs_the_closed_forms_and_they_agree_with_van_loan(beta):
+    cld = CLD(beta=beta)
+    t = torch.tensor([0.3, 0.7, 1.0], dtype=torch.float64)
+    s = torch.tensor([0.0, 0.2, 0.95], dtype=torch.float64)
+    Phi, Q = cld.kernel(t, s)
+    delta = cld.rescaling.increment(t, s)
+    A, S = forward_increment_kernel(cld, delta)
+    assert torch.equal(Phi, A) and torch.equal(Q, S) and torch.equal(cld.transition_matrix(t, s), A)
+    Phi_vl, Q_vl = van_loan(cld).kernel(t, s)
+    torch.testing.assert_close(Phi, Phi_vl, rtol=1e-12, atol=1e-15)
+    # covariances: diagonals relative to themselves, the off-diagonal relative to sqrt(Q_xx Q_vv) (its natural
+    # scale; Van Loan's off-diagonal carries cancellation error of that size), as in the logspace test above
+    diag = Q.diagonal(dim1=-2, dim2=-1)
+    assert ((diag - Q_vl.diagonal(dim1=-2, dim2=-1)).abs() / diag).max() < 1e-10
+    assert ((Q[:, 0, 1] - Q_vl[:, 0, 1]).abs() / (Q[:, 0, 0] * Q[:, 1, 1]).sqrt()).max() < 1e-10
+    linear = cld.reverse_linear_part()
+    assert isinstance(linear, ReverseLinearPart)
+    A, S = linear.kernel(torch.tensor(0.5), torch.tensor(0.2))
+    Phi_vl, Q_vl = van_loan(cld).reverse_linear_part().kernel(torch.tensor(0.5), torch.tensor(0.2))
+    torch.testing.assert_close(A, Phi_vl, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(S, Q_vl, rtol=1e-10, atol=1e-15)
+    # an under-damped CLD has no closed form here: the generic kernel
+    with pytest.warns(UserWarning):
+        under = CLD(friction=0.5)
+    assert torch.equal(under.kernel(t, s)[1], van_loan(under).kernel(t, s)[1])
+
+
+
 @pytest.mark.parametrize("mass, beta", [(0.25, 4.0), (1.0, 2.0), (0.25, LinearBeta(0.1, 20.0))])
 def test_closed_forms_match_the_generic_kernel_over_logspace(mass, beta):
     # the generic kernel is accurate to ~1e-11 relative here (its matrix_exp is the limiting factor near t=1e-3)
     cld = CLD(mass=mass, beta=beta)
-    Phi, Q = cld.kernel(LOGSPACE)
+    Phi, Q = van_loan(cld).kernel(LOGSPACE)
     assert torch.allclose(forward_mean_coefficients(cld, LOGSPACE), Phi, rtol=1e-10, atol=0.0)
     for initial in INITIAL.values():
         S0 = cld.initial_covariance(initial) if isinstance(initial, str) else torch.diag(torch.tensor(initial, dtype=torch.float64))
@@ -169,7 +204,7 @@ def test_ell_and_cholesky_match_the_perturbation_kernel_where_its_cholesky_is_we
 def test_half_step_kernel_is_eq_85_to_90_and_matches_the_generic_reverse_linear_part():
     cld = CLD()
     G = cld.friction
-    linear = cld.reverse_linear_part()
+    linear = van_loan(cld).reverse_linear_part()
     for tau, h in [(0.0, 1e-7), (0.0, 0.005), (0.3, 0.02), (0.5, 0.5)]:
         Phi, Q = linear.kernel(tau + h, tau)
         A, S = reverse_linear_kernel(cld, tau + h, tau)
@@ -195,7 +230,7 @@ def test_half_step_kernel_is_eq_85_to_90_and_matches_the_generic_reverse_linear_
 
 def test_reverse_kernel_with_a_time_dependent_rate_integrates_each_half_step_over_its_own_interval():
     cld = CLD(beta=LinearBeta(0.1, 20.0))
-    linear = cld.reverse_linear_part()
+    linear = van_loan(cld).reverse_linear_part()
     for tau, h in [(0.0, 0.05), (0.4, 0.1), (0.9, 0.1)]:
         Phi, Q = linear.kernel(tau + h, tau)
         A, S = reverse_linear_kernel(cld, tau + h, tau)

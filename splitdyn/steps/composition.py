@@ -72,6 +72,9 @@ class _CompositionPlan(Plan):
         self.plans = [op.plan(intervals.sub(offset, fraction), like) for op, offset, fraction in schedule]
         self.reuse = self._find_reuse(schedule, intervals)
         self.values: list = [None] * len(self.plans)
+        # per sub-step: (index, the drift plan that evaluates/advances or None, the plan, the reuse rule)
+        self.calls = [(j, getattr(p, "drift", p) if hasattr(p, "evaluate") else None, p, self.reuse[j])
+                      for j, p in enumerate(self.plans)]
 
     def _find_reuse(self, schedule, intervals) -> list:
         """For each sub-step: ``None`` or ``(j, across)``: reuse sub-step ``j``'s value (of the previous step
@@ -116,17 +119,17 @@ class _CompositionPlan(Plan):
     def __call__(self, u, i, generator=None):
         if self.fused is not None and i == 0:
             u = self.fused(u, 0, generator)
-        for j, plan in enumerate(self.plans):
-            rule = self.reuse[j]
-            if hasattr(plan, "evaluate"):
-                if rule is not None and (not rule[1] or i > 0):
-                    value = self.values[rule[0]]
-                else:
-                    value = plan.evaluate(u, i)
-                self.values[j] = value
-                u = plan.advance(u, value, i)
-            else:
+        values = self.values
+        for j, drift, plan, rule in self.calls:
+            if drift is None:
                 u = plan(u, i, generator)
+                continue
+            if rule is not None and (not rule[1] or i > 0):
+                value = values[rule[0]]
+            else:
+                value = drift.evaluate(u, i)
+            values[j] = value
+            u = drift.advance(u, value, i)
         if self.fused is not None:
             u = self.fused(u, i + 1, generator)
         return u

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..gaussian import psd_cholesky
-from ..linear_sde import LinearSDE, LinearSDEBase, van_loan_kernel
+from ..linear_sde import LinearSDE, LinearSDEBase
 from ..schedules import ConstantBeta
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 
@@ -32,7 +32,7 @@ def linear_kernels(sde: LinearSDEBase, intervals: Intervals) -> tuple[torch.Tens
         raise ValueError("the exact flow needs non-negative spans (go backwards with the reverse-time SDE)")
     if isinstance(sde, LinearSDE) and isinstance(sde.rescaling, ConstantBeta):
         distinct, index = torch.unique(spans, return_inverse=True)
-        Phi, Q = van_loan_kernel(sde.F, sde.GGt, sde.rescaling.value * distinct)
+        Phi, Q = sde.increment_kernel(sde.rescaling.value * distinct)
         return Phi, Q, index.tolist()
     Phi, Q = sde.kernel(intervals.starts + spans, intervals.starts)
     return Phi, Q, list(range(len(intervals)))
