@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from splitdyn_cld.nets import CONFIGS, ScoreUNet, UNetConfig, config_names, count_parameters, get_config
-from splitdyn_cld.nets import layers
+from splitdyn_cld.nets import blocks, layers
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -145,14 +145,14 @@ def test_biggan_blocks_resample_and_blocks_start_close_to_their_skip_path(genera
     x = torch.randn(2, 16, 8, 8, generator=generator)
     temb = torch.randn(2, 32, generator=generator)
     for kwargs, size in [(dict(up=True), 16), (dict(down=True), 4), ({}, 8)]:
-        block = layers.BigGANResBlock(16, 32, temb_dim=32, fir=True, **kwargs)
+        block = blocks.BigGANResBlock(16, 32, temb_dim=32, fir=True, **kwargs)
         assert block(x, temb).shape == (2, 32, size, size)
-    same = layers.BigGANResBlock(16, 16, temb_dim=32)
+    same = blocks.BigGANResBlock(16, 16, temb_dim=32)
     torch.testing.assert_close(same(x, temb), x / 2 ** 0.5, atol=1e-3, rtol=0)
-    attn = layers.AttentionBlock(16, skip_rescale=False)
+    attn = blocks.AttentionBlock(16, skip_rescale=False)
     torch.testing.assert_close(attn(x), x, atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="both"):
-        layers.BigGANResBlock(16, up=True, down=True)
+        blocks.BigGANResBlock(16, up=True, down=True)
 
 
 def test_group_norm_groups():

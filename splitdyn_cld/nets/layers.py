@@ -15,8 +15,8 @@ Contents
   :func:`sinusoidal_embedding` / :class:`SinusoidalEmbedding` (transformer-style positional embedding, used on
   :math:`999\,t`).
 * Resampling: :func:`fir_kernel_2d`, :func:`fir_downsample`, :func:`fir_upsample`, :class:`Downsample`,
-  :class:`Upsample`.
-* Blocks: :class:`BigGANResBlock` (with up/down variants), :class:`DDPMResBlock`, :class:`AttentionBlock`.
+  :class:`Upsample`, :class:`Resampler`.
+* The residual and attention blocks built from these are in :mod:`splitdyn_cld.nets.blocks`.
 
 Boundary handling of the FIR filters
 ------------------------------------
@@ -49,9 +49,7 @@ __all__ = [
     "fir_upsample",
     "Downsample",
     "Upsample",
-    "BigGANResBlock",
-    "DDPMResBlock",
-    "AttentionBlock",
+    "Resampler",
 ]
 
 _TINY_SCALE = 1e-10  # "zero" init scale: keeps the variance-scaling formula finite, output ~ 0
@@ -391,7 +389,7 @@ def fir_upsample(x: torch.Tensor, kernel2d: torch.Tensor) -> torch.Tensor:
     return y[..., start:start + 2 * h, start:start + 2 * w]
 
 
-class _Resampler(nn.Module):
+class Resampler(nn.Module):
     """Parameter-free 2x resampling; holds the 2-D FIR filter as a non-persistent buffer (moves, not saved)."""
 
     def __init__(self, fir: bool, fir_kernel: Sequence[float]) -> None:
@@ -428,7 +426,7 @@ class Downsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, with_conv: bool = False,
                  fir: bool = False, fir_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
         super().__init__()
-        self.resample = _Resampler(fir, fir_kernel)
+        self.resample = Resampler(fir, fir_kernel)
         out_channels = out_channels or in_channels
         if not with_conv and out_channels != in_channels:
             raise ValueError("Downsample without a convolution cannot change the number of channels")
@@ -464,7 +462,7 @@ class Upsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, with_conv: bool = False,
                  fir: bool = False, fir_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
         super().__init__()
-        self.resample = _Resampler(fir, fir_kernel)
+        self.resample = Resampler(fir, fir_kernel)
         out_channels = out_channels or in_channels
         if not with_conv and out_channels != in_channels:
             raise ValueError("Upsample without a convolution cannot change the number of channels")
@@ -476,170 +474,3 @@ class Upsample(nn.Module):
         """``(B, C_in, H, W) -> (B, C_out, 2H, 2W)``."""
         x = self.resample.up(x)
         return self.conv(x) if self.with_conv else x
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Residual and attention blocks
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class BigGANResBlock(nn.Module):
-    r"""BigGAN-style residual block with optional up/down-sampling (the NCSN++ / DDPM++ block).
-
-    ``h = conv(act(norm(x)))`` (resampling ``h`` and ``x`` between the activation and the convolution when
-    ``up``/``down``), then ``h += dense(act(temb))`` (the time embedding as a per-channel bias), then
-    ``h = conv(dropout(act(norm(h))))`` with an almost-zero initialised convolution. The skip path is a 1x1
-    convolution whenever the channels or the resolution change. The output is :math:`(x + h)/\sqrt{2}` with
-    ``skip_rescale`` (else :math:`x + h`).
-
-    Parameters
-    ----------
-    in_channels:
-        Input channels.
-    out_channels:
-        Output channels (default ``in_channels``).
-    temb_dim:
-        Size of the time embedding (``None``: no time conditioning).
-    dropout:
-        Dropout probability before the second convolution.
-    up, down:
-        Double / halve the resolution (at most one of them).
-    fir, fir_kernel:
-        Resample with the FIR filter (else nearest neighbour / average pooling).
-    skip_rescale:
-        Divide the sum by :math:`\sqrt{2}`.
-    init_scale:
-        Variance scale of the second convolution (0: almost-zero, so the block starts as the identity path).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int | None = None, temb_dim: int | None = None,
-                 dropout: float = 0.0, up: bool = False, down: bool = False, fir: bool = False,
-                 fir_kernel: Sequence[float] = (1, 3, 3, 1), skip_rescale: bool = True,
-                 init_scale: float = 0.0) -> None:
-        super().__init__()
-        self.resample = _Resampler(fir, fir_kernel)
-        if up and down:
-            raise ValueError("a residual block cannot both upsample and downsample")
-        out_channels = out_channels or in_channels
-        self.up, self.down, self.skip_rescale = bool(up), bool(down), bool(skip_rescale)
-        self.act = nn.SiLU()
-        self.norm0 = group_norm(in_channels)
-        self.conv0 = conv3x3(in_channels, out_channels)
-        self.temb_proj = dense(temb_dim, out_channels) if temb_dim is not None else None
-        self.norm1 = group_norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv1 = conv3x3(out_channels, out_channels, init_scale=init_scale)
-        needs_skip = in_channels != out_channels or up or down
-        self.skip = conv1x1(in_channels, out_channels) if needs_skip else None
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply the block to ``x`` ``(B, C_in, H, W)`` with the time embedding ``temb`` ``(B, temb_dim)``."""
-        h = self.act(self.norm0(x))
-        if self.up:
-            h, x = self.resample.up(h), self.resample.up(x)
-        elif self.down:
-            h, x = self.resample.down(h), self.resample.down(x)
-        h = self.conv0(h)
-        if self.temb_proj is not None:
-            if temb is None:
-                raise ValueError("this block was built with temb_dim and needs a time embedding")
-            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
-        h = self.conv1(self.dropout(self.act(self.norm1(h))))
-        if self.skip is not None:
-            x = self.skip(x)
-        out = x + h
-        return out * (1.0 / math.sqrt(2.0)) if self.skip_rescale else out
-
-
-class DDPMResBlock(nn.Module):
-    r"""DDPM-style residual block (Ho et al., 2020) without resampling.
-
-    Same computation as :class:`BigGANResBlock` without ``up``/``down``; the skip path (when the channels
-    change) is a 1x1 convolution, or a 3x3 one with ``conv_shortcut``.
-
-    Parameters
-    ----------
-    in_channels:
-        Input channels.
-    out_channels:
-        Output channels (default ``in_channels``).
-    temb_dim:
-        Size of the time embedding (``None``: no time conditioning).
-    dropout:
-        Dropout probability before the second convolution.
-    conv_shortcut:
-        Use a 3x3 convolution on the skip path.
-    skip_rescale:
-        Divide the sum by :math:`\sqrt{2}`.
-    init_scale:
-        Variance scale of the second convolution.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int | None = None, temb_dim: int | None = None,
-                 dropout: float = 0.0, conv_shortcut: bool = False, skip_rescale: bool = True,
-                 init_scale: float = 0.0) -> None:
-        super().__init__()
-        out_channels = out_channels or in_channels
-        self.skip_rescale = bool(skip_rescale)
-        self.act = nn.SiLU()
-        self.norm0 = group_norm(in_channels)
-        self.conv0 = conv3x3(in_channels, out_channels)
-        self.temb_proj = dense(temb_dim, out_channels) if temb_dim is not None else None
-        self.norm1 = group_norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv1 = conv3x3(out_channels, out_channels, init_scale=init_scale)
-        if in_channels == out_channels:
-            self.skip = None
-        else:
-            self.skip = conv3x3(in_channels, out_channels) if conv_shortcut else conv1x1(in_channels, out_channels)
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply the block to ``x`` ``(B, C_in, H, W)`` with the time embedding ``temb`` ``(B, temb_dim)``."""
-        h = self.conv0(self.act(self.norm0(x)))
-        if self.temb_proj is not None:
-            if temb is None:
-                raise ValueError("this block was built with temb_dim and needs a time embedding")
-            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
-        h = self.conv1(self.dropout(self.act(self.norm1(h))))
-        if self.skip is not None:
-            x = self.skip(x)
-        out = x + h
-        return out * (1.0 / math.sqrt(2.0)) if self.skip_rescale else out
-
-
-class AttentionBlock(nn.Module):
-    r"""Single-head self-attention over the pixels, with a residual connection.
-
-    ``q, k, v`` are 1x1 convolutions of the group-normalised input; the attention uses
-    :func:`torch.nn.functional.scaled_dot_product_attention` (softmax of :math:`qk^\top/\sqrt{C}`), followed by
-    an almost-zero initialised 1x1 output projection. The output is :math:`(x + h)/\sqrt{2}` with
-    ``skip_rescale``.
-
-    Parameters
-    ----------
-    channels:
-        Number of channels.
-    skip_rescale:
-        Divide the residual sum by :math:`\sqrt{2}`.
-    init_scale:
-        Variance scale of the output projection.
-    """
-
-    def __init__(self, channels: int, skip_rescale: bool = True, init_scale: float = 0.0) -> None:
-        super().__init__()
-        self.skip_rescale = bool(skip_rescale)
-        self.norm = group_norm(channels)
-        self.q = conv1x1(channels, channels)
-        self.k = conv1x1(channels, channels)
-        self.v = conv1x1(channels, channels)
-        self.proj = conv1x1(channels, channels, init_scale=init_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over the ``H * W`` positions of ``x`` ``(B, C, H, W)``."""
-        b, c, hh, ww = x.shape
-        h = self.norm(x)
-        q, k, v = (m(h).reshape(b, 1, c, hh * ww).transpose(-1, -2) for m in (self.q, self.k, self.v))
-        a = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c)
-        h = self.proj(a.transpose(-1, -2).reshape(b, c, hh, ww))
-        out = x + h
-        return out * (1.0 / math.sqrt(2.0)) if self.skip_rescale else out

@@ -46,10 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .blocks import AttentionBlock, BigGANResBlock, DDPMResBlock
 from .layers import (
-    AttentionBlock,
-    BigGANResBlock,
-    DDPMResBlock,
     Downsample,
     GaussianFourierEmbedding,
     SinusoidalEmbedding,
