@@ -144,6 +144,8 @@ class _ScorePartPlan(DriftPlan):
         C = h * reverse.score_columns(GGt)
         self.map = AffineMap([M, C], like)
         self.reverse = reverse
+        self.score = reverse.score
+        self.score_shape = torch.Size([C.shape[-1], *like.shape[2:]])
         self.score_times = t.tolist()
         self.evaluations = 0
         rows = (GGt.abs().amax(dim=(0, 2)) > 0)
@@ -155,7 +157,12 @@ class _ScorePartPlan(DriftPlan):
         self.evaluations += 1
         if self.compiled is not None:
             return self.compiled[0](u, self.tensor_times[i])
-        return self.reverse.evaluate_score(u, self.score_times[i])
+        t = self.score_times[i]
+        s = self.score(u, t)
+        if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
+                or s.shape[0] != u.shape[0]:
+            s = self.reverse.checked_score(u, t)  # the full check: it says what is wrong
+        return s
 
     def advance(self, u, value, i):
         if self.compiled is not None:

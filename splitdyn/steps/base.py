@@ -162,6 +162,14 @@ class AffineMap:
 
     def __call__(self, i: int, *inputs: torch.Tensor) -> torch.Tensor:
         """:math:`\\sum_j A_j[i]\\,x_j` for inputs ``x_j`` of shape ``(batch, m_j, *event)``."""
+        if self.mode == "kron" and self.rows is not None:  # the hot path of small CPU states, spelled out
+            matrices = self.rows[self.index[i]]
+            x = inputs[0]
+            b = x.shape[0]
+            out = torch.mm(x.reshape(b, -1), matrices[0])
+            for x, m in zip(inputs[1:], matrices[1:]):
+                out = torch.addmm(out, x.reshape(b, -1), m)
+            return out.view(b, self.k, *self.event)
         if self.mode != "scalars":
             return self.apply(self.prepared(i), inputs)
         i = self.index[i]
@@ -177,6 +185,12 @@ class AffineMap:
                 acc = inputs[0][:, 0] * 0.0 if inputs[0].requires_grad else torch.zeros_like(inputs[0][:, 0])
             rows.append(acc)
         return torch.stack(rows, dim=1)
+
+    def noise(self, j: int, batch: int, generator, dtype, device) -> torch.Tensor:
+        """Standard normal input ``j`` for a batch, drawn in the layout this map reads (flat in the kron mode)."""
+        if self.mode == "kron":
+            return torch.randn((batch, self.widths[j] * self.d), generator=generator, dtype=dtype, device=device)
+        return torch.randn((batch, self.widths[j], *self.event), generator=generator, dtype=dtype, device=device)
 
     def matrices(self, i: int) -> list[torch.Tensor]:
         """The float64 ``A_j[i]`` (for exact moment propagation)."""

@@ -136,6 +136,9 @@ class _LinearEMPlan(Plan):
         self.has_score = C is not None
         self.evaluations = 0
         self.compiled = None
+        if self.has_score:
+            self.score = sde.score
+            self.score_shape = torch.Size([C.shape[-1], *like.shape[2:]])
 
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()
@@ -161,16 +164,17 @@ class _LinearEMPlan(Plan):
             return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
         if self.has_score:
             self.evaluations += 1
-            s = self.sde.evaluate_score(u, self.score_times[i])
+            t = self.score_times[i]
+            s = self.score(u, t)
+            if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
+                    or s.shape[0] != u.shape[0]:
+                s = self.sde.checked_score(u, t)  # the full check: it says what is wrong
             if self.noise_width:
-                z = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator, dtype=u.dtype,
-                                device=u.device)
+                z = self.map.noise(2, u.shape[0], generator, u.dtype, u.device)
                 return self.map(i, u, s, z)
             return self.map(i, u, s)
         if self.noise_width:
-            z = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator, dtype=u.dtype,
-                            device=u.device)
-            return self.map(i, u, z)
+            return self.map(i, u, self.map.noise(1, u.shape[0], generator, u.dtype, u.device))
         return self.map(i, u)
 
     def gaussian_moments(self, mean, covariance, i):

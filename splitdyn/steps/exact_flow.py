@@ -53,10 +53,10 @@ class _ExactFlowPlan(Plan):
         self.writes = frozenset(int(c) for c in torch.nonzero(moved).flatten().tolist())
 
     def __call__(self, u, i, generator=None):
-        noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
         if self.compiled is not None:
+            noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
             return self.compiled(self.map.prepared(i), [u, noise])
-        return self.map(i, u, noise)
+        return self.map(i, u, self.map.noise(1, u.shape[0], generator, u.dtype, u.device))
 
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()
