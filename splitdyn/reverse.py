@@ -172,7 +172,7 @@ class _ScorePartPlan(DriftPlan):
     def compile(self, **options) -> None:
         """Compile the score call and the Euler update separately (the value between them may be reused)."""
         self.map = self.map.tensor_only()
-        self.tensor_times = torch.tensor(self.score_times, dtype=self.map.dtype, device=self.map.device)
+        self.tensor_times = torch.tensor(self.score_times, dtype=torch.float64, device=self.map.device)
         self.compiled = (torch.compile(self.reverse.checked_score, **options), torch.compile(self.map.apply, **options))
 
 

@@ -176,7 +176,7 @@ def sample(
         Keep the autograd graph (default: sample under ``torch.no_grad()``).
     compile:
         ``True`` or ``torch.compile`` options: compile each plan's arithmetic once (scores then receive
-        the time as a 0-d tensor).
+        the time as a 0-d float64 tensor).
     divergence_factor:
         See :func:`~splitdyn.integrate.integrate`.
 

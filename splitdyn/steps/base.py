@@ -225,7 +225,8 @@ class Plan(ABC):
 
     def compile(self, **options) -> None:
         """Compile the plan's tensor arithmetic with ``torch.compile(**options)``: once per plan, never per time
-        (per-step matrices and times enter as tensor arguments; scores then receive the time as a 0-d tensor).
+        (per-step matrices and times enter as tensor arguments; scores then receive the time as a 0-d float64
+        tensor on the state's device).
         The default does nothing (a plan with nothing worth compiling)."""
 
 

@@ -143,7 +143,7 @@ class _LinearEMPlan(Plan):
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()
         times = self.score_times if self.score_times is not None else [0.0] * self.n
-        self.tensor_times = torch.tensor(times, dtype=self.map.dtype, device=self.map.device)
+        self.tensor_times = torch.tensor(times, dtype=torch.float64, device=self.map.device)  # exact times
         self.compiled = torch.compile(self._update, **options)
 
     def _update(self, u, t, noise, matrices):
