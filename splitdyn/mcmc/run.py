@@ -48,6 +48,8 @@ class ChainResult:
         Wall time of the loop.
     acceptance_rate:
         Per-chain fraction of accepted proposals after the burn-in (float64), ``None`` for unadjusted steps.
+    acceptance_probability:
+        Per-chain mean of :math:`\min(1, \alpha)` after the burn-in (a lower-variance estimate of the same).
     """
 
     state: torch.Tensor
@@ -56,6 +58,7 @@ class ChainResult:
     n_steps: int
     seconds: float
     acceptance_rate: torch.Tensor | None = field(default=None)
+    acceptance_probability: torch.Tensor | None = field(default=None)
 
     def summary(self) -> dict:
         """Acceptance, ESS and R-hat per coordinate (see :func:`splitdyn.mcmc.diagnostics.summarize`)."""
@@ -143,6 +146,9 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
     seconds = time.perf_counter() - start
     if not bool(torch.isfinite(u).all()):
         raise DivergenceError(f"the chain diverged: non-finite states after {n_steps} steps; take a smaller step_size")
-    rate = plan.acceptance_rate() if isinstance(plan, MetropolisPlan) else None
+    rate = probability = None
+    if isinstance(plan, MetropolisPlan) and plan.proposals:
+        rate = plan.acceptance_rate()
+        probability = plan.acceptance_probability.detach().to("cpu", torch.float64) / plan.proposals
     return ChainResult(state=u, samples=samples, nfe=plan.evaluations, n_steps=n_steps, seconds=seconds,
-                       acceptance_rate=rate)
+                       acceptance_rate=rate, acceptance_probability=probability)

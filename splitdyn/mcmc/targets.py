@@ -76,21 +76,33 @@ class Potential:
         if self.gradient_fn is not None:
             g = _check_output("gradient", self.gradient_fn(x), x.shape, x)
         else:
-            with torch.enable_grad():
-                y = x.detach().requires_grad_(True)
-                U = _check_output("energy", self.energy_fn(y), x.shape[:1], x)
-                (g,) = torch.autograd.grad(U.sum(), y)
+            _, g = self._autograd(x)
         return g if self.temperature == 1.0 else g / self.temperature
+
+    def _autograd(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U(x), grad U(x))`` untempered: one backward pass, or ``torch.func`` under a transform or autograd."""
+        if not x.requires_grad:
+            try:
+                with torch.enable_grad():
+                    y = x.detach().requires_grad_(True)
+                    U = _check_output("energy", self.energy_fn(y), x.shape[:1], x)
+                    (g,) = torch.autograd.grad(U.sum(), y)
+                return U.detach(), g
+            except RuntimeError as exc:  # inside torch.func transforms (jacrev of a step): use torch.func
+                if "functorch" not in str(exc) and "transform" not in str(exc):
+                    raise
+        g, (_, U) = torch.func.grad_and_value(lambda y: self._total_energy(y, x), has_aux=True)(x)
+        return U, g
+
+    def _total_energy(self, y: torch.Tensor, x: torch.Tensor):
+        U = _check_output("energy", self.energy_fn(y), x.shape[:1], x)
+        return U.sum(), U
 
     def energy_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(U(x)/T,\ \nabla U(x)/T)` (one forward and one backward pass with autograd)."""
         if self.gradient_fn is not None:
             return self.energy(x), self.gradient(x)
-        with torch.enable_grad():
-            y = x.detach().requires_grad_(True)
-            U = _check_output("energy", self.energy_fn(y), x.shape[:1], x)
-            (g,) = torch.autograd.grad(U.sum(), y)
-        U = U.detach()
+        U, g = self._autograd(x)
         if self.temperature != 1.0:
             U, g = U / self.temperature, g / self.temperature
         return U, g
