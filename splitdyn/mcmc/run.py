@@ -32,7 +32,7 @@ __all__ = ["ChainResult", "run_chain", "with_momentum"]
 
 @dataclass
 class ChainResult:
-    """What :func:`run_chain` returns.
+    r"""What :func:`run_chain` returns.
 
     Attributes
     ----------
