@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from splitdyn import integrate
+from splitdyn import integrate, splitting
 from splitdyn.mcmc import (
     GHMC,
     HMC,
@@ -43,7 +43,9 @@ def test_a_chain_of_1e5_steps_needs_no_horizon_and_memory_independent_of_its_len
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"\npeak RSS growth over 1e5 BAOAB steps: {grown_mib:.1f} MiB, t = 1e4 >> any horizon")
     assert grown_mib < 20 and bool(torch.isfinite(out.state).all())
-    assert out.nfe == 100_000 + math.ceil(100_000 / 1024)  # one gradient per step, plus one per planned block
+    assert out.nfe == 100_001  # one gradient per step (the force is reused across steps and planned blocks)
+    generic = splitting("BAOAB", langevin_parts(DOUBLE_WELL))  # the composition re-evaluates once per block
+    assert run_chain(generic, u, 3000, 0.1, keep=False).nfe == 3000 + math.ceil(3000 / 1024)
 
 
 @pytest.mark.parametrize("kind", ["ULA", "BAOAB", "MALA"])
@@ -55,6 +57,28 @@ def test_run_chain_is_the_integrate_loop_draw_for_draw(kind):
     a = integrate(step, u, grid, generator=torch.Generator().manual_seed(1))
     b = run_chain(step, u, 50, 0.05, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a.state, b.state) and a.nfe == b.nfe
+
+
+@pytest.mark.parametrize("sequence", ["BAOAB", "OBABO", "ABOBA", "OABAO", "BAOOAB"])
+def test_the_in_place_kinetic_step_is_the_composition_of_the_parts_draw_for_draw(sequence):
+    u = with_momentum(0.5 * torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=F64))
+    before = u.clone()
+    fused = run_chain(kinetic_langevin(DOUBLE_WELL, sequence, friction=0.7, mass=2.0), u, 40, 0.1,
+                      generator=torch.Generator().manual_seed(1))
+    generic = run_chain(splitting(sequence, langevin_parts(DOUBLE_WELL, friction=0.7, mass=2.0)), u, 40, 0.1,
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(fused.state, generic.state, rtol=1e-13, atol=1e-13)
+    assert torch.equal(u, before)  # the input is not modified
+    assert fused.nfe == generic.nfe
+
+
+def test_a_gradient_returning_a_view_of_its_input_is_safe_in_place():
+    identity = Potential(lambda x: 0.5 * (x**2).sum(-1), lambda x: x)  # grad U(q) = q itself
+    reference = Potential(lambda x: 0.5 * (x**2).sum(-1), lambda x: x.clone())
+    u = with_momentum(torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64))
+    a = run_chain(kinetic_langevin(identity), u, 20, 0.2, generator=torch.Generator().manual_seed(1)).state
+    b = run_chain(kinetic_langevin(reference), u, 20, 0.2, generator=torch.Generator().manual_seed(1)).state
+    assert torch.equal(a, b)
 
 
 def test_baoab_and_obabo_cost_one_gradient_per_step():

@@ -19,7 +19,7 @@ from .metropolis import MALA, MetropolisPlan
 from .overdamped import SGLD, ULA, sgld_grid
 from .run import ChainResult, run_chain, with_momentum
 from .targets import LogDensity, Potential, StochasticGradient, as_potential
-from .underdamped import ForceDrift, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts
+from .underdamped import ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts
 
 __all__ = [
     "AnnealedLangevin",
@@ -27,6 +27,7 @@ __all__ = [
     "ForceDrift",
     "GHMC",
     "HMC",
+    "KineticLangevin",
     "LogDensity",
     "MALA",
     "MetropolisPlan",

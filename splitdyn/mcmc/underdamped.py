@@ -20,6 +20,11 @@ has the invariant law :math:`\pi(q, p) \propto e^{-U(q) - |p|^2/(2M)}` (the pote
 string of them with :func:`splitdyn.splitting`. The kick declares that it reads :math:`q` and writes
 :math:`p` and does not depend on time, so a composition reuses the force of the previous step when
 :math:`q` has not moved since (first-same-as-last): BAOAB and OBABO cost one gradient per step.
+
+:class:`KineticLangevin` (what :func:`kinetic_langevin` returns) is the same splitting planned as one step:
+the same updates, the same noise draws and the same first-same-as-last reuse, applied in place to one copy
+of the state per step, which removes the per-sub-step allocations and dispatch of a generic composition
+(the difference matters for cheap potentials; see ``benchmarks/bench_mcmc.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from ..steps.drift import Drift, DriftPlan
 from ..steps.euler import EulerDrift
 from .targets import as_potential
 
-__all__ = ["MomentumOU", "PositionDrift", "ForceDrift", "langevin_parts", "kinetic_langevin"]
+__all__ = ["MomentumOU", "PositionDrift", "ForceDrift", "KineticLangevin", "langevin_parts", "kinetic_langevin"]
 
 
 class _MomentumOUPlan(Plan):
@@ -182,11 +187,103 @@ def langevin_parts(potential, friction: float = 1.0, mass: float = 1.0) -> dict[
     }
 
 
-def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0) -> Composition:
+class _KineticPlan(Plan):
+    def __init__(self, step: "KineticLangevin", intervals: Intervals, like: torch.Tensor) -> None:
+        self.n = len(intervals)
+        self.potential = step.potential
+        self.generic = step.composition
+        self.intervals = intervals
+        self.ops = []
+        for letter, fraction in zip(step.letters, step.fractions):
+            h = fraction * intervals.spans
+            if letter == "A":
+                self.ops.append(("A", (h / step.mass).tolist()))
+            elif letter == "B":
+                self.ops.append(("B", (-h).tolist()))
+            else:
+                decay = torch.exp(-step.friction * h)
+                scale = (step.mass * (1.0 - decay**2)).clamp_min(0.0).sqrt()
+                self.ops.append(("O", list(zip(decay.tolist(), scale.tolist()))))
+        self.evaluations = 0
+        self._last = None  # (state returned last, the force at its positions or None)
+
+    def __call__(self, u, i, generator=None):
+        force = self._last[1] if self._last is not None and self._last[0] is u else None
+        out = u.clone()
+        q, p = out[:, 0], out[:, 1]
+        for kind, table in self.ops:
+            if kind == "A":
+                q.add_(p, alpha=table[i])
+                force = None
+            elif kind == "B":
+                if force is None:
+                    force = self.potential.gradient(q)
+                    self.evaluations += 1
+                    if force.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+                        force = force.clone()  # a gradient that returns a view of q would move with it
+                p.add_(force, alpha=table[i])
+            else:
+                decay, scale = table[i]
+                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+                p.mul_(decay).add_(noise, alpha=scale)
+        self._last = (out, force)
+        return out
+
+    def gaussian_moments(self, mean, covariance, i):
+        """Exact moments for a linear force, through the equivalent composition of the parts."""
+        plan = self.generic.plan(self.intervals, mean.to(torch.float64), fuse=False)
+        return plan.gaussian_moments(mean, covariance, i)
+
+
+class KineticLangevin(Step):
+    r"""A splitting of kinetic Langevin dynamics (e.g. ``"BAOAB"``) planned as one in-place step.
+
+    Draw for draw the composition ``splitting(sequence, langevin_parts(potential, friction, mass))`` (same
+    updates, noise and first-same-as-last reuse of the force, also across steps), with one state copy per
+    step instead of one per sub-step. States ``(chains, 2, *event)``.
+
+    Parameters
+    ----------
+    potential:
+        A :class:`~splitdyn.mcmc.targets.Potential` or a callable ``U(q)``.
+    sequence:
+        Letters ``A``, ``B``, ``O``; each occurrence gets ``1 / count`` of the step.
+    friction:
+        :math:`\gamma \ge 0`.
+    mass:
+        :math:`M > 0`.
+    """
+
+    strong_order = None
+
+    def __init__(self, potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0) -> None:
+        if not isinstance(sequence, str):
+            raise TypeError(f"sequence must be a string of the letters A, B, O, got {type(sequence).__name__}")
+        self.potential = as_potential(potential)
+        self.friction = check_nonnegative("friction", friction)
+        self.mass = check_positive("mass", mass)
+        self.composition = splitting(sequence, langevin_parts(self.potential, self.friction, self.mass))
+        self.letters = [c for c in sequence if not c.isspace()]
+        self.fractions = [f for _, f in self.composition.steps]
+        self.sequence = "".join(self.letters)
+        self.nfe = self.letters.count("B")
+        self.weak_order = self.composition.weak_order
+
+    def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        return _KineticPlan(self, intervals, like)
+
+    def __repr__(self) -> str:
+        return (f"KineticLangevin({self.potential!r}, {self.sequence!r}, friction={self.friction:g}, "
+                f"mass={self.mass:g})")
+
+
+def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0) -> KineticLangevin:
     r"""A splitting of kinetic Langevin dynamics, e.g. ``"BAOAB"``, ``"OBABO"``, ``"ABOBA"`` (any string of A, B, O).
 
     Each occurrence of a letter gets ``1 / count`` of the step (see :func:`splitdyn.splitting`); a
-    palindromic string is second order. States have shape ``(chains, 2, *event)``.
+    palindromic string is second order. Returns the in-place :class:`KineticLangevin`; the generic
+    composition of the same parts is ``splitting(sequence, langevin_parts(potential, friction, mass))``.
+    States have shape ``(chains, 2, *event)``.
 
     Examples
     --------
@@ -195,6 +292,4 @@ def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, 
     >>> step.weak_order, step.nfe
     (2.0, 2)
     """
-    if not isinstance(sequence, str):
-        raise TypeError(f"sequence must be a string of the letters A, B, O, got {type(sequence).__name__}")
-    return splitting(sequence, langevin_parts(potential, friction, mass))
+    return KineticLangevin(potential, sequence, friction, mass)
