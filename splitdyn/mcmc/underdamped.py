@@ -267,7 +267,11 @@ class KineticLangevin(Step):
         self.fractions = [f for _, f in self.composition.steps]
         self.sequence = "".join(self.letters)
         self.nfe = self.letters.count("B")
-        self.weak_order = self.composition.weak_order
+
+    @property
+    def weak_order(self) -> float:  # type: ignore[override]
+        """That of the composition of the exact parts: 2 for a palindromic sequence, else 1."""
+        return self.composition.weak_order
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
         return _KineticPlan(self, intervals, like)
