@@ -68,7 +68,10 @@ def leapfrog(potential, q: torch.Tensor, p: torch.Tensor, h: float, n_steps: int
     U = None
     for step in range(n_steps):
         q = torch.add(q, p, alpha=h / mass)
-        U, g = potential.energy_and_gradient(q)
+        if step == n_steps - 1:  # the energy is needed at the end point only
+            U, g = potential.energy_and_gradient(q)
+        else:
+            g = potential.gradient(q)
         p = torch.add(p, g, alpha=-0.5 * h if step == n_steps - 1 else -h)
     return q, p, U, g
 

@@ -22,9 +22,10 @@ string of them with :func:`splitdyn.splitting`. The kick declares that it reads 
 :math:`q` has not moved since (first-same-as-last): BAOAB and OBABO cost one gradient per step.
 
 :class:`KineticLangevin` (what :func:`kinetic_langevin` returns) is the same splitting planned as one step:
-the same updates, the same noise draws and the same first-same-as-last reuse, applied in place to one copy
-of the state per step, which removes the per-sub-step allocations and dispatch of a generic composition
-(the difference matters for cheap potentials; see ``benchmarks/bench_mcmc.py``).
+the same updates, the same noise draws and the same first-same-as-last reuse, applied in place to
+contiguous position and momentum buffers (the state is assembled once per step). That removes the
+per-sub-step allocations, strided views and dispatch of a generic composition, which dominate the cost for
+cheap potentials (see ``benchmarks/bench_mcmc.py``).
 """
 
 from __future__ import annotations
@@ -205,12 +206,13 @@ class _KineticPlan(Plan):
                 scale = (step.mass * (1.0 - decay**2)).clamp_min(0.0).sqrt()
                 self.ops.append(("O", list(zip(decay.tolist(), scale.tolist()))))
         self.evaluations = 0
-        self._last = None  # (state returned last, the force at its positions or None)
+        self._last = None  # (state returned last, contiguous q and p buffers, the force at q or None)
 
     def __call__(self, u, i, generator=None):
-        force = self._last[1] if self._last is not None and self._last[0] is u else None
-        out = u.clone()
-        q, p = out[:, 0], out[:, 1]
+        if self._last is not None and self._last[0] is u:  # continue from the buffers behind the last state
+            _, q, p, force = self._last
+        else:
+            q, p, force = u[:, 0].clone(), u[:, 1].clone(), None
         for kind, table in self.ops:
             if kind == "A":
                 q.add_(p, alpha=table[i])
@@ -219,14 +221,15 @@ class _KineticPlan(Plan):
                 if force is None:
                     force = self.potential.gradient(q)
                     self.evaluations += 1
-                    if force.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
-                        force = force.clone()  # a gradient that returns a view of q would move with it
+                    if force.untyped_storage().data_ptr() == q.untyped_storage().data_ptr():
+                        force = force.clone()  # a gradient that returns q itself would move with it
                 p.add_(force, alpha=table[i])
             else:
                 decay, scale = table[i]
                 noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
                 p.mul_(decay).add_(noise, alpha=scale)
-        self._last = (out, force)
+        out = torch.stack((q, p), 1)
+        self._last = (out, q, p, force)
         return out
 
     def gaussian_moments(self, mean, covariance, i):
@@ -239,8 +242,8 @@ class KineticLangevin(Step):
     r"""A splitting of kinetic Langevin dynamics (e.g. ``"BAOAB"``) planned as one in-place step.
 
     Draw for draw the composition ``splitting(sequence, langevin_parts(potential, friction, mass))`` (same
-    updates, noise and first-same-as-last reuse of the force, also across steps), with one state copy per
-    step instead of one per sub-step. States ``(chains, 2, *event)``.
+    updates, noise and first-same-as-last reuse of the force, also across steps), updating contiguous
+    position and momentum buffers in place and assembling the state once per step. States ``(chains, 2, *event)``.
 
     Parameters
     ----------
