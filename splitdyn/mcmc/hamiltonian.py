@@ -64,15 +64,18 @@ def leapfrog(potential, q: torch.Tensor, p: torch.Tensor, h: float, n_steps: int
         ``(q', p', U(q'), grad U(q'))``: ``n_steps`` gradient evaluations (``n_steps + 1`` without ``gradient``).
     """
     g = potential.gradient(q) if gradient is None else gradient
+    # new tensors owned here, updated in place from then on, unless autograd (or torch.func) differentiates
+    in_place = not torch.is_grad_enabled()
     p = torch.add(p, g, alpha=-0.5 * h)
     U = None
     for step in range(n_steps):
-        q = torch.add(q, p, alpha=h / mass)
+        q = q.add_(p, alpha=h / mass) if in_place and step else torch.add(q, p, alpha=h / mass)
         if step == n_steps - 1:  # the energy is needed at the end point only
             U, g = potential.energy_and_gradient(q)
         else:
             g = potential.gradient(q)
-        p = torch.add(p, g, alpha=-0.5 * h if step == n_steps - 1 else -h)
+        alpha = -0.5 * h if step == n_steps - 1 else -h
+        p = p.add_(g, alpha=alpha) if in_place else torch.add(p, g, alpha=alpha)
     return q, p, U, g
 
 
