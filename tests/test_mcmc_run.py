@@ -202,3 +202,12 @@ def test_bad_input_is_refused_naming_the_argument():
 def test_a_diverging_chain_is_reported():
     with pytest.raises(ValueError, match="diverged"):
         run_chain(ULA(DOUBLE_WELL), torch.full((2, 1, 1), 3.0, dtype=F64), 50, 0.5)
+
+
+def test_keeping_draws_or_not_runs_the_same_chain_and_counts_acceptance_after_burn_in():
+    u = 0.5 * torch.randn(16, 1, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    runs = [run_chain(MALA(DOUBLE_WELL), u, 100, 0.3, generator=torch.Generator().manual_seed(1), burn_in=37, block=16,
+                      keep=keep) for keep in (True, False)]
+    assert torch.equal(runs[0].state, runs[1].state)
+    assert torch.equal(runs[0].acceptance_rate, runs[1].acceptance_rate) and runs[0].nfe == runs[1].nfe
+    assert runs[0].samples.shape == (63, 16, 1) and torch.equal(runs[0].samples[-1], runs[0].state[:, 0])

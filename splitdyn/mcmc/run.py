@@ -76,6 +76,17 @@ def with_momentum(x: torch.Tensor, mass: float = 1.0, generator: torch.Generator
     return torch.stack((x, p), 1)
 
 
+def _advance(plan, u: torch.Tensor, first: int, last: int, block: int, generator) -> torch.Tensor:
+    """Iterations ``first .. last - 1`` (interval ``i % block`` of the plan)."""
+    i = first
+    while i < last:
+        stop = min(last, (i // block + 1) * block)
+        for j in range(i % block, i % block + stop - i):
+            u = plan(u, j, generator)
+        i = stop
+    return u
+
+
 def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size: float | None = None, *,
               grid=None, generator: torch.Generator | None = None, burn_in: int = 0, thin: int = 1,
               keep: bool = True, block: int = 1024, callback=None) -> ChainResult:
@@ -131,18 +142,24 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
     plan = plan_step(step, times, u, fuse=False)
     draws = (n_steps - burn_in) // thin if keep else 0
     samples = torch.empty((draws, *u.shape[:1], *u.shape[2:]), dtype=u.dtype, device=u.device) if draws else None
-    kept = 0
     start = time.perf_counter()
     with torch.no_grad():
-        for i in range(n_steps):
-            if i == burn_in and isinstance(plan, MetropolisPlan):
+        if samples is None and callback is None:  # the bare loop: nothing but the plan per iteration
+            u = _advance(plan, u, 0, burn_in, block, generator)
+            if isinstance(plan, MetropolisPlan):
                 plan.reset_statistics()
-            u = plan(u, i % block, generator)
-            if samples is not None and i >= burn_in and (i + 1 - burn_in) % thin == 0 and kept < draws:
-                samples[kept] = u[:, 0]
-                kept += 1
-            if callback is not None:
-                callback(i, u)
+            u = _advance(plan, u, burn_in, n_steps, block, generator)
+        else:
+            kept = 0
+            for i in range(n_steps):
+                if i == burn_in and isinstance(plan, MetropolisPlan):
+                    plan.reset_statistics()
+                u = plan(u, i % block, generator)
+                if samples is not None and i >= burn_in and (i + 1 - burn_in) % thin == 0 and kept < draws:
+                    samples[kept] = u[:, 0]
+                    kept += 1
+                if callback is not None:
+                    callback(i, u)
     seconds = time.perf_counter() - start
     if not bool(torch.isfinite(u).all()):
         raise DivergenceError(f"the chain diverged: non-finite states after {n_steps} steps; take a smaller step_size")
