@@ -35,7 +35,7 @@ def reference() -> dict:
 
 
 def main(argv=None) -> dict:
-    args = parser(__doc__, steps=2000, chains=1000, step_size=0.05,
+    args = parser(__doc__, steps=2000, chains=200, step_size=0.05,
                   samplers=("ULA", "MALA", "HMC", "GHMC", "BAOAB", "OBABO")).parse_args(argv)
     x0 = 0.5 * torch.randn(args.chains, 1, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
     exact = reference()

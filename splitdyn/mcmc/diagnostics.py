@@ -59,11 +59,12 @@ def summarize(result) -> dict:
     if getattr(result, "samples", None) is None:
         raise ValueError("result must be a ChainResult with kept draws (run_chain(..., keep=True))")
     ess = effective_sample_size(result.samples)
+    r_hat = rhat(result.samples)
     out = {
         "ess": ess,
-        "rhat": rhat(result.samples),
+        "rhat": r_hat,
         "min_ess": float(ess.min()),
-        "max_rhat": float(rhat(result.samples).max()),
+        "max_rhat": float(r_hat.max()),
         "ess_per_gradient": float(ess.min()) / max(result.nfe, 1),
         "ess_per_second": float(ess.min()) / result.seconds if result.seconds > 0 else math.inf,
     }
