@@ -32,7 +32,7 @@ def torch_target(name: str, dtype=torch.float32):
 
         def gradient(x):
             r = x[:, 1] - 0.5 * x[:, 0] ** 2
-            return torch.stack((x[:, 0] / 4.0 - 2.0 * r * x[:, 0], 4.0 * r), 1)
+            return torch.stack((x[:, 0] / 4.0 - 4.0 * r * x[:, 0], 4.0 * r), 1)
 
         return energy, gradient
     precision = (1.0 / STDS_100D**2).to(dtype)

@@ -3,11 +3,11 @@
 Three targets (1-D double well, 2-D banana, 100-D Gaussian with standard deviations 0.1 .. 1), 1 and 1000
 chains, CPU, float32, one thread for torch and for XLA alike.
 
-1. **Per-step cost**: median seconds per step of ``splitdyn.mcmc`` (ULA, MALA, HMC with 10 leapfrog steps,
+1. **Per-step cost** (1 and 1000 chains): median seconds per step of ``splitdyn.mcmc`` (ULA, MALA, HMC with 10 leapfrog steps,
    BAOAB as :class:`~splitdyn.mcmc.KineticLangevin` and as the generic composition of the parts) against
    the hand loops of ``benchmarks/_mcmc_targets.py`` (same math, same closed-form gradients), timed in
    interleaved rounds; the figure is the ratio ours / hand (target: at most 1.2).
-2. **ESS**: bulk effective sample size (arviz-stats, minimum over coordinates) per gradient evaluation and
+2. **ESS** (1, 1000 and, for the 1-D and 2-D targets, 10000 chains): bulk effective sample size (arviz-stats, minimum over coordinates) per gradient evaluation and
    per second, for our MALA and HMC against blackjax's ``mala`` and ``hmc`` with the same step sizes and
    leapfrog steps (blackjax jit-compiled, ``vmap`` over chains, ``lax.scan`` over steps; its compile time is
    reported apart). Our BAOAB is listed too (it has no blackjax counterpart here).
@@ -143,7 +143,7 @@ def blackjax_ess(name, chains, steps, burn_in, thin):
         _, (positions, accepted) = compiled(state, keys)
         positions.block_until_ready()
         seconds = time.perf_counter() - t0
-        kept = torch.as_tensor(np.asarray(positions))[burn_in // thin:]
+        kept = torch.as_tensor(np.array(positions))[burn_in // thin:]
         rows.append(ess_row("blackjax", name, chains, sampler, ess_min(kept), chains * (steps - burn_in) * grads,
                             seconds, float(np.asarray(accepted)[burn_in // thin:].mean()), compile_s))
     return rows
@@ -162,17 +162,20 @@ def ess_row(library, name, chains, sampler, ess, gradients, seconds, rate, compi
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--chains", type=int, nargs="+", default=[1, 1000])
+    parser.add_argument("--chains", type=int, nargs="+", default=[1, 1000], help="chain counts of the cost part")
+    parser.add_argument("--ess-chains", type=int, nargs="+", default=[1, 1000, 10000],
+                        help="chain counts of the ESS part (above 1000 only for targets of dimension <= 10: the "
+                             "kept draws of 10^4 chains of the 100-D target would need gigabytes)")
     parser.add_argument("--cost-steps", type=int, default=200, help="steps per timed run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    parser.add_argument("--ess-steps", type=int, nargs=2, default=[4000, 600], metavar=("ONE_CHAIN", "MANY_CHAINS"),
+    parser.add_argument("--ess-steps", type=int, nargs=2, default=[4000, 1000], metavar=("ONE_CHAIN", "MANY_CHAINS"),
                         help="chain length for 1 chain and for many chains (a fifth is burn-in)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds (smoke run)")
     parser.add_argument("--no-plot", dest="plot", action="store_false")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cost_steps, args.rounds, args.ess_steps = 50, 3, [800, 200]
+        args.cost_steps, args.rounds, args.ess_steps, args.ess_chains = 50, 3, [800, 200], [1, 1000]
     torch.set_num_threads(1)
     print(f"machine: {machine()}")
     cost = [r for name in args.targets for c in args.chains for r in cost_rows(name, c, args.cost_steps, args.rounds)]
@@ -184,7 +187,9 @@ def main(argv=None) -> dict:
         print(why)
     ess = []
     for name in args.targets:
-        for c in args.chains:
+        for c in args.ess_chains:
+            if c > 1000 and SETTINGS[name]["dim"] > 10:
+                continue
             steps = args.ess_steps[0] if c == 1 else args.ess_steps[1]
             burn_in, thin = steps // 5, 1 if c == 1 else 2
             ess += ours_ess(name, c, steps, burn_in, thin)

@@ -199,6 +199,20 @@ def test_bad_input_is_refused_naming_the_argument():
         AnnealedLangevin(lambda u, t: u, VESDE(), [0.1, 0.5], 1.0)
 
 
+def test_states_with_the_wrong_components_or_dtype_are_refused():
+    with pytest.raises(ValueError, match=r"like must have shape \(batch, 1"):
+        run_chain(MALA(DOUBLE_WELL), torch.zeros(3, 2, 1, dtype=F64), 5, 0.1)
+    with pytest.raises(ValueError, match=r"like must have shape \(batch, 2"):
+        run_chain(kinetic_langevin(DOUBLE_WELL), torch.zeros(3, 1, 1, dtype=F64), 5, 0.1)
+    promoting = Potential(lambda x: (x**2).sum(-1), lambda x: 2.0 * x.double())
+    with pytest.raises(TypeError, match="gradient returned dtype torch.float64"):
+        run_chain(ULA(promoting), torch.zeros(3, 1, 1), 5, 0.1)
+    with pytest.raises(TypeError, match="keep"):
+        run_chain(ULA(DOUBLE_WELL), torch.zeros(3, 1, 1), 5, 0.1, keep=1)
+    with pytest.raises(TypeError, match="potential"):
+        MALA(3.0)
+
+
 def test_a_diverging_chain_is_reported():
     with pytest.raises(ValueError, match="diverged"):
         run_chain(ULA(DOUBLE_WELL), torch.full((2, 1, 1), 3.0, dtype=F64), 50, 0.5)

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from ..checks import as_float64, check_callable, check_count, check_positive
+from ..checks import as_float64, check_callable, check_count, check_positive, check_state
 from ..integrate import Solution, integrate
 from ..processes import VESDE
 from ..steps.base import Intervals, Plan, Step
@@ -114,6 +114,7 @@ class AnnealedLangevin(Step):
         self.level_duration = check_positive("level_duration", level_duration)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 1)
         return _AnnealedPlan(self, intervals)
 
     def __repr__(self) -> str:

@@ -9,8 +9,13 @@ have the event shape. :func:`plot_chains` draws traces and histograms with matpl
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
+from ..checks import check_count
 
 __all__ = ["effective_sample_size", "rhat", "summarize", "plot_chains"]
 
@@ -48,7 +53,7 @@ def rhat(samples: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(_array_stats().rhat(array, chain_axis=-2, draw_axis=-1), dtype=torch.float64).reshape(event)
 
 
-def summarize(result) -> dict:
+def summarize(result: Any) -> dict:
     """Acceptance rate, ESS and R-hat per coordinate, and ESS per gradient evaluation and per second.
 
     Parameters
@@ -74,7 +79,9 @@ def summarize(result) -> dict:
     return out
 
 
-def plot_chains(samples: torch.Tensor, coordinates=(0,), density=None, bins: int = 60, path=None, title: str = ""):
+def plot_chains(samples: torch.Tensor, coordinates: Sequence[int] = (0,),
+                density: Callable[[torch.Tensor], Any] | None = None, bins: int = 60,
+                path: str | os.PathLike | None = None, title: str = ""):
     """Trace (first chains) and histogram of the pooled draws for some flat coordinates; returns the figure.
 
     Parameters
@@ -99,9 +106,16 @@ def plot_chains(samples: torch.Tensor, coordinates=(0,), density=None, bins: int
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not isinstance(samples, torch.Tensor) or samples.ndim < 2:
+        raise TypeError("samples must be a torch.Tensor of shape (draws, chains, *event)")
     x = samples.detach().to("cpu", torch.float64)
     x = x.reshape(x.shape[0], x.shape[1], -1)
-    coordinates = list(coordinates)
+    coordinates = [int(c) for c in coordinates]
+    if not coordinates or any(not 0 <= c < x.shape[2] for c in coordinates):
+        raise ValueError(f"coordinates must be flat indices in [0, {x.shape[2]}), got {coordinates}")
+    bins = check_count("bins", bins)
+    if density is not None and not callable(density):
+        raise TypeError(f"density must be callable(x) -> values, got {type(density).__name__}")
     fig, axes = plt.subplots(len(coordinates), 2, figsize=(9, 2.6 * len(coordinates)), squeeze=False)
     for row, c in enumerate(coordinates):
         trace, hist = axes[row]

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ..checks import check_count, check_nonnegative, check_positive
+from ..checks import check_count, check_nonnegative, check_positive, check_state
 from ..steps.base import Intervals, Plan, Step
 from .metropolis import MetropolisPlan
 from .targets import as_potential
@@ -120,6 +120,7 @@ class HMC(Step):
         self.nfe = self.n_leapfrog
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 1)
         return _HMCPlan(self, intervals)
 
     def log_acceptance(self, q: torch.Tensor, p: torch.Tensor, h: float) -> torch.Tensor:
@@ -184,6 +185,7 @@ class GHMC(Step):
         self.nfe = self.n_leapfrog
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 2)
         return _GHMCPlan(self, intervals)
 
     def log_acceptance(self, q: torch.Tensor, p: torch.Tensor, h: float) -> torch.Tensor:

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ..checks import check_state
 from ..steps.base import Intervals, Plan, Step
 from .targets import as_potential
 
@@ -82,13 +83,13 @@ class MetropolisPlan(Plan):
     def accept(self, log_alpha: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Per-chain decisions :math:`\\log V < \\log\\alpha`, :math:`V \\sim U(0, 1)` (NaN is a rejection)."""
         v = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype, device=log_alpha.device)
-        decision = torch.log(v) < log_alpha
-        probability = torch.nan_to_num(log_alpha, nan=-math.inf).clamp(max=0.0).exp()
+        decision = v.log_() < log_alpha
+        probability = torch.nan_to_num(log_alpha, nan=-math.inf).clamp_(max=0.0).exp_()
         if self.accepted is None:
             self.accepted = torch.zeros_like(probability)
             self.acceptance_probability = torch.zeros_like(probability)
-        self.accepted += decision
-        self.acceptance_probability += probability
+        self.accepted.add_(decision)
+        self.acceptance_probability.add_(probability)
         self.proposals += 1
         return decision
 
@@ -148,6 +149,7 @@ class MALA(Step):
         self.potential = as_potential(potential)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 1)
         return _MALAPlan(self.potential, intervals)
 
     def log_acceptance(self, x: torch.Tensor, y: torch.Tensor, h: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_positive, check_state
 from ..steps.base import Intervals, Plan, Step
 from .targets import Potential, StochasticGradient, as_potential
 
@@ -38,7 +38,9 @@ __all__ = ["ULA", "SGLD", "sgld_grid"]
 class _OverdampedPlan(Plan):
     """``x' = x - h_i g(x) + sqrt(2 h_i) xi`` with ``g`` the (possibly stochastic) gradient."""
 
-    def __init__(self, gradient, intervals: Intervals) -> None:
+    def __init__(self, gradient, intervals: Intervals, deterministic: bool = False) -> None:
+        # a deterministic gradient is called as gradient(x) directly (one Python layer less per step)
+        self.deterministic = gradient.potential.gradient if deterministic else None
         self.gradient = gradient
         self.n = len(intervals)
         self.spans = intervals.spans.tolist()
@@ -46,7 +48,8 @@ class _OverdampedPlan(Plan):
         self.evaluations = 0
 
     def __call__(self, u, i, generator=None):
-        g = self.gradient(u[:, 0], generator)
+        x = u[:, 0]
+        g = self.deterministic(x) if self.deterministic is not None else self.gradient(x, generator)
         self.evaluations += 1
         noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
         return torch.add(u, g.unsqueeze(1), alpha=-self.spans[i]).add_(noise, alpha=self.scales[i])
@@ -90,7 +93,8 @@ class ULA(Step):
         self.potential = as_potential(potential)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
-        return _OverdampedPlan(_PotentialGradient(self.potential), intervals)
+        check_state("like", like, 1)
+        return _OverdampedPlan(_PotentialGradient(self.potential), intervals, deterministic=True)
 
     def __repr__(self) -> str:
         return f"ULA({self.potential!r})"
@@ -121,6 +125,7 @@ class SGLD(Step):
         self.gradient = gradient
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 1)
         return _OverdampedPlan(self.gradient, intervals)
 
     def __repr__(self) -> str:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_flag, check_positive
 from ..grids import check_grid
 from ..integrate import DivergenceError, plan_step
 from ..steps.base import Step
@@ -88,8 +89,9 @@ def _advance(plan, u: torch.Tensor, first: int, last: int, block: int, generator
 
 
 def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size: float | None = None, *,
-              grid=None, generator: torch.Generator | None = None, burn_in: int = 0, thin: int = 1,
-              keep: bool = True, block: int = 1024, callback=None) -> ChainResult:
+              grid: Sequence[float] | torch.Tensor | None = None, generator: torch.Generator | None = None,
+              burn_in: int = 0, thin: int = 1, keep: bool = True, block: int = 1024,
+              callback: Callable[[int, torch.Tensor], None] | None = None) -> ChainResult:
     r"""Run ``n_steps`` iterations of ``step`` from ``u`` with a constant ``step_size`` (or over ``grid``).
 
     Parameters
@@ -137,6 +139,7 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
         times = (torch.arange(block + 1, dtype=torch.float64) * h).tolist()
     burn_in = check_count("burn_in", burn_in, minimum=0)
     thin = check_count("thin", thin)
+    check_flag("keep", keep)
     if burn_in >= n_steps and keep:
         raise ValueError(f"burn_in ({burn_in}) must be smaller than n_steps ({n_steps}) to keep draws")
     plan = plan_step(step, times, u, fuse=False)

@@ -75,6 +75,9 @@ class Potential:
         r"""The tempered gradient :math:`\nabla U(x)/T`, shape of ``x``."""
         if self.gradient_fn is not None:
             g = _check_output("gradient", self.gradient_fn(x), x.shape, x)
+            if g.dtype != x.dtype:
+                raise TypeError(f"gradient returned dtype {g.dtype} for positions of dtype {x.dtype}: return the "
+                                "positions' dtype (a silent promotion would change the sampler's precision)")
         else:
             _, g = self._autograd(x)
         return g if self.temperature == 1.0 else g / self.temperature
@@ -142,13 +145,14 @@ class LogDensity(Potential):
         return -self.grad_log_prob(x)
 
 
-def as_potential(target) -> Potential:
-    """``target`` as is if it is a :class:`Potential`, else a callable ``U(x)`` wrapped as one."""
+def as_potential(target, name: str = "potential") -> Potential:
+    """``target`` as is if it is a :class:`Potential`, else a callable ``U(x)`` wrapped as one (``name``: the
+    argument's name in the error)."""
     if isinstance(target, Potential):
         return target
     if callable(target):
         return Potential(target)
-    raise TypeError(f"target must be a splitdyn.mcmc.Potential or a callable U(x), got {type(target).__name__}")
+    raise TypeError(f"{name} must be a splitdyn.mcmc.Potential or a callable U(x), got {type(target).__name__}")
 
 
 class StochasticGradient:

@@ -34,7 +34,7 @@ import math
 
 import torch
 
-from ..checks import check_nonnegative, check_positive
+from ..checks import check_nonnegative, check_positive, check_state
 from ..steps.base import Intervals, Plan, Step
 from ..steps.composition import Composition, splitting
 from ..steps.drift import Drift, DriftPlan
@@ -90,6 +90,7 @@ class MomentumOU(Step):
         self.mass = check_positive("mass", mass)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 2)
         return _MomentumOUPlan(self.friction, self.mass, intervals)
 
     def __repr__(self) -> str:
@@ -277,6 +278,7 @@ class KineticLangevin(Step):
         return self.composition.weak_order
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        check_state("like", like, 2)
         return _KineticPlan(self, intervals, like)
 
     def __repr__(self) -> str:
