@@ -187,6 +187,8 @@ def test_bad_input_is_refused_naming_the_argument():
         sgld_grid(10, a=0.1, gamma=2.0)
     with pytest.raises(ValueError, match="burn_in"):
         run_chain(ULA(DOUBLE_WELL), torch.zeros(2, 1, 1), 10, 0.1, burn_in=10)
+    with pytest.raises(ValueError, match="burn_in"):
+        run_chain(ULA(DOUBLE_WELL), torch.zeros(2, 1, 1), 10, 0.1, burn_in=11, keep=False)
     with pytest.raises(ValueError, match="step_size"):
         run_chain(ULA(DOUBLE_WELL), torch.zeros(2, 1, 1), 10, -0.1)
     with pytest.raises(ValueError, match="n_steps and step_size"):

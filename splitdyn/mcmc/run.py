@@ -140,8 +140,9 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
     burn_in = check_count("burn_in", burn_in, minimum=0)
     thin = check_count("thin", thin)
     check_flag("keep", keep)
-    if burn_in >= n_steps and keep:
-        raise ValueError(f"burn_in ({burn_in}) must be smaller than n_steps ({n_steps}) to keep draws")
+    if burn_in > n_steps or (burn_in == n_steps and keep):
+        raise ValueError(f"burn_in ({burn_in}) must be smaller than n_steps ({n_steps})"
+                         + (" to keep draws" if burn_in == n_steps else ""))
     plan = plan_step(step, times, u, fuse=False)
     draws = (n_steps - burn_in) // thin if keep else 0
     samples = torch.empty((draws, *u.shape[:1], *u.shape[2:]), dtype=u.dtype, device=u.device) if draws else None
