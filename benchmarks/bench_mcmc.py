@@ -224,11 +224,11 @@ def plot(cost, ess, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = [f"{r['target']}\n{r['chains']}ch {r['sampler'].split(' (')[0]}" for r in cost]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 7))
+    labels = [f"{r['target']} {r['chains']}ch {r['sampler'].replace('generic composition', 'generic')}" for r in cost]
     left.barh(range(len(cost)), [r["ours_over_hand"] for r in cost], color="tab:blue")
     left.axvline(1.2, color="k", ls="--", lw=1, label="target 1.2")
-    left.set_yticks(range(len(cost)), labels, fontsize=5)
+    left.set_yticks(range(len(cost)), labels, fontsize=7)
     left.set_xlabel("seconds per step: splitdyn / hand loop")
     left.legend()
     groups = sorted({(r["target"], r["chains"], r["sampler"]) for r in ess if r["sampler"] != "BAOAB"})
@@ -236,7 +236,7 @@ def plot(cost, ess, path):
         values = [next((r["ess_per_second"] for r in ess if (r["target"], r["chains"], r["sampler"]) == grp
                         and r["library"] == lib), 0.0) for grp in groups]
         right.barh([i + 0.4 * k for i in range(len(groups))], values, height=0.4, label=lib)
-    right.set_yticks([i + 0.2 for i in range(len(groups))], [f"{t} {c}ch {s}" for t, c, s in groups], fontsize=6)
+    right.set_yticks([i + 0.2 for i in range(len(groups))], [f"{t} {c}ch {s}" for t, c, s in groups], fontsize=7)
     right.set_xscale("log")
     right.set_xlabel("min ESS per second")
     right.legend()
