@@ -38,6 +38,7 @@ from splitdyn import (
 from splitdyn.integrate import plan_step
 from splitdyn.steps import REGISTRY
 from splitdyn_cld import CLD
+from _mcmc_order_cases import MCMC_ORDER_TABLE
 
 F64 = torch.float64
 
@@ -152,6 +153,9 @@ ORDER_TABLE = {
                   lambda step, n: reverse_weak_error(step, n, velocity_variance=0.25), REVERSE_COUNTS)),
     ],
 }
+
+
+ORDER_TABLE.update(MCMC_ORDER_TABLE)  # the splitdyn.mcmc steps (tests/_mcmc_order_cases.py)
 
 
 def stationary_velocity_reverse():

@@ -1,0 +1,54 @@
+r"""Markov chain Monte Carlo with Langevin dynamics for a user's potential (the Langevin family).
+
+- :mod:`~splitdyn.mcmc.targets`: a potential :math:`U` (or a log-density) with its gradient, a temperature,
+  stochastic gradients;
+- :mod:`~splitdyn.mcmc.overdamped`: ULA and SGLD;
+- :mod:`~splitdyn.mcmc.annealed`: annealed Langevin dynamics (NCSN) with a VE score;
+- :mod:`~splitdyn.mcmc.underdamped`: kinetic Langevin parts A, B, O and their splittings (BAOAB, OBABO, ...);
+- :mod:`~splitdyn.mcmc.metropolis` and :mod:`~splitdyn.mcmc.hamiltonian`: MALA, HMC and generalized HMC;
+- :mod:`~splitdyn.mcmc.run`: :func:`run_chain` (no horizon, acceptance bookkeeping);
+- :mod:`~splitdyn.mcmc.diagnostics`: ESS, R-hat (optional ``arviz-stats``), trace plots.
+
+Every sampler is a :class:`~splitdyn.steps.base.Step`, so :func:`splitdyn.integrate` runs it too.
+"""
+
+from .annealed import AnnealedLangevin, annealed_langevin, geometric_noise_levels
+from .diagnostics import effective_sample_size, plot_chains, rhat, summarize
+from .hamiltonian import GHMC, HMC, hamiltonian, leapfrog
+from .metropolis import MALA, MetropolisPlan
+from .overdamped import SGLD, ULA, sgld_grid
+from .run import ChainResult, run_chain, with_momentum
+from .targets import LogDensity, Potential, StochasticGradient, as_potential
+from .underdamped import ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts
+
+__all__ = [
+    "AnnealedLangevin",
+    "ChainResult",
+    "ForceDrift",
+    "GHMC",
+    "HMC",
+    "KineticLangevin",
+    "LogDensity",
+    "MALA",
+    "MetropolisPlan",
+    "MomentumOU",
+    "PositionDrift",
+    "Potential",
+    "SGLD",
+    "StochasticGradient",
+    "ULA",
+    "annealed_langevin",
+    "as_potential",
+    "effective_sample_size",
+    "geometric_noise_levels",
+    "hamiltonian",
+    "kinetic_langevin",
+    "langevin_parts",
+    "leapfrog",
+    "plot_chains",
+    "rhat",
+    "run_chain",
+    "sgld_grid",
+    "summarize",
+    "with_momentum",
+]

@@ -1,0 +1,32 @@
+"""The MCMC examples run end to end with small settings, report sensible numbers and write their plots."""
+
+import math
+
+import pytest
+import torch
+
+from _scripts import load_example
+
+
+@pytest.mark.parametrize("name", ["mcmc_double_well", "mcmc_banana", "mcmc_gaussian_100d"])
+def test_example_runs_with_small_settings_and_writes_plots(name, tmp_path):
+    example = load_example(name)
+    results = example.main(["--steps", "60", "--chains", "16", "--out", str(tmp_path)])
+    assert results and all(bool(torch.isfinite(out.samples).all()) for out in results.values())
+    assert len(list(tmp_path.glob("*.png"))) == len(results)
+
+
+def test_double_well_example_reference_is_the_quadrature_second_moment():
+    example = load_example("mcmc_double_well")
+    # E[x^2] under exp(-(x^2 - 1)^2), here by a coarser independent rule (Simpson-like midpoints)
+    x = torch.linspace(-6, 6, 240_001, dtype=torch.float64)
+    mid = 0.5 * (x[1:] + x[:-1])
+    w = torch.exp(-((mid**2 - 1) ** 2))
+    assert math.isclose(example.reference()["second_moment"], ((w * mid**2).sum() / w.sum()).item(), rel_tol=1e-8)
+
+
+def test_examples_explain_themselves_with_help(capsys):
+    example = load_example("mcmc_banana")
+    with pytest.raises(SystemExit) as info:
+        example.main(["--help"])
+    assert info.value.code == 0 and "banana" in capsys.readouterr().out
