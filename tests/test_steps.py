@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 import resource
+from functools import partial
 
 import pytest
 import torch
@@ -108,10 +109,10 @@ class LinearGaussianScore:
         return apply_matrix(P if self.components is None else P[self.components], u)
 
 
-def reverse_weak_error(step: Step, n: int) -> float:
-    """Covariance error at the cutoff after n uniform reverse steps from the exact p_T (CLD, Gaussian data)."""
+def reverse_weak_error(step: Step, n: int, rho: float | None = None) -> float:
+    """Covariance error at the cutoff after n uniform (power-rho) steps from the exact p_T (CLD, Gaussian data)."""
     cld, S0, _ = gaussian_cld_reverse()
-    grid = uniform_grid(n, cld.T, 1e-3).tolist()
+    grid = (uniform_grid(n, cld.T, 1e-3) if rho is None else PowerGrid(n, rho).reverse_times(cld.T)).tolist()
     Phi, Q = cld.kernel(cld.T)
     mean, cov = torch.zeros(1, 2, 1, dtype=F64), Phi @ S0 @ Phi.T + Q
     plan = plan_step(step, grid, mean, fuse=False)
@@ -125,23 +126,9 @@ def reverse_weak_error(step: Step, n: int) -> float:
 REVERSE_COUNTS = (64, 128, 256, 512)
 
 
-def reverse_weak_error_power_grid(step: Step, n: int) -> float:
-    """As :func:`reverse_weak_error` on the power-3 grid (steps shrink towards the stiff cutoff)."""
-    cld, S0, _ = gaussian_cld_reverse()
-    grid = PowerGrid(n, 3.0).reverse_times(cld.T).tolist()
-    Phi, Q = cld.kernel(cld.T)
-    mean, cov = torch.zeros(1, 2, 1, dtype=F64), Phi @ S0 @ Phi.T + Q
-    plan = plan_step(step, grid, mean, fuse=False)
-    for i in range(n):
-        mean, cov = plan.gaussian_moments(mean, cov, i)
-    Phi, Q = cld.kernel(1e-3)
-    return (cov - (Phi @ S0 @ Phi.T + Q)).norm().item() + mean.norm().item()
-
-
 def reverse_power(step_factory, counts):
-    """Exponential integrators: the uniform grid's last steps to the cutoff are stiff for them (pre-asymptotic
-    there up to n ~ 512); on the power-3 grid they reach their orders from n ~ 64."""
-    return lambda: (step_factory(gaussian_cld_reverse()[2]), reverse_weak_error_power_grid, counts)
+    """On the power-3 grid (the uniform grid's last steps are stiff: exponential integrators pre-asymptotic)."""
+    return lambda: (step_factory(gaussian_cld_reverse()[2]), lambda s, n: reverse_weak_error(s, n, 3.0), counts)
 
 
 def forward(step_factory, noise=True, counts=STEP_COUNTS):
@@ -173,26 +160,16 @@ ORDER_TABLE = {
          lambda: (split_step(stationary_velocity_reverse(), time_point=0.5), reverse_weak_error_stationary,
                   REVERSE_COUNTS)),
     ],
-    "ExponentialODE": [
-        ("order 1 (DDIM-type), CLD", reverse_power(lambda r: ExponentialODE(r, 1), (128, 256, 512))),
-        ("order 2 multistep, CLD", reverse_power(lambda r: ExponentialODE(r, 2), (64, 128, 256))),
-        ("order 3 multistep, CLD", reverse_power(lambda r: ExponentialODE(r, 3), (32, 64, 128))),
-    ],
-    # the SDE's polynomial of x0_hat is extrapolated along a Brownian path: order 3 measures 2 (local 2.17, 2.09)
-    "ExponentialSDE": [
-        ("order 1 (exact posterior step), CLD", reverse_power(lambda r: ExponentialSDE(r, 1), (128, 256, 512))),
-        ("order 2 multistep, CLD", reverse_power(lambda r: ExponentialSDE(r, 2), (128, 256, 512))),
-        ("order 3 multistep (weak order 2), CLD", reverse_power(lambda r: ExponentialSDE(r, 3), (128, 256, 512))),
-    ],
-    "NoiseExponentialODE": [
-        ("gDDIM order 2, CLD", reverse_power(lambda r: NoiseExponentialODE(r, 2), (64, 128, 256))),
-        ("gDDIM order 3, CLD", reverse_power(lambda r: NoiseExponentialODE(r, 3), (64, 128, 256))),
-    ],
-    # on the power-3 grid Heun and RK4 measure 3.2 and 5.0 (their leading error terms nearly cancel there)
-    "ProbabilityFlowHeun": [("CLD probability flow", lambda: (ProbabilityFlowHeun(gaussian_cld_reverse()[2]),
-                                                               reverse_weak_error, (256, 512, 1024)))],
-    "ProbabilityFlowRK4": [("CLD probability flow", lambda: (ProbabilityFlowRK4(gaussian_cld_reverse()[2]),
-                                                             reverse_weak_error, (256, 512, 1024)))],
+    "ExponentialODE": [(f"order {q}, CLD", reverse_power(partial(ExponentialODE, order=q), counts))
+                       for q, counts in ((1, (128, 256, 512)), (2, (64, 128, 256)), (3, (32, 64, 128)))],
+    "ExponentialSDE": [(f"order {q}, CLD", reverse_power(partial(ExponentialSDE, order=q), (128, 256, 512)))
+                       for q in (1, 2, 3)],
+    "NoiseExponentialODE": [(f"gDDIM order {q}, CLD", reverse_power(partial(NoiseExponentialODE, order=q),
+                                                                    (64, 128, 256))) for q in (2, 3)],
+    # uniform grid: on the power-3 grid Heun and RK4 measure 3.2 and 5.0 (leading error terms nearly cancel)
+    **{cls.__name__: [("CLD probability flow", lambda cls=cls: (cls(gaussian_cld_reverse()[2]), reverse_weak_error,
+                                                                (256, 512, 1024)))]
+       for cls in (ProbabilityFlowHeun, ProbabilityFlowRK4)},
 }
 
 

@@ -236,6 +236,7 @@ class _ExponentialStep(Step):
     @property
     def weak_order(self) -> float:  # type: ignore[override]
         # the reverse SDE's multistep extrapolates x0_hat along a Brownian path: order 3 measures weak order 2
+        # (tests/test_steps.py, power-3 grid, n = 128, 256, 512: local orders 2.17, 2.09)
         return float(min(self.order, 2) if self.kind == "sde" else self.order)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
