@@ -244,6 +244,10 @@ def test_bad_arguments_are_refused_with_the_argument_named():
         ExponentialSDE(reverse, 2, interpolation="sigma")
     with pytest.raises(ValueError, match="factor"):
         NoiseExponentialODE(reverse, 2, factor="qr")
+    with pytest.raises(ValueError, match="factor"):
+        ExponentialSDE(reverse, 2, factor="cholesky")
+    with pytest.raises(ValueError, match="score_components"):
+        DiffusionGeometry(cld, score_components=[2])
     with pytest.raises(TypeError, match="reverse"):
         ExponentialODE(object(), 2)
     with pytest.raises(ValueError, match="initial_covariance"):

@@ -32,11 +32,16 @@ All weights are computed once per grid in float64 and stored in the plan; the pl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..checks import check_count
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .exponential_weights import DiffusionGeometry, interpolation_variable, lagrange_basis, log_quadrature
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..reverse import ReverseSDE
 
 __all__ = ["ExponentialODE", "ExponentialSDE", "NoiseExponentialODE", "exponential_tables"]
 
@@ -220,8 +225,8 @@ class _ExponentialStep(Step):
     kind: str = "ode"
     strong_order = None
 
-    def __init__(self, reverse, order: int = 2, *, interpolation: str = "time", initial_covariance=None,
-                 factor: str = "R") -> None:
+    def __init__(self, reverse: "ReverseSDE", order: int = 2, *, interpolation: str = "time",
+                 initial_covariance=None, factor: str = "R") -> None:
         self.reverse = _check_reverse(reverse)
         self.order = check_count("order", order)
         if self.order > 3:
@@ -229,6 +234,8 @@ class _ExponentialStep(Step):
         interpolation_variable(reverse.sde, interpolation)  # checks the name and the process
         if factor not in ("R", "cholesky"):
             raise ValueError(f"factor must be 'R' or 'cholesky', got {factor!r}")
+        if factor != "R" and self.kind != "noise":
+            raise ValueError("factor (the noise's square root) applies to NoiseExponentialODE only")
         self.interpolation, self.factor = interpolation, factor
         self.geometry = DiffusionGeometry(reverse.sde, initial_covariance, reverse.score_components)
         self.nfe = 1

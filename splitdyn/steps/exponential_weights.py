@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from ..checks import as_float64, as_float64_time
+from ..checks import as_float64, as_float64_time, check_components
 from ..linear_sde import LinearSDEBase
 
 __all__ = [
@@ -91,7 +91,8 @@ class DiffusionGeometry:
         self.k = k
         self.T = float(sde.T)
         self.initial_covariance = S0
-        self.components = list(range(k)) if score_components is None else list(score_components)
+        self.components = (list(range(k)) if score_components is None
+                           else check_components("score_components", score_components, k))
 
     # -- marginals -------------------------------------------------------------------------------------
     def marginal(self, t) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,9 +15,14 @@ forward SDE the plan folds :math:`-F` and :math:`\tfrac12GG^\top` of every stage
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .base import AffineMap, Intervals, Plan, Step
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..reverse import ReverseSDE
 
 __all__ = ["ProbabilityFlowHeun", "ProbabilityFlowRK4"]
 
@@ -73,7 +78,7 @@ class _RungeKutta(Step):
     c: tuple[float, ...]
     strong_order = None
 
-    def __init__(self, reverse) -> None:
+    def __init__(self, reverse: "ReverseSDE") -> None:
         for attr in ("coefficient_tables", "evaluate_score", "T"):
             if not hasattr(reverse, attr):
                 raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
