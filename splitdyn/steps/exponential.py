@@ -106,6 +106,11 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
         ``"history"`` the rows ``(D, E)`` mapping ``(u_t, s_c)`` to :math:`\hat x_0` (``m = 1``) or
         :math:`\varepsilon` (``m = k``).
     """
+    if kind not in ("ode", "sde", "noise"):
+        raise ValueError(f"kind must be 'ode', 'sde' or 'noise', got {kind!r}")
+    if not isinstance(geometry, DiffusionGeometry):
+        raise TypeError(f"geometry must be a DiffusionGeometry, got {type(geometry).__name__}")
+    order = check_count("order", order)
     n, k = len(t), geometry.k
     rho = interpolation_variable(geometry.sde, variable)
     tau, omega = log_quadrature(t, s)

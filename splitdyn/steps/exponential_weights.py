@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from ..checks import as_float64, as_float64_time, check_components
+from ..checks import as_float64, as_float64_time, check_components, check_count, check_positive
 from ..linear_sde import LinearSDEBase
 
 __all__ = [
@@ -178,6 +178,10 @@ def log_quadrature(t_from: torch.Tensor, t_to: torch.Tensor, width: float = PANE
     Returns nodes :math:`\tau` and signed weights (the Jacobian :math:`\tau` included), shape ``(n, P)``;
     every interval gets panels of at most ``width`` in :math:`\log\tau` (padding has zero weight).
     """
+    width, nodes = check_positive("width", width), check_count("nodes", nodes)
+    t_from, t_to = as_float64_time("t_from", t_from).reshape(-1), as_float64_time("t_to", t_to).reshape(-1)
+    if t_from.shape != t_to.shape or bool((t_from <= 0).any()) or bool((t_to <= 0).any()):
+        raise ValueError("t_from and t_to must be positive times of the same shape (n,)")
     a, b = t_from.log(), t_to.log()
     panels = torch.ceil((b - a).abs() / width).clamp_min(1).to(torch.long)
     x, w = _gauss_legendre(nodes)
