@@ -19,7 +19,7 @@ from splitdyn import (ExponentialODE, ExponentialSDE, Intervals, NoiseExponentia
 from splitdyn.integrate import plan_step
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn.steps.exponential import exponential_tables
-from splitdyn.steps.exponential_weights import DiffusionGeometry
+from splitdyn.steps.exponential_weights import DiffusionGeometry, log_quadrature
 from splitdyn_cld import CLD
 
 F64 = torch.float64
@@ -248,6 +248,11 @@ def test_bad_arguments_are_refused_with_the_argument_named():
         ExponentialSDE(reverse, 2, factor="cholesky")
     with pytest.raises(ValueError, match="score_components"):
         DiffusionGeometry(cld, score_components=[2])
+    t, s = forward_steps(4)
+    with pytest.raises(ValueError, match="kind"):
+        exponential_tables("ddim", DiffusionGeometry(cld), t, s, 1)
+    with pytest.raises(ValueError, match="width"):
+        log_quadrature(t, s, width=0.0)
     with pytest.raises(TypeError, match="reverse"):
         ExponentialODE(object(), 2)
     with pytest.raises(ValueError, match="initial_covariance"):
