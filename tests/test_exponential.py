@@ -262,3 +262,18 @@ def test_bad_arguments_are_refused_with_the_argument_named():
                                                   torch.tensor([0.1, 0.1], dtype=F64)), torch.zeros(1, 2, 1))
     with pytest.raises(ValueError, match="eps"):
         ExponentialODE(reverse, 1).plan(Intervals.from_grid([0.0, 0.5, 1.0]), torch.zeros(1, 2, 1))
+
+
+def test_named_samplers_build_the_documented_steps():
+    from splitdyn.sample import sampler_step
+
+    vp = VPSDE()
+    reverse = ReverseSDE(vp, lambda u, t: -u)
+    expected = {"ei-ode-3": (ExponentialODE, 3, "time"), "ei-sde-2": (ExponentialSDE, 2, "time"),
+                "gddim-2": (NoiseExponentialODE, 2, "time"), "dpmpp-1": (ExponentialODE, 1, "log_snr"),
+                "dpmpp-2m": (ExponentialODE, 2, "log_snr"), "dpmpp-3m": (ExponentialODE, 3, "log_snr")}
+    for name, (cls, order, variable) in expected.items():
+        step = sampler_step(name, reverse)
+        assert type(step) is cls and step.order == order and step.interpolation == variable
+    assert type(sampler_step("heun", reverse)) is ProbabilityFlowHeun
+    assert type(sampler_step("rk4", reverse)) is ProbabilityFlowRK4
