@@ -97,6 +97,7 @@ def targets() -> list[str]:
                        f"**{verdict}**.")
     for path in result_files(("accuracy",)):
         data = json.loads(path.read_text())
+        out += [f"- {path.stem} (issue 11): {line}." for line in data.get("targets", [])]
         results, floor = data["results"], data.get("floor", {})
         for metric in ("sw2", "nll"):
             floor_text = f"; a fresh data sample scores {floor[metric]:.3g}" if metric in floor else ""

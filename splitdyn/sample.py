@@ -9,7 +9,11 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
-torchdiffeq). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
+torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
+``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
+``"gddim-q"`` (noise prediction) and ``"dpmpp-1"`` / ``"dpmpp-2m"`` / ``"dpmpp-3m"`` (DPM-Solver++: the
+probability-flow integrator with polynomials in the log-SNR, processes with ``log_snr``; see
+:mod:`splitdyn.steps.exponential`). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
 :class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
 """
 
@@ -31,6 +35,8 @@ from .steps.base import Step
 from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
 from .steps.exact_flow import ExactLinearFlow
+from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
+from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
 
 __all__ = ["sample", "SAMPLERS", "sampler_step", "split_step"]
 
@@ -71,6 +77,14 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     "torchsde-euler": partial(_ignore_dynamics, TorchsdeSolver, method="euler"),
     "torchsde-srk": partial(_ignore_dynamics, TorchsdeSolver, method="srk", noise_type="additive"),
     "ode": partial(_ignore_dynamics, AdaptiveProbabilityFlow),
+    "heun": ProbabilityFlowHeun,
+    "rk4": ProbabilityFlowRK4,
+    **{f"ei-ode-{q}": partial(ExponentialODE, order=q) for q in (1, 2, 3)},
+    **{f"ei-sde-{q}": partial(ExponentialSDE, order=q) for q in (1, 2, 3)},
+    **{f"gddim-{q}": partial(NoiseExponentialODE, order=q) for q in (1, 2, 3)},
+    "dpmpp-1": partial(ExponentialODE, order=1, interpolation="log_snr"),
+    "dpmpp-2m": partial(ExponentialODE, order=2, interpolation="log_snr"),
+    "dpmpp-3m": partial(ExponentialODE, order=3, interpolation="log_snr"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 import resource
+from functools import partial
 
 import pytest
 import torch
@@ -21,9 +22,15 @@ from splitdyn import (
     EulerDrift,
     EulerMaruyama,
     ExactLinearFlow,
+    ExponentialODE,
+    ExponentialSDE,
     Intervals,
     LinearSDE,
+    NoiseExponentialODE,
     Plan,
+    PowerGrid,
+    ProbabilityFlowHeun,
+    ProbabilityFlowRK4,
     ReverseSDE,
     Step,
     apply_matrix,
@@ -103,13 +110,13 @@ class LinearGaussianScore:
         return apply_matrix(P if self.components is None else P[self.components], u)
 
 
-def reverse_weak_error(step: Step, n: int, velocity_variance: float | None = None) -> float:
-    """Covariance error at the cutoff after n uniform reverse steps from the exact p_T (CLD, Gaussian data with
-    velocity variance ``velocity_variance``, default the HSM gamma M)."""
+def reverse_weak_error(step: Step, n: int, rho: float | None = None, velocity_variance: float | None = None) -> float:
+    """Covariance error at the cutoff after n uniform (power-rho) reverse steps from the exact p_T (CLD, Gaussian
+    data with velocity variance ``velocity_variance``, default the HSM gamma M)."""
     cld = CLD(gamma=1.0)
     vv = cld.gamma * cld.mass if velocity_variance is None else velocity_variance
     S0 = torch.diag(torch.tensor([0.5, vv], dtype=F64))
-    grid = uniform_grid(n, cld.T, 1e-3).tolist()
+    grid = (uniform_grid(n, cld.T, 1e-3) if rho is None else PowerGrid(n, rho).reverse_times(cld.T)).tolist()
     Phi, Q = cld.kernel(cld.T)
     mean, cov = torch.zeros(1, 2, 1, dtype=F64), Phi @ S0 @ Phi.T + Q
     plan = plan_step(step, grid, mean, fuse=False)
@@ -121,6 +128,11 @@ def reverse_weak_error(step: Step, n: int, velocity_variance: float | None = Non
 
 # CLD with gamma = 1 reaches the asymptotic regime from n ~ 64 (local orders 1.15, 1.07 for EM at 64, 128)
 REVERSE_COUNTS = (64, 128, 256, 512)
+
+
+def reverse_power(step_factory, counts):
+    """On the power-3 grid (the uniform grid's last steps are stiff: exponential integrators pre-asymptotic)."""
+    return lambda: (step_factory(gaussian_cld_reverse()[2]), lambda s, n: reverse_weak_error(s, n, 3.0), counts)
 
 
 def forward(step_factory, noise=True, counts=STEP_COUNTS):
@@ -152,6 +164,16 @@ ORDER_TABLE = {
          lambda: (split_step(stationary_velocity_reverse(), time_point=0.5),
                   lambda step, n: reverse_weak_error(step, n, velocity_variance=0.25), REVERSE_COUNTS)),
     ],
+    "ExponentialODE": [(f"order {q}, CLD", reverse_power(partial(ExponentialODE, order=q), counts))
+                       for q, counts in ((1, (128, 256, 512)), (2, (64, 128, 256)), (3, (32, 64, 128)))],
+    "ExponentialSDE": [(f"order {q}, CLD", reverse_power(partial(ExponentialSDE, order=q), (128, 256, 512)))
+                       for q in (1, 2, 3)],
+    "NoiseExponentialODE": [(f"gDDIM order {q}, CLD", reverse_power(partial(NoiseExponentialODE, order=q),
+                                                                    (64, 128, 256))) for q in (2, 3)],
+    # uniform grid: on the power-3 grid Heun and RK4 measure 3.2 and 5.0 (leading error terms nearly cancel)
+    **{cls.__name__: [("CLD probability flow", lambda cls=cls: (cls(gaussian_cld_reverse()[2]), reverse_weak_error,
+                                                                (256, 512, 1024)))]
+       for cls in (ProbabilityFlowHeun, ProbabilityFlowRK4)},
 }
 
 

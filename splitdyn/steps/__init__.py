@@ -1,4 +1,5 @@
-"""Steps of the sampler core: the protocol, drifts, exact flows, Euler-type steps and compositions.
+"""Steps of the sampler core: the protocol, drifts, exact flows, Euler-type steps, compositions, exponential
+integrators and fixed-grid Runge-Kutta steps of the probability flow.
 
 See :mod:`splitdyn.steps.base` for the protocol every step follows (declared ``nfe`` and orders, plans).
 """
@@ -8,6 +9,8 @@ from .composition import Composition, palindromic, splitting, strang, trotter
 from .drift import CallableDrift, Drift, DriftPlan
 from .euler import EulerDrift, EulerMaruyama
 from .exact_flow import ExactLinearFlow
+from .exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
+from .runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
 
 __all__ = [
     "AffineMap",
@@ -18,6 +21,11 @@ __all__ = [
     "EulerDrift",
     "EulerMaruyama",
     "ExactLinearFlow",
+    "ExponentialODE",
+    "ExponentialSDE",
+    "NoiseExponentialODE",
+    "ProbabilityFlowHeun",
+    "ProbabilityFlowRK4",
     "Intervals",
     "Plan",
     "REGISTRY",
