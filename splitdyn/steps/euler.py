@@ -19,6 +19,7 @@ from ..checks import check_flag
 from ..linear_sde import LinearSDEBase
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
+from .noise import standard_normal
 
 __all__ = ["EulerDrift", "EulerMaruyama"]
 
@@ -122,6 +123,8 @@ class _LinearEMPlan(Plan):
         M, C, L, score_times = tables
         nonzero = L.abs().amax(dim=(0, 1)) > 0  # noise columns that ever act
         self.L_full = L
+        self.columns = torch.nonzero(nonzero).flatten().tolist()
+        self.starts, self.spans = intervals.starts.tolist(), intervals.spans.tolist()
         L = L[..., nonzero]
         self.noise_width = int(L.shape[-1])
         self.sde = sde
@@ -138,8 +141,8 @@ class _LinearEMPlan(Plan):
             self.evaluations += 1
             inputs.append(self.sde.evaluate_score(u, self.score_times[i]))
         if self.noise_width:
-            inputs.append(torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator,
-                                      dtype=u.dtype, device=u.device))
+            inputs.append(standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u,
+                                          self.starts[i], self.spans[i], self.columns))
         return self.map(i, *inputs)
 
     def gaussian_moments(self, mean, covariance, i):
@@ -178,8 +181,8 @@ class _GenericEMPlan(Plan):
     def __call__(self, u, i, generator=None):
         self.evaluations += self.nfe
         drift = check_drift_output("the SDE's drift", self.sde.drift(u, self.times[i]), u, u.shape)
-        noise = torch.randn((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), generator=generator,
-                            dtype=u.dtype, device=u.device)
+        noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.times[i],
+                                self.spans[i])
         return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, noise)
 
     def gaussian_moments(self, mean, covariance, i):
