@@ -38,6 +38,7 @@ from splitdyn import (
 from splitdyn.integrate import plan_step
 from splitdyn.steps import REGISTRY
 from splitdyn_cld import CLD
+from order_cases_pc import PC_ORDER_CASES
 
 F64 = torch.float64
 
@@ -149,6 +150,10 @@ ORDER_TABLE = {
                   REVERSE_COUNTS)),
     ],
 }
+
+
+for _name, _cases in PC_ORDER_CASES.items():  # predictor-corrector steps (tests/order_cases_pc.py)
+    ORDER_TABLE.setdefault(_name, []).extend(_cases)
 
 
 def stationary_velocity_reverse():

@@ -8,9 +8,16 @@ from .composition import Composition, palindromic, splitting, strang, trotter
 from .drift import CallableDrift, Drift, DriftPlan
 from .euler import EulerDrift, EulerMaruyama
 from .exact_flow import ExactLinearFlow
+from .noise import BrownianNoise, NoiseSource
+from .predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
 __all__ = [
     "AffineMap",
+    "BrownianNoise",
+    "LangevinCorrector",
+    "NoiseSource",
+    "ReverseDiffusion",
+    "predictor_corrector",
     "CallableDrift",
     "Composition",
     "Drift",
