@@ -13,11 +13,16 @@ from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, apply_ma
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .sample import SAMPLERS, sample, split_step
+from .sample import SAMPLERS, pc_step, sample, split_step
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .steps import (
+    BrownianNoise,
     CallableDrift,
+    LangevinCorrector,
+    NoiseSource,
+    ReverseDiffusion,
+    predictor_corrector,
     Composition,
     Drift,
     EulerDrift,
@@ -95,4 +100,10 @@ __all__ = [
     "uniform_grid",
     "van_loan_kernel",
     "split_step",
+    "pc_step",
+    "BrownianNoise",
+    "NoiseSource",
+    "LangevinCorrector",
+    "ReverseDiffusion",
+    "predictor_corrector",
 ]

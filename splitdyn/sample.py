@@ -8,6 +8,8 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
+``"ancestral"`` (reverse diffusion), ``"pc-em-langevin"`` / ``"pc-ancestral-langevin"`` /
+``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`),
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
 :class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
@@ -31,8 +33,10 @@ from .steps.base import Step
 from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
 from .steps.exact_flow import ExactLinearFlow
+from .steps.noise import NoiseSource
+from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step"]
+__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step"]
 
 
 def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
@@ -56,6 +60,18 @@ def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, 
     return (strang if scheme == "strang" else trotter)(linear, score_step)
 
 
+def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
+            per_sample: bool = False) -> Step:
+    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
+    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
+    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
+    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
+    if predictor not in predictors:
+        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
+    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
+    return predictor_corrector(predictors[predictor](reverse), corrector)
+
+
 def _ignore_dynamics(solver_type, reverse, **options):
     """A reference solver needs nothing from the dynamics at construction (a picklable factory)."""
     return solver_type(**options)
@@ -71,6 +87,10 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     "torchsde-euler": partial(_ignore_dynamics, TorchsdeSolver, method="euler"),
     "torchsde-srk": partial(_ignore_dynamics, TorchsdeSolver, method="srk", noise_type="additive"),
     "ode": partial(_ignore_dynamics, AdaptiveProbabilityFlow),
+    "ancestral": ReverseDiffusion,
+    "pc-em-langevin": pc_step,
+    "pc-ancestral-langevin": partial(pc_step, predictor="ancestral"),
+    "pc-sscs-langevin": partial(pc_step, predictor="sscs"),
 }
 
 
@@ -138,6 +158,7 @@ def sample(
     differentiable: bool = False,
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
+    noise: NoiseSource | None = None,
 ) -> Solution:
     r"""Sample the data distribution of ``process`` by integrating its reverse-time dynamics.
 
@@ -176,6 +197,9 @@ def sample(
         the time as a 0-d tensor).
     divergence_factor:
         See :func:`~splitdyn.integrate.integrate`.
+    noise:
+        A :class:`~splitdyn.steps.noise.NoiseSource` (e.g. ``BrownianNoise(bm)`` on a ``torchsde`` path over
+        reverse time) for fixed-grid steps; see :func:`~splitdyn.integrate.integrate`.
 
     Returns
     -------
@@ -193,6 +217,8 @@ def sample(
     solver = sampler_step(step, reverse)
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
+    if noise is not None and isinstance(solver, ReferenceSolver):
+        raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself (bm=...)")
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
@@ -210,7 +236,7 @@ def sample(
         else:
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
                                  callback=callback, differentiable=differentiable, compile=compile,
-                                 divergence_factor=divergence_factor)
+                                 divergence_factor=divergence_factor, noise=noise)
     if denoise:
         if not eps > 0:
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")

@@ -61,7 +61,7 @@ class _ExactFlowPlan(Plan):
         return self.map(i, u, noise)
 
     def _on_path(self, u, i, source):
-        """:math:`\Phi u + B_0 \Delta W + B_1 U + R \zeta` (exact law given the path, see splitdyn.steps.noise)."""
+        r""":math:`\Phi u + B_0 \Delta W + B_1 U + R \zeta` (exact law given the path, see splitdyn.steps.noise)."""
         start, span = float(self.intervals.starts[i]), float(self.intervals.spans[i])
         m = int(self.sde.diffusion_matrix(self.intervals.starts[:1]).shape[-1])
         if self.brownian_map is None or self.brownian_map[0] != source.levy_area:
