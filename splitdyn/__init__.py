@@ -14,6 +14,7 @@ from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .sample import SAMPLERS, pc_step, sample, split_step
+from .steps.adaptive import AdaptiveSampler
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .steps import (
@@ -101,6 +102,7 @@ __all__ = [
     "van_loan_kernel",
     "split_step",
     "pc_step",
+    "AdaptiveSampler",
     "BrownianNoise",
     "NoiseSource",
     "LangevinCorrector",

@@ -9,7 +9,8 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
 ``"ancestral"`` (reverse diffusion), ``"pc-em-langevin"`` / ``"pc-ancestral-langevin"`` /
-``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`),
+``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`), ``"adaptive-em"`` / ``"adaptive-sscs"``
+(adaptive steps, :class:`~splitdyn.steps.adaptive.AdaptiveSampler`),
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
 :class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
@@ -29,6 +30,7 @@ from .grids import check_grid
 from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .reverse import ReverseSDE, ScoreFunction
+from .steps.adaptive import AdaptiveSampler
 from .steps.base import Step
 from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
@@ -91,6 +93,8 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     "pc-em-langevin": pc_step,
     "pc-ancestral-langevin": partial(pc_step, predictor="ancestral"),
     "pc-sscs-langevin": partial(pc_step, predictor="sscs"),
+    "adaptive-em": partial(_ignore_dynamics, AdaptiveSampler, method="em"),
+    "adaptive-sscs": partial(_ignore_dynamics, AdaptiveSampler, method="sscs"),
 }
 
 
