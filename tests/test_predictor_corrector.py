@@ -204,3 +204,20 @@ def test_bad_arguments_are_refused_by_name():
         predictor_corrector(lambda u: u, LangevinCorrector(reverse))
     with pytest.raises(ValueError, match="predictor"):
         pc_step(reverse, predictor="heun")
+
+
+def test_custom_predictor_corrector_tutorial_runs_and_counts_its_evaluations():
+    """Smoke-sized run of docs/tutorials/custom_predictor_corrector.py (the page shows the full run)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "custom_predictor_corrector.py"
+    spec = importlib.util.spec_from_file_location("custom_predictor_corrector_tutorial", path)
+    tutorial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tutorial)
+    _, _, reverse = tutorial.setup()
+    assert {name: f(reverse).nfe for name, f in tutorial.samplers(reverse).items()} == {
+        "SSCS": 1, "SSCS + Langevin": 2, "ancestral + Langevin": 2, "EM + 2 correctors": 3}
+    results = tutorial.compare(nfe=13, samples=200)
+    assert results["SSCS"][0] == 13 and results["SSCS + Langevin"][0] == 13 and results["EM + 2 correctors"][0] == 13
+    assert all(torch.isfinite(torch.tensor(sw2)) for _, sw2 in results.values())
