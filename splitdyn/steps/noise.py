@@ -39,7 +39,7 @@ import torch
 
 from ..gaussian import psd_cholesky
 
-__all__ = ["NoiseSource", "BrownianNoise", "standard_normal", "brownian_flow_tables"]
+__all__ = ["NoiseSource", "BrownianNoise", "standard_normal", "independent_normal", "brownian_flow_tables"]
 
 _LEVY = ("space-time", "davie", "foster")
 _NODES, _WEIGHTS = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(16))
