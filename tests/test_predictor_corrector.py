@@ -65,6 +65,12 @@ def vp_case():
     return vp, S0, ExactGaussianScore(vp, S0)
 
 
+def ve_case():
+    ve = VESDE()
+    S0 = torch.tensor([[0.5]], dtype=F64)
+    return ve, S0, ExactGaussianScore(ve, S0)
+
+
 def cld_case():
     cld = CLD(gamma=0.04)
     S0 = torch.diag(torch.tensor([0.5, cld.gamma * cld.mass], dtype=F64))
@@ -84,6 +90,7 @@ def predictor_bias(sde, S0, reverse, predictor, grid):
 
 
 @pytest.mark.parametrize("case, predictor, eps", [(vp_case, "em", 1e-3), (vp_case, "ancestral", 1e-3),
+                                                  (ve_case, "em", 1e-3), (ve_case, "ancestral", 1e-3),
                                                   (cld_case, "em", 0.1), (cld_case, "sscs", 0.1)])
 def test_pc_with_exact_scores_keeps_the_gaussian_marginal(case, predictor, eps, generator):
     sde, S0, score = case()
