@@ -10,6 +10,8 @@ import pytest
 import torch
 import torchsde
 
+import splitdyn
+
 from splitdyn import (
     BrownianNoise,
     EulerMaruyama,
@@ -152,3 +154,15 @@ def test_bad_noise_arguments_are_refused_by_name(generator):
         integrate(EulerMaruyama(reverse), u0, grid, noise=wrong)
     with pytest.raises(ValueError, match="bm must have size"):
         integrate(ExactLinearFlow(sde.reverse_linear_part()), u0, grid, noise=wrong)
+
+
+def test_sample_takes_the_noise_source_for_fixed_grid_steps_and_refuses_it_for_reference_solvers(generator):
+    sde, S0, reverse = problem("cld")
+    grid = uniform_grid(20, sde.T, 1e-3).tolist()
+    u0 = start(sde, S0, 5, 2, generator)
+    bm = torchsde.BrownianInterval(0.0, grid[-1], size=(5, 4), dtype=F64, entropy=2)
+    ours = splitdyn.sample(sde, reverse.score, u0, grid, step="em", noise=BrownianNoise(bm), denoise=False)
+    direct = integrate(EulerMaruyama(reverse), u0, grid, noise=BrownianNoise(bm)).state
+    assert torch.equal(ours.state, direct)
+    with pytest.raises(ValueError, match="noise is for fixed-grid steps"):
+        splitdyn.sample(sde, reverse.score, u0, grid, step="torchsde-euler", noise=BrownianNoise(bm))
