@@ -222,7 +222,8 @@ def sample(
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
     if noise is not None and isinstance(solver, ReferenceSolver):
-        raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself (bm=...)")
+        raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself "
+                         "(bm=...)")
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")

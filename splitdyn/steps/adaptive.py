@@ -33,6 +33,7 @@ picks its own steps for Euler-Maruyama or SSCS (any :class:`~splitdyn.steps.base
 from __future__ import annotations
 
 import math
+from typing import Callable, Union
 
 import torch
 
@@ -45,6 +46,9 @@ from .euler import EulerMaruyama
 from .noise import BrownianNoise
 
 __all__ = ["AdaptiveSampler"]
+
+#: What ``method`` accepts: a name or a factory ``f(reverse_sde) -> Step``.
+Method = Union[str, Callable[..., Step]]
 
 _ORDER = 1.5  # the error estimate scales as h^(3/2) (strong local error of an Euler-type step, additive noise)
 
@@ -79,8 +83,8 @@ class AdaptiveSampler(ReferenceSolver):
 
     needs_grid = False
 
-    def __init__(self, method="em", rtol: float = 1e-2, atol: float = 1e-2, eps: float = 1e-3, h0: float = 1e-2,
-                 safety: float = 0.9, max_steps: int = 100_000, bm=None) -> None:
+    def __init__(self, method: Method = "em", rtol: float = 1e-2, atol: float = 1e-2, eps: float = 1e-3,
+                 h0: float = 1e-2, safety: float = 0.9, max_steps: int = 100_000, bm: object | None = None) -> None:
         if not (method in ("em", "sscs") or (callable(method) and not isinstance(method, str))):
             raise ValueError(f"method must be 'em', 'sscs' or a factory f(reverse) -> Step, got {method!r}")
         self.method = method
@@ -143,15 +147,18 @@ class AdaptiveSampler(ReferenceSolver):
             entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         levy = "none" if self.method == "em" else "space-time"
         # t1 a hair past the end: tau + h / 2 + h / 2 may round above it on the last step
-        return torchsde.BrownianInterval(t0=0.0, t1=end * (1 + 1e-12), size=(u.shape[0], m * d), dtype=u.dtype, device=u.device,
-                                         entropy=entropy, levy_area_approximation=levy)
+        return torchsde.BrownianInterval(t0=0.0, t1=end * (1 + 1e-12), size=(u.shape[0], m * d), dtype=u.dtype,
+                                         device=u.device, entropy=entropy, levy_area_approximation=levy)
 
-    def solve(self, reverse, u, times, eps, *, generator=None, progress=False, callback=None, save_at=None):
+    def solve(self, reverse, u: torch.Tensor, times: list[float] | None, eps: float, *,
+              generator: torch.Generator | None = None, progress: bool | str = False, callback=None,
+              save_at=None) -> Solution:
         """Integrate the reverse SDE from reverse time 0 to :math:`T - \\epsilon` with adaptive steps."""
         if save_at is not None or progress:
             raise ValueError("the adaptive sampler picks its own steps: it saves no states and shows no progress "
                              "bar (pass a callback to see the accepted steps)")
-        if not hasattr(reverse, "euler_maruyama_tables") or reverse.euler_maruyama_tables(Intervals.single(0.0, 0.1)) is None:
+        tables = getattr(reverse, "euler_maruyama_tables", None)
+        if tables is None or tables(Intervals.single(0.0, 0.1)) is None:
             raise TypeError("the adaptive sampler needs the reverse SDE of a linear forward SDE")
         end = reverse.T - eps
         if not end > 0:

@@ -78,7 +78,7 @@ class BrownianNoise(NoiseSource):
 
     brownian = True
 
-    def __init__(self, bm, generator: torch.Generator | None = None) -> None:
+    def __init__(self, bm: object, generator: torch.Generator | None = None) -> None:
         if not callable(bm) or not hasattr(bm, "shape"):
             raise TypeError(f"bm must be a torchsde Brownian motion (BrownianInterval, ...), got {type(bm).__name__}")
         if generator is not None and not isinstance(generator, torch.Generator):

@@ -34,6 +34,7 @@ marginals and converges with order 1.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -42,6 +43,9 @@ from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .composition import Composition
 from ..gaussian import psd_cholesky
 from .noise import NoiseSource, brownian_flow_tables, independent_normal
+
+if TYPE_CHECKING:
+    from ..reverse import ReverseSDE
 
 __all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector"]
 
@@ -136,10 +140,11 @@ class ReverseDiffusion(Step):
     weak_order = 1.0
     strong_order = 0.5
 
-    def __init__(self, reverse) -> None:
+    def __init__(self, reverse: "ReverseSDE") -> None:
         _check_reverse(reverse)
         if not hasattr(reverse.sde, "kernel"):
-            raise TypeError(f"reverse must have a linear forward SDE (with kernel(t, s)), got {type(reverse.sde).__name__}")
+            raise TypeError("reverse must have a linear forward SDE (with kernel(t, s)), got "
+                            f"{type(reverse.sde).__name__}")
         self.reverse = reverse
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
@@ -239,7 +244,7 @@ class LangevinCorrector(Step):
 
     strong_order = None
 
-    def __init__(self, reverse, snr: float | None = None, steps: int = 1, *, per_sample: bool = False,
+    def __init__(self, reverse: "ReverseSDE", snr: float | None = None, steps: int = 1, *, per_sample: bool = False,
                  step_size: float | None = None, rate: float | None = None, time_point: float = 1.0) -> None:
         _check_reverse(reverse)
         given = [name for name, v in (("snr", snr), ("step_size", step_size), ("rate", rate)) if v is not None]
