@@ -21,9 +21,9 @@ picks its own steps for Euler-Maruyama or SSCS (any :class:`~splitdyn.steps.base
   :math:`\sqrt{(T - \epsilon)/h}`. Local errors of a stochastic step are mostly random and add up like
   variances, so the global mean-square error is about :math:`\sum_i c_i h_i^3` for local errors
   :math:`\sqrt{c_i}\,h_i^{3/2}`; for a given number of steps it is smallest when :math:`c_i h_i^2`, the
-  local variance per unit time, is the same for every step, which is what this scaling equidistributes. It
-  halves the pathwise error at equal NFE against the plain per-step criterion in
-  ``benchmarks/bench_adaptive.py``.
+  local variance per unit time, is the same for every step, which is what this scaling equidistributes; the
+  global error then scales with the tolerance. In ``benchmarks/bench_adaptive.py`` it has about half the
+  pathwise error of the plain per-step criterion at equal NFE.
 - **PI step-size control** (Gustafsson; Hairer and Wanner IV.2): with :math:`q` the order of the estimate
   (:math:`u^{(2)} - u^{(1)} = O(h^{3/2})` for additive noise, so :math:`q = 3/2`, or 1 per unit step),
   :math:`h \leftarrow h\cdot\mathrm{safety}\cdot\mathrm{err}^{-0.7/q}\,\mathrm{err}_{\text{prev}}^{0.4/q}`
