@@ -15,11 +15,17 @@ from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, stationa
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .sample import SAMPLERS, sample, split_step
+from .sample import SAMPLERS, pc_step, sample, split_step
+from .steps.adaptive import AdaptiveSampler
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .steps import (
+    BrownianNoise,
     CallableDrift,
+    LangevinCorrector,
+    NoiseSource,
+    ReverseDiffusion,
+    predictor_corrector,
     Composition,
     Drift,
     EulerDrift,
@@ -108,4 +114,11 @@ __all__ = [
     "uniform_grid",
     "van_loan_kernel",
     "split_step",
+    "pc_step",
+    "AdaptiveSampler",
+    "BrownianNoise",
+    "NoiseSource",
+    "LangevinCorrector",
+    "ReverseDiffusion",
+    "predictor_corrector",
 ]

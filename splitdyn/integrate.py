@@ -22,6 +22,7 @@ from .checks import check_flag, check_positive
 from .grids import check_grid
 from .steps.base import Intervals, Plan, Step
 from .steps.composition import Composition
+from .steps.noise import NoiseSource
 
 __all__ = ["Solution", "integrate", "plan_step", "save_indices", "DivergenceError"]
 
@@ -111,6 +112,7 @@ def integrate(
     differentiable: bool = False,
     divergence_factor: float | None = 1e4,
     compile: bool | dict = False,
+    noise: NoiseSource | None = None,
 ) -> Solution:
     r"""Advance ``u`` over ``grid`` with ``step``: plan once, then one planned call per interval.
 
@@ -144,6 +146,10 @@ def integrate(
     compile:
         ``True`` or a dict of ``torch.compile`` options: compile the plans' tensor arithmetic (once per plan,
         never per time; see :meth:`~splitdyn.steps.base.Plan.compile`).
+    noise:
+        A :class:`~splitdyn.steps.noise.NoiseSource` the stochastic steps take their increments from instead
+        of ``torch.randn`` (e.g. :class:`~splitdyn.steps.noise.BrownianNoise` around a ``torchsde``
+        Brownian motion, to run on the same path as ``torchsde``); ``generator`` is then not used.
     """
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
@@ -160,13 +166,17 @@ def integrate(
         raise TypeError(f"callback must be callable(i, t, u), got {type(callback).__name__}")
     if divergence_factor is not None:
         divergence_factor = check_positive("divergence_factor", divergence_factor)
+    if noise is not None and not isinstance(noise, NoiseSource):
+        raise TypeError(f"noise must be a splitdyn NoiseSource (e.g. BrownianNoise(bm)), got {type(noise).__name__}")
     times = check_grid(grid)
     saved = save_indices("all" if save_trajectory else save_at, times)
     needs_grid_states = callback is not None or any(j > 0 for j in saved)
     plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
     if compile:
         plan.compile(**(compile if isinstance(compile, dict) else {}))
-    rng_state = generator.get_state() if generator is not None else None
+    if noise is not None:
+        generator = noise  # the plans take their draws from the source (see splitdyn.steps.noise)
+    rng_state = generator.get_state() if isinstance(generator, torch.Generator) else None
     context = torch.no_grad() if not differentiable else contextlib.nullcontext()
     with context:
         state, trajectory = _run(plan, u, times, generator, saved, progress, callback)

@@ -8,6 +8,9 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
+``"ancestral"`` (reverse diffusion), ``"pc-em-langevin"`` / ``"pc-ancestral-langevin"`` /
+``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`), ``"adaptive-em"`` / ``"adaptive-sscs"``
+(adaptive steps, :class:`~splitdyn.steps.adaptive.AdaptiveSampler`),
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
 ``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
@@ -31,14 +34,17 @@ from .grids import check_grid
 from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .reverse import ReverseSDE, ScoreFunction
+from .steps.adaptive import AdaptiveSampler
 from .steps.base import Step
 from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
 from .steps.exact_flow import ExactLinearFlow
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
+from .steps.noise import NoiseSource
+from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step"]
+__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step"]
 
 
 def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
@@ -60,6 +66,18 @@ def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, 
     linear = ExactLinearFlow(reverse.sde.reverse_linear_part(precision))
     score_step = EulerDrift(reverse.score_part(precision), time_point=time_point)
     return (strang if scheme == "strang" else trotter)(linear, score_step)
+
+
+def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
+            per_sample: bool = False) -> Step:
+    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
+    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
+    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
+    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
+    if predictor not in predictors:
+        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
+    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
+    return predictor_corrector(predictors[predictor](reverse), corrector)
 
 
 def _ignore_dynamics(solver_type, reverse, **options):
@@ -85,6 +103,12 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     "dpmpp-1": partial(ExponentialODE, order=1, interpolation="log_snr"),
     "dpmpp-2m": partial(ExponentialODE, order=2, interpolation="log_snr"),
     "dpmpp-3m": partial(ExponentialODE, order=3, interpolation="log_snr"),
+    "ancestral": ReverseDiffusion,
+    "pc-em-langevin": pc_step,
+    "pc-ancestral-langevin": partial(pc_step, predictor="ancestral"),
+    "pc-sscs-langevin": partial(pc_step, predictor="sscs"),
+    "adaptive-em": partial(_ignore_dynamics, AdaptiveSampler, method="em"),
+    "adaptive-sscs": partial(_ignore_dynamics, AdaptiveSampler, method="sscs"),
 }
 
 
@@ -155,6 +179,7 @@ def sample(
     differentiable: bool = False,
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
+    noise: NoiseSource | None = None,
 ) -> Solution:
     r"""Sample the data distribution of ``process`` by integrating its reverse-time dynamics.
 
@@ -193,6 +218,9 @@ def sample(
         the time as a 0-d float64 tensor).
     divergence_factor:
         See :func:`~splitdyn.integrate.integrate`.
+    noise:
+        A :class:`~splitdyn.steps.noise.NoiseSource` (e.g. ``BrownianNoise(bm)`` on a ``torchsde`` path over
+        reverse time) for fixed-grid steps; see :func:`~splitdyn.integrate.integrate`.
 
     Returns
     -------
@@ -210,6 +238,9 @@ def sample(
     solver = sampler_step(step, reverse)
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
+    if noise is not None and isinstance(solver, ReferenceSolver):
+        raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself "
+                         "(bm=...)")
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
@@ -227,7 +258,7 @@ def sample(
         else:
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
                                  callback=callback, differentiable=differentiable, compile=compile,
-                                 divergence_factor=divergence_factor)
+                                 divergence_factor=divergence_factor, noise=noise)
     if denoise:
         if not eps > 0:
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")

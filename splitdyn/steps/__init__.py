@@ -11,9 +11,16 @@ from .euler import EulerDrift, EulerMaruyama
 from .exact_flow import ExactLinearFlow
 from .exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
+from .noise import BrownianNoise, NoiseSource
+from .predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
 __all__ = [
     "AffineMap",
+    "BrownianNoise",
+    "LangevinCorrector",
+    "NoiseSource",
+    "ReverseDiffusion",
+    "predictor_corrector",
     "CallableDrift",
     "Composition",
     "Drift",

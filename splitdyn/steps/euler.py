@@ -19,6 +19,7 @@ from ..checks import check_count, check_flag
 from ..linear_sde import LinearSDEBase
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
+from .noise import standard_normal
 
 __all__ = ["EulerDrift", "EulerMaruyama"]
 
@@ -126,6 +127,8 @@ class _LinearEMPlan(Plan):
         M, C, L, score_times = tables
         nonzero = L.abs().amax(dim=(0, 1)) > 0  # noise columns that ever act
         self.L_full = L
+        self.columns = torch.nonzero(nonzero).flatten().tolist()
+        self.starts, self.spans = intervals.starts.tolist(), intervals.spans.tolist()
         L = L[..., nonzero]
         self.noise_width = int(L.shape[-1])
         self.sde = sde
@@ -159,8 +162,8 @@ class _LinearEMPlan(Plan):
             self.evaluations += int(self.has_score)
             noise = None
             if self.noise_width:
-                noise = torch.randn((u.shape[0], self.noise_width, *u.shape[2:]), generator=generator,
-                                    dtype=u.dtype, device=u.device)
+                noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u,
+                                        self.starts[i], self.spans[i], self.columns)
             return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
         if self.has_score:
             self.evaluations += 1
@@ -170,12 +173,18 @@ class _LinearEMPlan(Plan):
                     or s.shape[0] != u.shape[0]:
                 s = self.sde.checked_score(u, t)  # the full check: it says what is wrong
             if self.noise_width:
-                z = self.map.noise(2, u.shape[0], generator, u.dtype, u.device)
-                return self.map(i, u, s, z)
+                return self.map(i, u, s, self._noise(u, i, generator, 2))
             return self.map(i, u, s)
         if self.noise_width:
-            return self.map(i, u, self.map.noise(1, u.shape[0], generator, u.dtype, u.device))
+            return self.map(i, u, self._noise(u, i, generator, 1))
         return self.map(i, u)
+
+    def _noise(self, u, i, generator, j: int):
+        """The standard normals of the active noise columns: drawn flat for the fast map, or from a noise source."""
+        if generator is None or isinstance(generator, torch.Generator):
+            return self.map.noise(j, u.shape[0], generator, u.dtype, u.device)
+        return standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.starts[i],
+                               self.spans[i], self.columns)
 
     def gaussian_moments(self, mean, covariance, i):
         d = mean[0, 0].numel()
@@ -213,8 +222,8 @@ class _GenericEMPlan(Plan):
     def __call__(self, u, i, generator=None):
         self.evaluations += self.nfe
         drift = check_drift_output("the SDE's drift", self.sde.drift(u, self.times[i]), u, u.shape)
-        noise = torch.randn((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), generator=generator,
-                            dtype=u.dtype, device=u.device)
+        noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.times[i],
+                                self.spans[i])
         return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, noise)
 
     def gaussian_moments(self, mean, covariance, i):

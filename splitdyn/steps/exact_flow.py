@@ -16,6 +16,7 @@ from ..gaussian import psd_cholesky
 from ..linear_sde import LinearSDE, LinearSDEBase
 from ..schedules import ConstantBeta
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
+from .noise import NoiseSource, brownian_flow_tables
 
 __all__ = ["ExactLinearFlow", "linear_kernels"]
 
@@ -44,6 +45,8 @@ class _ExactFlowPlan(Plan):
         L = psd_cholesky(Q, "the transition noise covariance")
         self.n = len(intervals)
         self.Q = Q
+        self.sde, self.intervals, self.Phi, self.index = sde, intervals, Phi, index
+        self.brownian_map = None  # built on the first draw from a Brownian path (see splitdyn.steps.noise)
         self.map = AffineMap([Phi, L], like, index)
         self.evaluations = 0
         self.compiled = None
@@ -53,6 +56,8 @@ class _ExactFlowPlan(Plan):
         self.writes = frozenset(int(c) for c in torch.nonzero(moved).flatten().tolist())
 
     def __call__(self, u, i, generator=None):
+        if isinstance(generator, NoiseSource) and generator.brownian:
+            return self._on_path(u, i, generator)
         if self.compiled is not None:
             noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
             return self.compiled(self.map.prepared(i), [u, noise])
@@ -61,6 +66,19 @@ class _ExactFlowPlan(Plan):
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()
         self.compiled = torch.compile(self.map.apply, **options)
+
+    def _on_path(self, u, i, source):
+        r""":math:`\Phi u + B_0 \Delta W + B_1 U + R \zeta` (exact law given the path, see splitdyn.steps.noise)."""
+        start, span = float(self.intervals.starts[i]), float(self.intervals.spans[i])
+        m = int(self.sde.diffusion_matrix(self.intervals.starts[:1]).shape[-1])
+        if self.brownian_map is None or self.brownian_map[0] != source.levy_area:
+            B0, B1, R = brownian_flow_tables(self.sde, self.intervals.starts, self.intervals.spans, source.levy_area)
+            Phi = self.Phi[self.index]
+            tables = [Phi, B0, R] + ([B1] if source.levy_area else [])
+            self.brownian_map = (source.levy_area, AffineMap(tables, u))
+        dW, U = source.increments(start, span, u, m)
+        inputs = [u, dW, source.independent_normal(u.shape, u)] + ([U] if U is not None else [])
+        return self.brownian_map[1](i, *inputs)
 
     def gaussian_moments(self, mean, covariance, i):
         Phi = self.map.matrices(i)[0]
