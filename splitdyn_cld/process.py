@@ -138,7 +138,7 @@ class CLD(LinearSDE):
 
     @property
     def critically_damped(self) -> bool:
-        """Whether :math:`\Gamma^2 = 4M` (then the closed-form kernels of :mod:`splitdyn_cld.kernels` apply)."""
+        r"""Whether :math:`\Gamma^2 = 4M` (then the closed-form kernels of :mod:`splitdyn_cld.kernels` apply)."""
         return math.isclose(self.friction**2, 4.0 * self.mass, rel_tol=1e-9)
 
     def increment_kernel(self, delta):
