@@ -54,7 +54,12 @@ def md_file_table(path: Path):
         return None, None, None
     lines = path.read_text().splitlines()
     command = next((line for line in lines if line.startswith("Command:")), None)
-    table = [line for line in lines if line.startswith("|")]
+    table = []
+    for line in lines:  # the first contiguous table only (a page may hold several)
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
     if len(table) < 2:
         return command, None, None
     split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
@@ -145,7 +150,8 @@ def main() -> None:
     if checks:
         md += ["## Targets", "", *checks, ""]
         rst_bench += ["Targets", "-------", "", *checks, ""]
-    for path in result_files(("step_cost", "accuracy", "gpu", "digits")):
+    for path in result_files(("step_cost", "accuracy", "gpu", "digits", "mcmc", "adaptive", "noise_source",
+                              "ablation")):
         data = json.loads(path.read_text())
         if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
             md += [f"## {path.stem}", "", f"Machine: {data['machine']}", "", "**failed** (traceback in "
@@ -158,8 +164,12 @@ def main() -> None:
             headers = list(rows[0])
             table_rows = [[fmt(r[h]) for h in headers] for r in rows]
         intro = [f"Machine: {data['machine']}", ""] + ([command.replace("`", "``"), ""] if command else [])
-        md += [f"## {path.stem}", "", f"Machine: {data['machine']}", ""] + ([command, ""] if command else [])
-        md += [md_table(headers, table_rows)]
+        md += [f"## {path.stem}", ""]
+        body = path.with_suffix(".md")
+        if body.exists():  # the whole page the benchmark wrote (machine, command, every table, notes)
+            md += [body.read_text().strip(), ""]
+        else:
+            md += [f"Machine: {data['machine']}", ""] + ([command, ""] if command else []) + [md_table(headers, table_rows)]
         png = path.with_suffix(".png")
         if png.exists():
             md += [f"![{path.stem}]({png.name})", ""]
