@@ -44,7 +44,8 @@ from pathlib import Path
 
 import torch
 
-from splitdyn import PerturbationKernel, ProbabilityFlowODE
+from splitdyn import VPSDE, PerturbationKernel, ProbabilityFlowODE, UniformGrid
+from splitdyn import sample as sample_process
 from splitdyn.likelihood import log_likelihood
 from splitdyn.metrics import mmd_rbf, mode_weight_error, wasserstein_sliced
 from splitdyn.oracles import diamond_mixture
@@ -58,7 +59,6 @@ from splitdyn_cld.cli import (ScriptParser, nonnegative_int, one_line, open_unit
 from splitdyn_cld.toy_models import cld_toy_score, save_toy_model, vpsde_toy_score
 from splitdyn_cld.training import (CSVLogger, NonFiniteLossError, check_finite_batch, check_finite_loss, make_ema,
                                    rng_state, set_rng_state, warmup_lr)
-from splitdyn_cld.vpsde import vpsde, vpsde_em
 
 PROG = "toy_train.py"
 #: The processes of the toy experiments (keyword arguments of CLD and vpsde, saved with the models).
@@ -192,11 +192,12 @@ def evaluate(args, cld, cld_score, vp, vp_score, data, device):
         bar.set_description(f"sample {model} {sampler.upper()}" + (f" NFE {n}" if n is not None else ""))
         start = time.perf_counter()
         if model == "VPSDE":
-            x, nfe = vpsde_em(vp, vp_score, shape, n - 1, generator=generator, device=device)
+            out = sample_process(vp, vp_score, shape, UniformGrid(n - 1), step="em", generator=generator,
+                                 device=device)
         else:
             out = sample(cld, cld_score, shape, None if n is None else n - 1, sampler=sampler, generator=generator,
                          device=device)
-            x, nfe = out.x, out.nfe
+        x, nfe = out.components()[0], out.nfe
         record(model, sampler.upper(), x, nfe, time.perf_counter() - start)
 
     likelihoods = {}
@@ -324,7 +325,7 @@ def _train_model(kind: str, args, data, device, out: Path):
         model = cld_toy_score(process, 2, args.width, args.blocks)
         loss_fn, name = (lambda m, x, g: hsm_loss(m, x, process, generator=g)), "CLD-SGM (HSM)"
     else:
-        process = vpsde(**VPSDE_PROCESS)
+        process = VPSDE(**VPSDE_PROCESS)
         model = vpsde_toy_score(process, 2, args.width, args.blocks)
         loss_fn, name = (lambda m, x, g: vpsde_loss(m, x, process, g)), "VPSDE (DSM)"
     ema_model, model, averaged, history = train(model, loss_fn, data, args, device, name, out / f"loss_{kind}.csv",

@@ -12,7 +12,7 @@ import torch
 from splitdyn.checks import check_count
 
 from ..process import CLD
-from ..samplers import SAMPLERS
+from ..samplers import sample
 
 __all__ = ["save_image_grid", "generate_images"]
 
@@ -84,10 +84,10 @@ def generate_images(score_model, cld: CLD, count: int, image_shape: tuple[int, i
         n = min(batch_size, count - start)
         kwargs = dict(eps=eps, denoise=denoise, generator=generator, device=device, dtype=torch.float32)
         if sampler == "ode":
-            result = SAMPLERS["ode"](cld, score_model, (n, *image_shape), rtol=rtol, atol=atol, **kwargs)
+            result = sample(cld, score_model, (n, *image_shape), None, "ode", rtol=rtol, atol=atol, **kwargs)
         else:
-            result = SAMPLERS[sampler](cld, score_model, (n, *image_shape), n_steps, grid=grid, **kwargs)
-        outputs.append(result.x.clamp(-1, 1).float().cpu())
+            result = sample(cld, score_model, (n, *image_shape), n_steps, sampler, grid=grid, **kwargs)
+        outputs.append(result.components()[0].clamp(-1, 1).float().cpu())
         nfes.append(result.nfe)
         if bar is not None:
             bar.update(n)
