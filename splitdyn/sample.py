@@ -135,6 +135,7 @@ def sample(
     progress: bool | str = False,
     callback: Callback | None = None,
     save_at=None,
+    fuse: bool = True,
     differentiable: bool = False,
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
@@ -169,6 +170,12 @@ def sample(
         ``callback(i, tau_{i+1}, u)`` after each step (fixed-grid samplers).
     save_at:
         ``"all"`` or reverse grid times at which to keep the state (``Solution.trajectory``).
+    fuse:
+        Let a splitting sampler (``"sscs"``) fuse the exact half-steps of adjacent steps into one (same law,
+        fewer noise draws). Fusion needs no state at the grid times, so it is off whenever ``save_at`` (after
+        the start) or ``callback`` ask for them; the noise stream then differs from a fused run's. With
+        ``fuse=False`` a run draws the same noise whether or not it saves: its states at the grid times are
+        those a saving run returns in its trajectory, for the same generator.
     differentiable:
         Keep the autograd graph (default: sample under ``torch.no_grad()``).
     compile:
@@ -184,6 +191,7 @@ def sample(
         ``trajectory``.
     """
     check_flag("denoise", denoise)
+    check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
     if not hasattr(process, "T") or not hasattr(process, "num_components"):
         raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
@@ -209,7 +217,7 @@ def sample(
                                     callback=callback, save_at=save_indices(save_at, times))
         else:
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
-                                 callback=callback, differentiable=differentiable, compile=compile,
+                                 callback=callback, fuse=fuse, differentiable=differentiable, compile=compile,
                                  divergence_factor=divergence_factor)
     if denoise:
         if not eps > 0:
