@@ -101,7 +101,7 @@ def run(args) -> dict:
     holds = fastest == "critical" and all(final[r] - final["critical"] > 2 * math.hypot(stderr[r], stderr["critical"])
                                           for r in REGIMES if r != "critical")
     payload = {"claim": "Fig. 5 / App. A.1: critical damping converges to the prior fastest",
-               "command": "python examples/" + PROG + " " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+               "command": f"python examples/{PROG} " + " ".join(args.argv),
                "machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "argv"},
                "frictions": {r: REGIMES[r] * 2.0 * math.sqrt(0.25) for r in REGIMES},
                "convergence": results, "kl_at_T": final, "kl_at_T_stderr": stderr, "fastest_at_T": fastest,
@@ -153,7 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.points, args.path_steps = 500, 4, 40
-    args.argv = argv
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
