@@ -76,11 +76,13 @@ class TrainLog:
 
     def summary(self, tail: int = 200) -> dict[str, Any]:
         """Final loss (mean of the last ``tail`` steps), its standard deviation, median and maximum gradient
-        norms, and the non-finite step."""
+        norms, the fraction of steps whose gradient norm exceeded the clipping threshold 1, and the non-finite
+        step."""
         last = torch.tensor(self.losses[-tail:] or [math.nan], dtype=torch.float64)
         norms = torch.tensor(self.grad_norms or [math.nan], dtype=torch.float64)
         return {"final_loss": float(last.mean()), "final_loss_std": float(last.std()) if last.numel() > 1 else 0.0,
                 "grad_norm_median": float(norms.median()), "grad_norm_max": float(norms.max()),
+                "clipped_fraction": float((norms > 1.0).double().mean()),
                 "nonfinite_step": self.nonfinite_step, "train_seconds": self.seconds}
 
 
@@ -141,7 +143,7 @@ def train_toy(model: torch.nn.Module, loss_fn: Callable, data: Callable, trainin
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = loss_fn(model, data(training.batch_size, data_gen), noise_gen)
-        if not bool(torch.isfinite(loss)):
+        if not bool(torch.isfinite(loss.detach())):
             log.nonfinite_step = step
             break
         optimizer.zero_grad(set_to_none=True)
@@ -152,7 +154,7 @@ def train_toy(model: torch.nn.Module, loss_fn: Callable, data: Callable, trainin
             break
         optimizer.step()
         ema.update_parameters(model)
-        log.losses.append(float(loss))
+        log.losses.append(float(loss.detach()))
         log.grad_norms.append(norm)
     log.seconds = time.perf_counter() - tic
     return ema.module.eval(), log
