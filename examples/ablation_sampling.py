@@ -49,8 +49,9 @@ def draw(cld, score, n, sampler, *, grid="uniform", eps=1e-3, denoise=True, rtol
     g = torch.Generator().manual_seed(seed)
     tic = time.perf_counter()
     try:
-        out = sample(cld, score, (count, 2), n, sampler, grid=grid, eps=eps, denoise=denoise, rtol=rtol, atol=rtol,
-                     generator=g)
+        with torch.no_grad():  # the adaptive ODE solver keeps the autograd graph otherwise
+            out = sample(cld, score, (count, 2), n, sampler, grid=grid, eps=eps, denoise=denoise, rtol=rtol, atol=rtol,
+                         generator=g)
     except (DivergenceError, AssertionError) as exc:  # torchdiffeq asserts on step-size underflow
         return {"diverged": True, "error": str(exc).splitlines()[0][:200], "seconds": time.perf_counter() - tic}
     return {"diverged": False, "nfe": out.nfe, "seconds": time.perf_counter() - tic, "x": out.components()[0]}
