@@ -155,7 +155,7 @@ def plot(spec, rows, runs):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=["mass", "gamma", "all"], help="Table 4 (mass), Table 5 (gamma) or both")
-    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps per run (default 2000)")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps per run (default 4000)")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per setting (default 2)")
     parser.add_argument("--batch-size", type=positive_int, default=512)
     parser.add_argument("--width", type=positive_int, default=64)

@@ -164,7 +164,7 @@ def plot(scatter, curves, reference):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps per run (default 2000)")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps per run (default 4000)")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per configuration (default 2)")
     parser.add_argument("--batch-size", type=positive_int, default=512)
     parser.add_argument("--width", type=positive_int, default=64)

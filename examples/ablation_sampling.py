@@ -184,7 +184,7 @@ def plot(table7, ode, shown, reference):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
     parser.add_argument("--batch-size", type=positive_int, default=512)
     parser.add_argument("--width", type=positive_int, default=64)
     parser.add_argument("--samples", type=positive_int, default=5000, help="samples per setting (default 5000)")

@@ -249,8 +249,8 @@ def write_results(out_dir, name: str, payload: dict, table: str, figure=None, ti
     paths["json"].write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
     header = [f"## {title or name}", ""]
     if "command" in payload:
-        header += [f"Command: `{payload['command']}` ({payload.get('machine', 'CPU')}).", ""]
-    paths["md"].write_text("\n".join(header) + table + "\n")
+        header += [f"Command: `{payload['command'].strip()}` ({payload.get('machine', 'CPU')}).", ""]
+    paths["md"].write_text("\n".join(header) + "\n" + table + "\n")
     if figure is not None:
         import matplotlib.pyplot as plt
 
