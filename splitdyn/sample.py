@@ -201,20 +201,24 @@ def sample(
     solver = sampler_step(step, reverse)
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
+    # reference solvers do not manage autograd themselves: without this they would keep the network's graph
+    no_grad = torch.no_grad() if not differentiable else contextlib.nullcontext()
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
         times, eps = None, solver.eps
-        solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
-                                save_at=None if save_at is None else [float(t) for t in save_at])
+        with no_grad:
+            solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
+                                    save_at=None if save_at is None else [float(t) for t in save_at])
     else:
         if grid is None:
             raise ValueError("grid is required for this sampler (e.g. splitdyn.grids.UniformGrid(n))")
         times = _reverse_times(grid, T)
         eps = T - times[-1]
         if isinstance(solver, ReferenceSolver):
-            solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
-                                    callback=callback, save_at=save_indices(save_at, times))
+            with no_grad:
+                solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
+                                        callback=callback, save_at=save_indices(save_at, times))
         else:
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
                                  callback=callback, fuse=fuse, differentiable=differentiable, compile=compile,
