@@ -16,7 +16,7 @@ Outputs: benchmarks/results/damping_regimes.{json,md,png} (or --out).
 
 Examples
 --------
-python examples/ablation_damping.py               # about 30 s on one CPU core
+python examples/ablation_damping.py               # about 30 CPU-seconds
 python examples/ablation_damping.py --quick --out /tmp/damping
 """
 

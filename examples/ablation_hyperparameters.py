@@ -16,7 +16,7 @@ Outputs: benchmarks/results/table4_mass.{json,md,png} and table5_gamma.{json,md,
 
 Examples
 --------
-python examples/ablation_hyperparameters.py all      # about 6 min on one CPU core
+python examples/ablation_hyperparameters.py all      # about 1 CPU-minute per run, 12 runs
 python examples/ablation_hyperparameters.py mass --steps 4000 --seeds 3
 python examples/ablation_hyperparameters.py gamma --quick --out /tmp/ablations
 """

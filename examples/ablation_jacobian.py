@@ -20,7 +20,7 @@ Outputs: benchmarks/results/jacobian_complexity.{json,md,png} (or --out).
 
 Examples
 --------
-python examples/ablation_jacobian.py               # about 3 min on one CPU core
+python examples/ablation_jacobian.py               # about 4 CPU-minutes
 python examples/ablation_jacobian.py --quick --out /tmp/jacobian
 """
 

@@ -16,7 +16,8 @@ Outputs: benchmarks/results/objectives.{json,md,png} (or --out).
 
 Examples
 --------
-python examples/ablation_objectives.py              # about 6 min on one CPU core
+python examples/ablation_objectives.py              # about 1 CPU-minute per run, 12 runs
+python examples/ablation_objectives.py --seeds 1 --nll-samples 200   # the committed results (6 runs)
 python examples/ablation_objectives.py --quick --out /tmp/objectives
 """
 

@@ -16,7 +16,7 @@ Outputs: benchmarks/results/generation_paths.{json,md,png} (or --out).
 
 Examples
 --------
-python examples/ablation_paths.py                   # about 2 min on one CPU core
+python examples/ablation_paths.py                   # about 1 CPU-minute
 python examples/ablation_paths.py --quick --out /tmp/paths
 """
 

@@ -17,7 +17,7 @@ minutes on 2 CPU cores with enough samples to resolve the differences.
 
 Examples
 --------
-python examples/ablation_sampling.py                # about 3 min on one CPU core
+python examples/ablation_sampling.py                # about 2 CPU-minutes
 python examples/ablation_sampling.py --quick --out /tmp/sampling
 """
 
