@@ -16,6 +16,11 @@ CIFAR-10 as in the paper (global batch 128 = 16 GPUs x 8; bf16 autocast by defau
 CelebA-HQ-256 from a folder of images: ``--config celebahq256 --dataset folder --data-root PATH``.
 Throughput / stability without data: ``--dataset synthetic``.
 
+The paper's ablations (Sec. 5.3) are switches: ``--objective hsm|dsm`` (DSM draws v0 ~ N(0, gamma M) and uses
+the DSM ell_t), ``--no-mixed``, ``--weighting ell|likelihood`` (lambda = ell_t^-2 or Gamma beta), ``--mass``,
+``--gamma``, ``--beta`` (a number or ``8sqrtM``: beta = 8 sqrt(M), Table 4) and ``--eps-num``; all of them are
+saved in the checkpoint and define the run for --resume.
+
 ``--batch-size`` is the GLOBAL batch size: it is split evenly over the ranks and must be divisible by the
 number of processes. Only rank 0 writes (checkpoint.pt, train_log.csv, samples/*.png, tensorboard/).
 A NaN/inf loss or batch stops training with a message (exit code 3); the last checkpoint is left as it was.
