@@ -2,6 +2,9 @@
 
 CLD-SGM: hybrid score matching (eq. 9, lambda = ell_t^-2), the mixed score (Sec. 3.2) on a small residual
 MLP (splitdyn_cld.toy_models), an EMA of the weights; M = 0.25, Gamma = 1 (critical), beta = 4, gamma = 0.04.
+The switches of the paper's ablations change this: --objective dsm (v0 ~ N(0, gamma M) drawn and conditioned
+on, the DSM ell_t), --no-mixed, --weighting likelihood (lambda = Gamma beta), --mass (Gamma = 2 sqrt(M) stays
+critical), --gamma, --beta (a number or 8sqrtM), --eps-num; they are saved in the checkpoints and models.
 VPSDE: beta(t) = 0.1 + 19.9 t, the standard noise-prediction loss ||eps_theta - eps||^2, the same network.
 
 Sampling: CLD with SSCS (Algorithm 1), Euler-Maruyama and the probability-flow ODE (RK45, rtol = atol =
@@ -20,8 +23,8 @@ examples/toy_score_complexity.py --network cld.pt reads them).
 Checkpoints: --checkpoint-every N writes checkpoint_cld.pt / checkpoint_vpsde.pt every N steps and at the end
 of each model's training (atomically, with a checksum: model, EMA, optimiser, step, RNG states, loss
 history). --resume continues from them, bit for bit the uninterrupted run; it refuses a corrupt checkpoint,
-or one whose run-defining settings (--data, --steps, --batch-size, --lr, --ema, --width, --blocks, --seed)
-differ from the given ones, unless --override-settings. Bad arguments and missing or corrupt files end with
+or one whose run-defining settings (--data, --steps, --batch-size, --lr, --ema, --width, --blocks, --seed,
+or any CLD switch) differ from the given ones, unless --override-settings. Bad arguments and missing or corrupt files end with
 one line and exit code 2; a NaN/inf loss or batch with exit code 3.
 
 Examples
@@ -38,34 +41,61 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from functools import partial
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from splitdyn import PerturbationKernel, ProbabilityFlowODE
+from splitdyn import VPSDE, PerturbationKernel, ProbabilityFlowODE, UniformGrid
+from splitdyn import sample as sample_process
 from splitdyn.likelihood import log_likelihood
 from splitdyn.metrics import mmd_rbf, mode_weight_error, wasserstein_sliced
 from splitdyn.oracles import diamond_mixture
 from splitdyn.score_matching import kernel_score_matching_loss
-from splitdyn_cld import CLD, hsm_loss, nll_bound, sample
+from splitdyn_cld import CLD, nll_bound, sample, score_matching_objective
 from splitdyn_cld.toy_data import get_toy_dataset
 from splitdyn_cld.checkpoints import (CheckpointError, check_run_settings, load_checkpoint, remove_stale_temporaries,
                                       save_checkpoint)
-from splitdyn_cld.cli import (ScriptParser, nonnegative_int, one_line, open_unit_float, positive_float, positive_int,
-                              user_errors)
+from splitdyn_cld.cli import (BETA_TIED, ScriptParser, beta_value, nonnegative_float, nonnegative_int, one_line,
+                              open_unit_float, positive_float, positive_int, resolve_beta, user_errors)
 from splitdyn_cld.toy_models import cld_toy_score, save_toy_model, vpsde_toy_score
 from splitdyn_cld.training import (CSVLogger, NonFiniteLossError, check_finite_batch, check_finite_loss, make_ema,
                                    rng_state, set_rng_state, warmup_lr)
-from splitdyn_cld.vpsde import vpsde, vpsde_em
 
 PROG = "toy_train.py"
 #: The processes of the toy experiments (keyword arguments of CLD and vpsde, saved with the models).
 CLD_PROCESS = {"mass": 0.25, "friction": 1.0, "beta": 4.0, "gamma": 0.04, "eps_num": 1e-6}
+#: The CLD training switches (the ablations of Sec. 5.3 / App. F): loss, mixed score, weighting, process.
+CLD_SWITCHES = ("objective", "mixed", "weighting", "mass", "gamma", "beta", "eps_num")
 VPSDE_PROCESS = {"beta_min": 0.1, "beta_max": 20.0, "T": 1.0}
 #: Settings that define a training run: --resume refuses a checkpoint with other values (--override-settings).
-RUN_SETTINGS = ("data", "steps", "batch_size", "lr", "ema", "width", "blocks", "seed")
+RUN_SETTINGS = ("data", "steps", "batch_size", "lr", "ema", "width", "blocks", "seed") + CLD_SWITCHES
+
+
+def cld_process_settings(args) -> dict:
+    r"""The CLD keyword arguments of a run: ``--mass``, ``--gamma``, ``--beta`` (a number, or ``8sqrtM`` for
+    :math:`\beta = 8\sqrt{M}`), ``--eps-num``; always critically damped, :math:`\Gamma = 2\sqrt{M}`."""
+    mass = float(args.mass)
+    return {"mass": mass, "friction": 2.0 * math.sqrt(mass), "beta": float(resolve_beta(args.beta, mass)),
+            "gamma": float(args.gamma), "eps_num": float(args.eps_num)}
+
+
+def cld_objective(objective: str = "hsm", weighting: str = "ell"):
+    r"""The CLD training loss of a run, ``loss(score_model, x0, cld, generator=..., **options)``.
+
+    ``objective="hsm"`` is hybrid score matching (eq. 9 / 53, the initial velocity marginalised); ``"dsm"``
+    draws :math:`v_0 \sim \mathcal N(0, \gamma M I)`, conditions on it and regresses with the DSM
+    :math:`\ell_t` (eq. 54). ``weighting="ell"`` is :math:`\lambda = \ell_t^{-2}`, ``"likelihood"``
+    :math:`\lambda = \Gamma\beta(t)` (App. B.3). Other keywords (``t``, ``noise``, ``v0``, ``reduction``) go to
+    :func:`splitdyn_cld.losses.score_matching_objective`.
+    """
+    if objective not in ("hsm", "dsm"):
+        raise ValueError(f"objective must be 'hsm' or 'dsm', got {objective!r}")
+    if weighting not in ("ell", "likelihood"):
+        raise ValueError(f"weighting must be 'ell' or 'likelihood', got {weighting!r}")
+    return partial(score_matching_objective, kind=objective, weighting=weighting)
 CHECKPOINT_FORMAT = "toy_train/1"
 
 
@@ -192,11 +222,12 @@ def evaluate(args, cld, cld_score, vp, vp_score, data, device):
         bar.set_description(f"sample {model} {sampler.upper()}" + (f" NFE {n}" if n is not None else ""))
         start = time.perf_counter()
         if model == "VPSDE":
-            x, nfe = vpsde_em(vp, vp_score, shape, n - 1, generator=generator, device=device)
+            out = sample_process(vp, vp_score, shape, UniformGrid(n - 1), step="em", generator=generator,
+                                 device=device)
         else:
             out = sample(cld, cld_score, shape, None if n is None else n - 1, sampler=sampler, generator=generator,
                          device=device)
-            x, nfe = out.x, out.nfe
+        x, nfe = out.components()[0], out.nfe
         record(model, sampler.upper(), x, nfe, time.perf_counter() - start)
 
     likelihoods = {}
@@ -280,6 +311,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ema", type=open_unit_float, default=0.999, help="EMA decay (default 0.999, with warm-up)")
     parser.add_argument("--width", type=positive_int, default=64, help="network width (default 64)")
     parser.add_argument("--blocks", type=nonnegative_int, default=4, help="residual blocks (default 4)")
+    cld = parser.add_argument_group("CLD switches (ablations, Sec. 5.3 and App. F; defaults: the paper's)")
+    cld.add_argument("--objective", choices=["hsm", "dsm"], default="hsm",
+                     help="hybrid score matching (eq. 9) or denoising score matching (eq. 54: v0 ~ N(0, gamma M), "
+                          "the DSM ell_t) (default hsm)")
+    cld.add_argument("--no-mixed", dest="mixed", action="store_false",
+                     help="no mixed score: s = -ell_t net(u, t) instead of -v / Sigma_vv - ell_t net(u, t)")
+    cld.add_argument("--weighting", choices=["ell", "likelihood"], default="ell",
+                     help="lambda(t) = ell_t^-2 (default) or the likelihood weighting Gamma beta (App. B.3)")
+    cld.add_argument("--mass", type=positive_float, default=0.25,
+                     help="mass M (default 0.25); always critically damped, Gamma = 2 sqrt(M)")
+    cld.add_argument("--gamma", type=positive_float, default=0.04,
+                     help="initial velocity variance scale gamma, v0 ~ N(0, gamma M) (default 0.04)")
+    cld.add_argument("--beta", type=beta_value, default=4.0,
+                     help=f"rate beta, a number or {BETA_TIED} for beta = 8 sqrt(M) (Sec. 5.3) (default 4)")
+    cld.add_argument("--eps-num", type=nonnegative_float, default=1e-6,
+                     help="Cholesky stabiliser eps_num added to Sigma_xx and Sigma_vv (default 1e-6)")
     parser.add_argument("--sample-steps", type=_sample_steps, nargs="+", default=[50, 200],
                         help="NFE budgets for SSCS/EM, denoising step included (default 50 200)")
     parser.add_argument("--eval-samples", type=positive_int, default=5000, help="samples per sampler (default 5000)")
@@ -320,16 +367,19 @@ def _train_model(kind: str, args, data, device, out: Path):
     """Build (seeded), train and save one of the two models; returns (EMA model, model, history)."""
     torch.manual_seed(args.seed)  # the initial weights
     if kind == "cld":
-        process = CLD(**CLD_PROCESS)
-        model = cld_toy_score(process, 2, args.width, args.blocks)
-        loss_fn, name = (lambda m, x, g: hsm_loss(m, x, process, generator=g)), "CLD-SGM (HSM)"
+        process_settings = cld_process_settings(args)
+        process = CLD(**process_settings)
+        model = cld_toy_score(process, 2, args.width, args.blocks, mixed=args.mixed, kind=args.objective)
+        objective = cld_objective(args.objective, args.weighting)
+        loss_fn, name = (lambda m, x, g: objective(m, x, process, generator=g)), "CLD-SGM"
     else:
-        process = vpsde(**VPSDE_PROCESS)
+        process_settings = VPSDE_PROCESS
+        process = VPSDE(**VPSDE_PROCESS)
         model = vpsde_toy_score(process, 2, args.width, args.blocks)
         loss_fn, name = (lambda m, x, g: vpsde_loss(m, x, process, g)), "VPSDE (DSM)"
     ema_model, model, averaged, history = train(model, loss_fn, data, args, device, name, out / f"loss_{kind}.csv",
                                                 out / f"checkpoint_{kind}.pt")
-    save_toy_model(out / f"{kind}.pt", kind, model, CLD_PROCESS if kind == "cld" else VPSDE_PROCESS, ema=averaged,
+    save_toy_model(out / f"{kind}.pt", kind, model, process_settings, ema=averaged,
                    settings=vars(args), step=args.steps)
     return process, ema_model, model, history
 
@@ -348,7 +398,7 @@ def _run(args) -> dict:
     train_seconds = time.perf_counter() - start
 
     rows, samples, likelihoods, reference = evaluate(args, cld, cld_ema, vp, vp_ema, data, device)
-    plot(samples, reference, {"CLD-SGM (HSM)": cld_hist, "VPSDE (noise prediction)": vp_hist}, out)
+    plot(samples, reference, {f"CLD-SGM ({args.objective.upper()})": cld_hist, "VPSDE (noise prediction)": vp_hist}, out)
     torch.save(samples, out / "samples.pt")
     elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in cld_model.parameters())

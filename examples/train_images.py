@@ -16,6 +16,11 @@ CIFAR-10 as in the paper (global batch 128 = 16 GPUs x 8; bf16 autocast by defau
 CelebA-HQ-256 from a folder of images: ``--config celebahq256 --dataset folder --data-root PATH``.
 Throughput / stability without data: ``--dataset synthetic``.
 
+The paper's ablations (Sec. 5.3) are switches: ``--objective hsm|dsm`` (DSM draws v0 ~ N(0, gamma M) and uses
+the DSM ell_t), ``--no-mixed``, ``--weighting ell|likelihood`` (lambda = ell_t^-2 or Gamma beta), ``--mass``,
+``--gamma``, ``--beta`` (a number or ``8sqrtM``: beta = 8 sqrt(M), Table 4) and ``--eps-num``; all of them are
+saved in the checkpoint and define the run for --resume.
+
 ``--batch-size`` is the GLOBAL batch size: it is split evenly over the ranks and must be divisible by the
 number of processes. Only rank 0 writes (checkpoint.pt, train_log.csv, samples/*.png, tensorboard/).
 A NaN/inf loss or batch stops training with a message (exit code 3); the last checkpoint is left as it was.
@@ -29,8 +34,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitdyn_cld.cli import (ScriptParser, nonnegative_float, nonnegative_int, one_line, open_unit_float,
-                              positive_float, positive_int, user_errors)
+from splitdyn_cld.cli import (ScriptParser, beta_value, nonnegative_float, nonnegative_int, one_line, open_unit_float,
+                              positive_float, positive_int, resolve_beta, user_errors)
 from splitdyn_cld.image_training import PRESETS, TrainSettings, settings_for, train
 from splitdyn_cld.image_training.settings import default_out
 from splitdyn_cld.training import NonFiniteLossError
@@ -81,14 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
                    help="autocast precision: auto = bf16 on CUDA, fp32 on CPU; fp16 uses a GradScaler (default auto)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
-    g.add_argument("--weighting", choices=["ell", "likelihood"], help="HSM weighting (default and paper: ell)")
+    g.add_argument("--objective", choices=["hsm", "dsm"],
+                   help="hybrid (eq. 9) or denoising (eq. 54: v0 ~ N(0, gamma M)) score matching (default and paper: hsm)")
+    g.add_argument("--weighting", choices=["ell", "likelihood"],
+                   help="loss weighting: ell = ell_t^-2 (default and paper), likelihood = Gamma beta (App. B.3)")
     g.add_argument("--t-min", type=open_unit_float, help="t-sampling cutoff (default and paper: 1e-5)")
     g.add_argument("--random-flip", type=_bool, help=f"random horizontal flips, true/false {_presets('random_flip')}")
     g.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
     g = p.add_argument_group("CLD (defaults: M=0.25, gamma=0.04, beta=4, critical damping)")
     g.add_argument("--mass", type=positive_float)
     g.add_argument("--gamma", type=positive_float)
-    g.add_argument("--beta", type=positive_float)
+    g.add_argument("--beta", type=beta_value,
+                   help="constant rate beta, or 8sqrtM for the paper's tie beta = 8 sqrt(M) (Sec. 5.3)")
     g.add_argument("--eps-num", type=nonnegative_float, help=f"Cholesky stabiliser {_presets('eps_num')}")
     g.add_argument("--no-mixed", dest="mixed", action="store_false", default=None,
                    help="ablation: no mixed score parametrisation")
@@ -116,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: list[str] | None = None):
     args = vars(build_parser().parse_args(argv))
     config = args.pop("config")
+    mass = args["mass"] if args["mass"] is not None else PRESETS[config].get("mass", TrainSettings.mass)
+    args["beta"] = resolve_beta(args["beta"], mass)
     return settings_for(config, **args)
 
 

@@ -176,6 +176,7 @@ def sample(
     progress: bool | str = False,
     callback: Callback | None = None,
     save_at=None,
+    fuse: bool = True,
     differentiable: bool = False,
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
@@ -211,6 +212,12 @@ def sample(
         ``callback(i, tau_{i+1}, u)`` after each step (fixed-grid samplers).
     save_at:
         ``"all"`` or reverse grid times at which to keep the state (``Solution.trajectory``).
+    fuse:
+        Let a splitting sampler (``"sscs"``) fuse the exact half-steps of adjacent steps into one (same law,
+        fewer noise draws). Fusion needs no state at the grid times, so it is off whenever ``save_at`` (after
+        the start) or ``callback`` ask for them; the noise stream then differs from a fused run's. With
+        ``fuse=False`` a run draws the same noise whether or not it saves: its states at the grid times are
+        those a saving run returns in its trajectory, for the same generator.
     differentiable:
         Keep the autograd graph (default: sample under ``torch.no_grad()``).
     compile:
@@ -229,6 +236,7 @@ def sample(
         ``trajectory``.
     """
     check_flag("denoise", denoise)
+    check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
     if not hasattr(process, "T") or not hasattr(process, "num_components"):
         raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
@@ -241,23 +249,27 @@ def sample(
     if noise is not None and isinstance(solver, ReferenceSolver):
         raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself "
                          "(bm=...)")
+    # reference solvers do not manage autograd themselves: without this they would keep the network's graph
+    no_grad = torch.no_grad() if not differentiable else contextlib.nullcontext()
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
         times, eps = None, solver.eps
-        solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
-                                save_at=None if save_at is None else [float(t) for t in save_at])
+        with no_grad:
+            solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
+                                    save_at=None if save_at is None else [float(t) for t in save_at])
     else:
         if grid is None:
             raise ValueError("grid is required for this sampler (e.g. splitdyn.grids.UniformGrid(n))")
         times = _reverse_times(grid, T)
         eps = T - times[-1]
         if isinstance(solver, ReferenceSolver):
-            solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
-                                    callback=callback, save_at=save_indices(save_at, times))
+            with no_grad:
+                solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
+                                        callback=callback, save_at=save_indices(save_at, times))
         else:
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
-                                 callback=callback, differentiable=differentiable, compile=compile,
+                                 callback=callback, fuse=fuse, differentiable=differentiable, compile=compile,
                                  divergence_factor=divergence_factor, noise=noise)
     if denoise:
         if not eps > 0:

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from typing import Iterator, NoReturn
 from .checkpoints import CheckpointError
 
 __all__ = ["ScriptParser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
-           "open_unit_float", "USER_ERRORS", "one_line", "user_errors"]
+           "open_unit_float", "BETA_TIED", "beta_value", "resolve_beta", "USER_ERRORS", "one_line", "user_errors"]
 
 #: The exceptions :func:`user_errors` reports in one line: missing files (:class:`OSError` and its
 #: subclasses such as :class:`FileNotFoundError`), unusable checkpoints
@@ -87,6 +88,30 @@ def nonnegative_float(text: str) -> float:
 def open_unit_float(text: str) -> float:
     """argparse type: a number in the open interval (0, 1)."""
     return _number(float, text, "a number in (0, 1)", lambda v: 0 < v < 1)
+
+
+#: The value of a ``--beta`` option that ties the CLD rate to the mass, :math:`\beta = 8\sqrt{M}` (paper Sec. 5.3,
+#: the setting of Table 4).
+BETA_TIED = "8sqrtM"
+
+
+def beta_value(text: str) -> float | str:
+    """argparse type of a ``--beta`` option: a finite number > 0, or :data:`BETA_TIED` (case-insensitive)."""
+    if text.strip().lower() == BETA_TIED.lower():
+        return BETA_TIED
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or {BETA_TIED}, got {text!r}") from None
+
+
+def resolve_beta(beta: float | str | None, mass: float) -> float | None:
+    r"""``beta`` itself, or :math:`8\sqrt{M}` when it is :data:`BETA_TIED` (``None`` stays ``None``)."""
+    if beta == BETA_TIED:
+        if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not mass > 0:
+            raise ValueError(f"mass must be a number > 0 to tie beta = 8 sqrt(M), got {mass!r}")
+        return 8.0 * math.sqrt(mass)
+    return beta
 
 
 @contextmanager

@@ -31,7 +31,8 @@ SAMPLER_NAMES = tuple(sorted(splitdyn.SAMPLERS))
 def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sampler: str = "sscs", *,
            grid: str = "uniform", eps: float = 1e-3, denoise: bool = True, rtol: float = 1e-5, atol: float = 1e-5,
            method: str = "dopri5", generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-           device=None, progress: bool | str = False, callback=None, save_at=None) -> splitdyn.Solution:
+           device=None, progress: bool | str = False, callback=None, save_at=None,
+           fuse: bool = True) -> splitdyn.Solution:
     r"""Sample a CLD model with the paper's settings.
 
     Parameters
@@ -55,8 +56,9 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
         Finish with the denoising step (eq. 107).
     rtol, atol, method:
         Settings of the ``"ode"`` sampler (paper: ``dopri5``, ``1e-5``).
-    generator, dtype, device, progress, callback, save_at:
-        As for :func:`splitdyn.sample`.
+    generator, dtype, device, progress, callback, save_at, fuse:
+        As for :func:`splitdyn.sample` (``save_at`` in reverse time :math:`\tau = T - t`; for ``"ode"`` any
+        times in :math:`[0, T - \epsilon]`, for the fixed-grid samplers grid times).
     """
     if not isinstance(cld, CLD):
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
@@ -69,4 +71,5 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
             raise ValueError(f"n_steps is required for the {sampler!r} sampler")
         step, times = sampler, make_grid(grid, check_count("n_steps", n_steps), cld.T, eps)
     return splitdyn.sample(cld, velocity_score, shape_or_u, times, step=step, denoise=denoise, generator=generator,
-                           dtype=dtype, device=device, progress=progress, callback=callback, save_at=save_at)
+                           dtype=dtype, device=device, progress=progress, callback=callback, save_at=save_at,
+                           fuse=fuse)

@@ -144,10 +144,12 @@ class ToyResNet(nn.Module):
         return h.reshape(u.shape[0], self.out_components, *self.event_shape)
 
 
-def cld_toy_score(cld: CLD, event_shape=2, width: int = 64, blocks: int = 4, mixed: bool = True) -> MixedScore:
+def cld_toy_score(cld: CLD, event_shape=2, width: int = 64, blocks: int = 4, mixed: bool = True,
+                  kind: str = "hsm") -> MixedScore:
     """The toy CLD velocity-score model: :class:`ToyResNet` (2 components in, the velocity out) in a
-    :class:`~splitdyn_cld.score.MixedScore`."""
-    return MixedScore(ToyResNet(event_shape, 2, 1, width, blocks), cld, mixed=mixed)
+    :class:`~splitdyn_cld.score.MixedScore` (``kind``: whose kernel's :math:`\\ell_t` scales the network,
+    ``"hsm"`` or ``"dsm"``, as the training objective)."""
+    return MixedScore(ToyResNet(event_shape, 2, 1, width, blocks), cld, mixed=mixed, kind=kind)
 
 
 def vpsde_toy_score(sde: LinearSDE, event_shape=2, width: int = 64, blocks: int = 4) -> NoisePredictionScore:
@@ -219,7 +221,8 @@ def save_toy_model(path: str | os.PathLike, kind: str, score_model: nn.Module, p
     if not isinstance(process, dict):
         raise TypeError(f"process must be a dict of keyword arguments, got {type(process).__name__}")
     payload = {"format": TOY_MODEL_FORMAT, "kind": kind, "process": dict(process),
-               "network": dict(_network_settings(network), mixed=bool(getattr(score_model, "mixed", False))),
+               "network": dict(_network_settings(network), mixed=bool(getattr(score_model, "mixed", False)),
+                           score_kind=str(getattr(score_model, "kind", "hsm"))),
                "model": score_model.state_dict(), "settings": dict(settings or {}), "step": int(step)}
     if ema is not None:
         payload["ema"] = ema.state_dict()
@@ -253,10 +256,12 @@ def load_toy_model(path: str | os.PathLike, *, use_ema: bool = True, device: tor
     kind, net_settings = state.get("kind"), dict(state.get("network", {}))
     try:
         mixed = net_settings.pop("mixed", True)
+        score_kind = net_settings.pop("score_kind", "hsm")
         net_settings["event_shape"] = tuple(net_settings["event_shape"])
         if kind == "cld":
             process = CLD(**state["process"])
-            score = MixedScore(ToyResNet(in_components=2, out_components=1, **net_settings), process, mixed=mixed)
+            score = MixedScore(ToyResNet(in_components=2, out_components=1, **net_settings), process, mixed=mixed,
+                               kind=score_kind)
         elif kind == "vpsde":
             process = VPSDE(**state["process"])
             score = NoisePredictionScore(ToyResNet(in_components=1, out_components=1, **net_settings), process)

@@ -84,7 +84,7 @@ class _Killed(BaseException):
 def test_killed_and_resumed_training_gives_the_same_next_losses_and_weights_bit_for_bit(tmp_path, monkeypatch):
     full = train(tiny(tmp_path / "full", steps=4, ckpt_every=2, sample_every=2))
 
-    real_loss, calls = step_module.hsm_loss, [0]
+    real_loss, calls = step_module.score_matching_objective, [0]
 
     def dies_in_step_3(*args, **kwargs):
         calls[0] += 1
@@ -92,10 +92,10 @@ def test_killed_and_resumed_training_gives_the_same_next_losses_and_weights_bit_
             raise _Killed
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(step_module, "hsm_loss", dies_in_step_3)
+    monkeypatch.setattr(step_module, "score_matching_objective", dies_in_step_3)
     with pytest.raises(_Killed):
         train(tiny(tmp_path / "cut", steps=4, ckpt_every=2))
-    monkeypatch.setattr(step_module, "hsm_loss", real_loss)
+    monkeypatch.setattr(step_module, "score_matching_objective", real_loss)
     resumed = train(tiny(tmp_path / "cut", steps=4, ckpt_every=2, resume=True))
 
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history[2:]]
@@ -122,14 +122,14 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
 
 
 def test_nan_loss_stops_with_the_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_loss, calls = step_module.hsm_loss, [0]
+    real_loss, calls = step_module.score_matching_objective, [0]
 
     def poisoned(*args, **kwargs):
         calls[0] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls[0] == 4 else loss
 
-    monkeypatch.setattr(step_module, "hsm_loss", poisoned)
+    monkeypatch.setattr(step_module, "score_matching_objective", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"(?s)step 4.*last good checkpoint is .*checkpoint\.pt"):
         train(tiny(tmp_path, steps=6, ckpt_every=2))
     state = load_checkpoint(tmp_path / "checkpoint.pt")

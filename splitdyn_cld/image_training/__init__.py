@@ -16,8 +16,8 @@ The reusable pieces behind ``examples/train_images.py``, ``examples/sample_image
   which shards each epoch's permutation over the ranks and can restart in the middle of an epoch, so that a
   resumed run sees exactly the batches an uninterrupted one would;
 * :mod:`~splitdyn_cld.image_training.step` -- :func:`~splitdyn_cld.image_training.step.train_step`, one optimisation step;
-* :mod:`~splitdyn_cld.image_training.loop` -- :func:`~splitdyn_cld.image_training.loop.train`, the training loop: HSM loss (eq. 9/53) with the
-  mixed score, Adam with a linear warm-up, gradient-norm clipping, EMA, mixed precision, optional
+* :mod:`~splitdyn_cld.image_training.loop` -- :func:`~splitdyn_cld.image_training.loop.train`, the training loop: HSM loss (eq. 9/53; DSM, eq. 54, with
+  ``objective="dsm"``) with the mixed score, Adam with a linear warm-up, gradient-norm clipping, EMA, mixed precision, optional
   ``torch.compile``, DDP, atomic checksummed checkpoints with every piece of state (model, EMA, optimiser,
   grad scaler, step, RNG states of every rank, data order) and exact resume, CSV (and TensorBoard) logs,
   sample grids, and a stop with a clear message on a non-finite loss or batch;

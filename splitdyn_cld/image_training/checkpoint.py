@@ -136,5 +136,6 @@ def load_trained_model(path: str | os.PathLike, *, use_ema: bool = True, device:
     else:
         load_state_into(path, "weights", net.unet, state["model"])
     net.to(device).eval()
-    return TrainedModel(MixedScore(net, cld, mixed=settings.mixed).eval(), cld, settings, image_shape_of(net_config),
+    score = MixedScore(net, cld, mixed=settings.mixed, kind=settings.objective).eval()
+    return TrainedModel(score, cld, settings, image_shape_of(net_config),
                         int(state["step"]))

@@ -1,4 +1,4 @@
-"""The image training loop :func:`train`: HSM loss with the mixed score, Adam with a linear warm-up, gradient
+"""The image training loop :func:`train`: HSM (or DSM) loss with the mixed score, Adam with a linear warm-up, gradient
 clipping, EMA, mixed precision, optional ``torch.compile``, DDP, atomic checkpoints with exact resume, CSV (and
 TensorBoard) logs, sample grids, and a clear stop on a non-finite loss or batch."""
 
@@ -110,7 +110,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
     image_shape = image_shape_of(net_config)
     cld = build_cld(s)
     torch.manual_seed(s.seed)  # identical initialisation on every rank (DDP also broadcasts rank 0's weights)
-    score_model, net = build_score_model(net_config, cld, s.mixed, autocast_dtype)
+    score_model, net = build_score_model(net_config, cld, s.mixed, autocast_dtype, kind=s.objective)
     net.to(ctx.device)
     ema = make_ema(net, s.ema_decay, warmup=True)
     parameters = [p for p in net.parameters() if p.requires_grad]
@@ -124,7 +124,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
         trained = DistributedDataParallel(trained, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if s.compile:  # compile the DDP-wrapped module (DDP's graph breaks at bucket boundaries overlap communication)
         trained = torch.compile(trained)
-    train_model = MixedScore(trained, cld, mixed=s.mixed)
+    train_model = MixedScore(trained, cld, mixed=s.mixed, kind=s.objective)
 
     dataset = build_dataset(s.dataset, s.data_root, image_shape, train=True, seed=s.seed)
     stream = BatchStream(dataset, ctx, per_rank_batch, s.seed, s.num_workers)
@@ -176,7 +176,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
 
     def sample_grid(at_step: int) -> None:
         if ctx.is_main and s.sample_count > 0:
-            ema_model = MixedScore(ema.module, cld, mixed=s.mixed).eval()
+            ema_model = MixedScore(ema.module, cld, mixed=s.mixed, kind=s.objective).eval()
             g = torch.Generator(ctx.device).manual_seed(s.seed + 12345)
             images, _ = generate_images(ema_model, cld, s.sample_count, image_shape, sampler="sscs",
                                         n_steps=s.sample_steps, grid=s.sample_grid, batch_size=s.sample_count,
@@ -208,6 +208,7 @@ def _train(s: TrainSettings, ctx: DistributedContext) -> TrainResult:
             try:
                 stats = train_step(train_model, optimizer, x0, cld, parameters=parameters, grad_clip=s.grad_clip,
                                    scaler=scaler if precision == "fp16" else None, weighting=s.weighting,
+                                   objective=s.objective,
                                    t_min=s.t_min, generator=generator, ctx=ctx, step=step + 1)
             except NonFiniteLossError as exc:
                 last = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else "no checkpoint was written yet"

@@ -62,13 +62,14 @@ def net_config_for(settings: TrainSettings):
     return get_config(settings.config, **overrides)
 
 
-def build_score_model(net_config, cld: CLD, mixed: bool = True, autocast_dtype: torch.dtype | None = None
-                      ) -> tuple[MixedScore, UNetVelocityNet]:
-    """A :class:`MixedScore` around a fresh :class:`~splitdyn_cld.nets.ScoreUNet`; also returns the adapter."""
+def build_score_model(net_config, cld: CLD, mixed: bool = True, autocast_dtype: torch.dtype | None = None,
+                      kind: str = "hsm") -> tuple[MixedScore, UNetVelocityNet]:
+    """A :class:`MixedScore` (``kind``: the ``"hsm"`` or ``"dsm"`` kernel's :math:`\\ell_t`) around a fresh
+    :class:`~splitdyn_cld.nets.ScoreUNet`; also returns the adapter."""
     from ..nets import ScoreUNet
 
     net = UNetVelocityNet(ScoreUNet(net_config), autocast_dtype)
-    return MixedScore(net, cld, mixed=mixed), net
+    return MixedScore(net, cld, mixed=mixed, kind=kind), net
 
 
 def image_shape_of(net_config) -> tuple[int, int, int]:

@@ -19,7 +19,7 @@ _PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 #: (the network configuration is compared as well). The number of steps, the learning rate, warm-up,
 #: clipping, precision, logging and checkpoint intervals may change between a run and its resumption.
 RUN_DEFINING_SETTINGS = ("config", "dataset", "image_size", "batch_size", "seed", "mass", "gamma", "beta",
-                         "eps_num", "mixed", "weighting", "t_min", "dropout", "random_flip")
+                         "eps_num", "objective", "mixed", "weighting", "t_min", "dropout", "random_flip")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -57,6 +57,10 @@ class TrainSettings:
         ``"auto"`` (bf16 on CUDA, fp32 on the CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"fp32"``.
     mass, gamma, beta, eps_num:
         CLD parameters :math:`M`, :math:`\\gamma`, :math:`\\beta` and the Cholesky stabiliser.
+    objective:
+        ``"hsm"`` (hybrid score matching, eq. 9 / 53: the initial velocity is marginalised) or ``"dsm"``
+        (denoising score matching, eq. 54: :math:`v_0 \\sim \\mathcal N(0, \\gamma M I)` is drawn and
+        conditioned on, with the DSM :math:`\\ell_t`); the mixed score uses the same kernel's :math:`\\ell_t`.
     mixed:
         Mixed score parametrisation (Sec. 3.2).
     weighting, t_min:
@@ -88,6 +92,7 @@ class TrainSettings:
     gamma: float = 0.04
     beta: float = 4.0
     eps_num: float = 1e-9
+    objective: str = "hsm"
     mixed: bool = True
     weighting: str = "ell"
     t_min: float = 1e-5
@@ -115,6 +120,7 @@ class TrainSettings:
         _choice("dataset", self.dataset, _DATASETS)
         _choice("precision", self.precision, _PRECISIONS)
         _choice("weighting", self.weighting, ("ell", "likelihood"))
+        _choice("objective", self.objective, ("hsm", "dsm"))
         _choice("sample_grid", self.sample_grid, ("uniform", "quadratic"))
         for name in ("steps", "batch_size", "log_every", "sample_steps"):
             check_count(name, getattr(self, name), minimum=1)

@@ -1,4 +1,4 @@
-"""One optimisation step of an image CLD-SGM: the HSM loss of the mixed score, checks that the batch and the
+"""One optimisation step of an image CLD-SGM: the HSM (or DSM) loss of the mixed score, checks that the batch and the
 loss are finite on every rank, back-propagation, gradient clipping and the optimiser step."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..losses import hsm_loss
+from ..losses import score_matching_objective
 from ..process import CLD
 from ..training import NonFiniteDataError, NonFiniteLossError, check_finite_loss
 from .distributed import DistributedContext, reduce_mean
@@ -17,10 +17,12 @@ __all__ = ["train_step"]
 
 def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor, cld: CLD, *,
                parameters: list[torch.nn.Parameter] | None = None, grad_clip: float = 1.0,
-               scaler: "torch.amp.GradScaler | None" = None, weighting: str = "ell", t_min: float = 1e-5,
+               scaler: "torch.amp.GradScaler | None" = None, weighting: str = "ell", objective: str = "hsm",
+               t_min: float = 1e-5,
                generator: torch.Generator | None = None, ctx: DistributedContext | None = None,
                step: int = 0) -> dict[str, float]:
-    """One HSM step: loss, non-finite checks (all ranks agree), backward, unscale, clip, optimiser step.
+    """One step of the ``objective`` (``"hsm"``, eq. 53, or ``"dsm"``, eq. 54) loss: loss, non-finite
+    checks (all ranks agree), backward, unscale, clip, optimiser step.
 
     Returns ``{"loss": ..., "grad_norm": ...}`` (the loss averaged over the ranks; the gradient norm before
     clipping). Raises :class:`~splitdyn_cld.training.NonFiniteDataError` if a rank's batch ``x0`` holds
@@ -38,7 +40,8 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
                 f"the training batch at step {step} holds {bad_values} non-finite value(s) (NaN or inf"
                 f"{', summed over the ranks' if ctx.distributed else ''}): training stopped before the parameters "
                 "were updated. Check the data files (a corrupt or wrongly scaled image?).")
-    loss = hsm_loss(score_model, x0, cld, weighting=weighting, t_min=t_min, generator=generator)
+    loss = score_matching_objective(score_model, x0, cld, kind=objective, weighting=weighting, t_min=t_min,
+                                    generator=generator)
     reduced = reduce_mean(loss.detach().float().reshape(1), ctx)
     check_finite_loss(reduced, step)
     loss_value = float(reduced)
