@@ -155,6 +155,7 @@ class _ScorePartPlan(DriftPlan):
 
     def evaluate(self, u, i):
         self.evaluations += 1
+        self.reverse.evaluations += 1  # the reverse SDE's running count (useful with external solvers)
         if self.compiled is not None:
             return self.compiled[0](u, self.tensor_times[i])
         t = self.score_times[i]

@@ -160,6 +160,7 @@ class _LinearEMPlan(Plan):
     def __call__(self, u, i, generator=None):
         if self.compiled is not None:
             self.evaluations += int(self.has_score)
+            self.sde.evaluations += int(self.has_score)
             noise = None
             if self.noise_width:
                 noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u,
@@ -167,6 +168,7 @@ class _LinearEMPlan(Plan):
             return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
         if self.has_score:
             self.evaluations += 1
+            self.sde.evaluations += 1  # the reverse SDE's running count (useful with external solvers)
             t = self.score_times[i]
             s = self.score(u, t)
             if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
