@@ -6,6 +6,7 @@ Run after the benchmark scripts: ``python benchmarks/report.py`` (``make bench``
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def main() -> None:
             rows = data["results"]
             headers = list(rows[0])
             table_rows = [[fmt(r[h]) for h in headers] for r in rows]
-        intro = [f"Machine: {data['machine']}", ""] + ([command.replace("`", "``"), ""] if command else [])
+        intro = [f"Machine: {data['machine']}", ""] + ([re.sub(r"`([^`]*)`", lambda m: "``" + m.group(1).strip() + "``", command), ""] if command else [])
         md += [f"## {path.stem}", ""]
         body = path.with_suffix(".md")
         if body.exists():  # the whole page the benchmark wrote (machine, command, every table, notes)
