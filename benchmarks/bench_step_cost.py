@@ -188,6 +188,50 @@ def run(args) -> dict:
     return {"results": records}
 
 
+def profile(args) -> None:
+    """cProfile of the library's EM and SSCS loops and of the hand loop at the smallest batch (where the fixed
+    per-step cost shows): ``step_cost_profile_<device>.md``."""
+    import cProfile
+    import io
+    import pstats
+
+    torch.set_num_threads(1)
+    cld, n, d, batch = CLD(), args.steps, args.dimension, min(args.batch_sizes)
+    times = uniform_grid(n, eps=1e-3).tolist()
+    score = LinearVelocityScore(cld, [cld.T - t for t in times], torch.float32, "cpu")
+    reverse = cld.reverse(score)
+    u0 = cld.prior_sample((batch, d), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    plans = {"EM": plan_step(EulerMaruyama(reverse), times, u0), "SSCS": plan_step(split_step(reverse), times, u0)}
+    tables = hand_loop_tables(cld, times, d, torch.float32, "cpu", "em")
+    sections = []
+    for name, fn in [("library EM", lambda: _loop(plans["EM"], u0, n, generator)),
+                     ("library SSCS", lambda: _loop(plans["SSCS"], u0, n, generator)),
+                     ("hand loop EM", lambda: hand_em(u0, score, tables, n, generator))]:
+        fn()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(100):
+            fn()
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(10)
+        body = text.getvalue()
+        sections.append(f"## {name}, batch {batch}, {n} steps x 100 runs\n\n```\n{body[body.index('ncalls'):].strip()}\n```")
+    out = Path(args.out or RESULTS) / "step_cost_profile_cpu.md"
+    out.write_text(f"Machine: {machine()}\n\nCommand: `python benchmarks/bench_step_cost.py --profile`\n\n"
+                   + "\n\n".join(sections) + "\n")
+    print(f"wrote {out}")
+
+
+def _loop(plan, u0, n, generator):
+    with torch.no_grad():
+        u = u0
+        for i in range(n):
+            u = plan(u, i, generator)
+    return u
+
+
 def plot(records, names, path: Path, args) -> None:
     import matplotlib
 
@@ -217,12 +261,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--compile", action="store_true", help="also time the compiled library step and hand loop")
     parser.add_argument("--quick", action="store_true", help="batch sizes 1e2..1e4, 1 thread, 3 repeats")
+    parser.add_argument("--profile", action="store_true", help="only profile the smallest batch (cProfile)")
     parser.add_argument("--no-plot", dest="plot", action="store_false")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.threads, args.repeats = [100, 1_000, 10_000], [1], 3
     print(f"machine: {machine()}")
+    if args.profile:
+        profile(args)
+        return {}
     return run(args)
 
 
