@@ -154,6 +154,7 @@ def main() -> None:
     for path in result_files(("step_cost", "accuracy", "gpu", "digits", "mcmc", "adaptive", "noise_source",
                               "ablation")):
         data = json.loads(path.read_text())
+        data.setdefault("machine", "not recorded in the JSON (see the command's page)")
         if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
             md += [f"## {path.stem}", "", f"Machine: {data['machine']}", "", "**failed** (traceback in "
                    f"`{path.with_suffix('.md').name}`)", ""]
