@@ -28,7 +28,7 @@ from ..steps.base import Intervals, Plan, Step
 from .metropolis import MetropolisPlan
 from .targets import as_potential
 
-__all__ = ["leapfrog", "hamiltonian", "HMC", "GHMC"]
+__all__ = ["leapfrog", "hamiltonian", "leapfrog_log_acceptance", "HMC", "GHMC"]
 
 
 def hamiltonian(potential, q: torch.Tensor, p: torch.Tensor, mass: float = 1.0,
@@ -79,6 +79,14 @@ def leapfrog(potential, q: torch.Tensor, p: torch.Tensor, h: float, n_steps: int
     return q, p, U, g
 
 
+
+def leapfrog_log_acceptance(potential, q: torch.Tensor, p: torch.Tensor, h: float, n_leapfrog: int,
+                            mass: float) -> torch.Tensor:
+    r""":math:`H(q, p) - H(\Psi_h^L(q, p))` per chain: the uncapped log Metropolis ratio of ``n_leapfrog`` leapfrog
+    steps of size ``h`` (HMC, and the Metropolised part of generalized HMC)."""
+    q1, p1, U1, _ = leapfrog(potential, q, p, h, n_leapfrog, mass)
+    return hamiltonian(potential, q, p, mass) - hamiltonian(potential, q1, p1, mass, U1)
+
 class _HMCPlan(MetropolisPlan):
     def __init__(self, step: "HMC", intervals: Intervals) -> None:
         super().__init__(step.potential, intervals)
@@ -125,8 +133,7 @@ class HMC(Step):
 
     def log_acceptance(self, q: torch.Tensor, p: torch.Tensor, h: float) -> torch.Tensor:
         r""":math:`H(q, p) - H(\Psi_h^L(q, p))` per chain (the uncapped log acceptance ratio)."""
-        q1, p1, U1, _ = leapfrog(self.potential, q, p, h, self.n_leapfrog, self.mass)
-        return hamiltonian(self.potential, q, p, self.mass) - hamiltonian(self.potential, q1, p1, self.mass, U1)
+        return leapfrog_log_acceptance(self.potential, q, p, h, self.n_leapfrog, self.mass)
 
     def __repr__(self) -> str:
         return f"HMC({self.potential!r}, n_leapfrog={self.n_leapfrog}, mass={self.mass:g})"
@@ -190,8 +197,7 @@ class GHMC(Step):
 
     def log_acceptance(self, q: torch.Tensor, p: torch.Tensor, h: float) -> torch.Tensor:
         r""":math:`H(q, p) - H(\Psi_h^L(q, p))` per chain for the Metropolised part (after the first O)."""
-        q1, p1, U1, _ = leapfrog(self.potential, q, p, h, self.n_leapfrog, self.mass)
-        return hamiltonian(self.potential, q, p, self.mass) - hamiltonian(self.potential, q1, p1, self.mass, U1)
+        return leapfrog_log_acceptance(self.potential, q, p, h, self.n_leapfrog, self.mass)
 
     def __repr__(self) -> str:
         return (f"GHMC({self.potential!r}, friction={self.friction:g}, mass={self.mass:g}, "
