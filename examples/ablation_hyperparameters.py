@@ -32,7 +32,8 @@ import torch
 from splitdyn.oracles import diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_int, user_errors
-from splitdyn_cld.experiments import (RESULTS_DIR, ToyTraining, cld_loss, cld_model, evaluate_cld, machine,
+from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
+from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, evaluate_cld, machine,
                                       markdown_table, train_toy, write_results)
 from splitdyn_cld.toy_data import get_toy_dataset
 
@@ -155,15 +156,12 @@ def plot(spec, rows, runs):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=["mass", "gamma", "all"], help="Table 4 (mass), Table 5 (gamma) or both")
-    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps per run (default 4000)")
+    add_toy_training_arguments(parser, steps=4000)
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per setting (default 2)")
-    parser.add_argument("--batch-size", type=positive_int, default=512)
-    parser.add_argument("--width", type=positive_int, default=64)
     parser.add_argument("--sample-steps", type=positive_int, default=200, help="SSCS steps (default 200)")
     parser.add_argument("--eval-samples", type=positive_int, default=5000)
     parser.add_argument("--nll-samples", type=nonnegative_int, default=300, help="held-out points for the bound")
-    parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help=f"output folder (default {RESULTS_DIR})")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.batch_size, args.width = 5, 1, 32, 16

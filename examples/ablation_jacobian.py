@@ -35,7 +35,8 @@ from splitdyn import VPSDE
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, positive_int, user_errors
-from splitdyn_cld.experiments import (RESULTS_DIR, ToyTraining, cld_loss, cld_model, jacobian_frobenius, machine,
+from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
+from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, jacobian_frobenius, machine,
                                       markdown_table, train_toy, vpsde_loss, write_results)
 from splitdyn_cld.toy_data import get_toy_dataset
 from splitdyn_cld.toy_models import vpsde_toy_score
@@ -166,13 +167,10 @@ def plot(results):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps per model (default 2000)")
-    parser.add_argument("--batch-size", type=positive_int, default=512)
-    parser.add_argument("--width", type=positive_int, default=64)
+    add_toy_training_arguments(parser, steps=2000)
     parser.add_argument("--samples", type=positive_int, default=2000, help="samples of p_t per time (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help=f"output folder (default {RESULTS_DIR})")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.times = list(DEFAULT_TIMES)
     if args.quick:

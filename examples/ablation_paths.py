@@ -31,7 +31,8 @@ from splitdyn.flow_maps import decode, encode, interpolate
 from splitdyn.grids import make_grid
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, positive_int, user_errors
-from splitdyn_cld.experiments import (RESULTS_DIR, ToyTraining, cld_loss, cld_model, machine, markdown_table,
+from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
+from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, machine, markdown_table,
                                       train_toy, write_results)
 from splitdyn_cld.samplers import sample
 from splitdyn_cld.toy_data import get_toy_dataset
@@ -159,17 +160,14 @@ def plot(trajectories, flow):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
-    parser.add_argument("--batch-size", type=positive_int, default=512)
-    parser.add_argument("--width", type=positive_int, default=64)
+    add_toy_training_arguments(parser, steps=2000)
     parser.add_argument("--samples", type=positive_int, default=3000, help="paths per sampler (default 3000)")
     parser.add_argument("--path-steps", type=positive_int, default=150, help="SSCS-QS / EM steps (default 150)")
     parser.add_argument("--snapshots", type=positive_int, default=6, help="saved times per path (default 6)")
     parser.add_argument("--latent-samples", type=positive_int, default=64, help="points encoded (default 64)")
     parser.add_argument("--interpolation-points", type=positive_int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help=f"output folder (default {RESULTS_DIR})")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.batch_size, args.width, args.samples = 5, 32, 16, 50

@@ -33,7 +33,8 @@ from splitdyn import DivergenceError
 from splitdyn.oracles import diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, positive_float, positive_int, user_errors
-from splitdyn_cld.experiments import (RESULTS_DIR, ToyTraining, cld_loss, cld_model, machine, markdown_table,
+from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
+from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, machine, markdown_table,
                                       sample_metrics, train_toy, write_results)
 from splitdyn_cld.samplers import sample
 from splitdyn_cld.toy_data import get_toy_dataset
@@ -184,17 +185,14 @@ def plot(table7, ode, shown, reference):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ScriptParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
-    parser.add_argument("--batch-size", type=positive_int, default=512)
-    parser.add_argument("--width", type=positive_int, default=64)
+    add_toy_training_arguments(parser, steps=4000)
     parser.add_argument("--samples", type=positive_int, default=5000, help="samples per setting (default 5000)")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=[20, 50, 500],
                         help="NFE budgets for Table 7 (default 20 50 500)")
     parser.add_argument("--tolerances", type=positive_float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
                         help="ODE tolerances rtol = atol, loosest first (default 1e-1 ... 1e-5)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help=f"output folder (default {RESULTS_DIR})")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.batch_size, args.width, args.samples = 5, 32, 16, 100

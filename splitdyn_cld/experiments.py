@@ -36,10 +36,27 @@ from .toy_models import cld_toy_score
 from .training import make_ema, warmup_lr
 
 __all__ = ["ToyTraining", "TrainLog", "cld_model", "cld_loss", "vpsde_loss", "train_toy", "sample_metrics", "evaluate_cld",
-           "jacobian_frobenius", "markdown_table", "write_results", "machine", "settings_dict", "RESULTS_DIR"]
+           "jacobian_frobenius", "markdown_table", "write_results", "machine", "settings_dict", "RESULTS_DIR",
+           "add_toy_training_arguments", "add_output_arguments"]
 
 #: Where the ablation scripts write their results by default.
 RESULTS_DIR = Path("benchmarks/results")
+
+
+def add_toy_training_arguments(parser, steps: int) -> None:
+    """``--steps`` (default ``steps``), ``--batch-size`` and ``--width``: the toy training settings every ablation
+    script shares (``parser`` a :class:`splitdyn_cld.cli.ScriptParser`)."""
+    from .cli import positive_int
+
+    parser.add_argument("--steps", type=positive_int, default=steps, help=f"training steps per run (default {steps})")
+    parser.add_argument("--batch-size", type=positive_int, default=512)
+    parser.add_argument("--width", type=positive_int, default=64)
+
+
+def add_output_arguments(parser) -> None:
+    """``--quick`` (tiny settings, for the tests) and ``--out`` (default :data:`RESULTS_DIR`)."""
+    parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help=f"output folder (default {RESULTS_DIR})")
 
 
 @dataclass
