@@ -267,3 +267,60 @@ def check_real(name: str, value: Any) -> float:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def check_generator(name: str, value: Any) -> torch.Generator | None:
+    """Return ``value`` if it is ``None`` or a ``torch.Generator``; otherwise raise a ``TypeError`` naming ``name``.
+
+    Integers (seeds), strings and numpy generators are refused: seed a generator with
+    ``torch.Generator(device).manual_seed(seed)`` and pass that.
+    """
+    if value is None or isinstance(value, torch.Generator):
+        return value
+    hint = ""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        hint = f" (to use the seed {int(value)}, pass torch.Generator().manual_seed({int(value)}))"
+    elif type(value).__module__.startswith("numpy"):
+        hint = " (a numpy generator cannot drive torch's sampling; pass a torch.Generator)"
+    raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__} {value!r}{hint}")
+
+
+def check_device(name: str, value: Any) -> torch.device | None:
+    """Return ``value`` as a ``torch.device`` (``None`` stays ``None``) after checking it exists on this machine.
+
+    A string that names no device type (``"nonsense"``) gets a ``ValueError`` listing the usual ones; a device
+    whose backend is not available here (``"cuda"`` without CUDA, ``"cuda:3"`` on a one-GPU machine, ``"mps"``
+    off Apple silicon) gets a ``ValueError`` saying so; other types get a ``TypeError``. Each names ``name``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device, Integral)):
+        raise TypeError(
+            f"{name} must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:0', "
+            f"got {type(value).__name__} {value!r}"
+        )
+    shown = repr(value) if isinstance(value, Integral) else repr(str(value))
+    if isinstance(value, Integral):
+        value = f"cuda:{int(value)}"  # torch's convention: a bare index is a CUDA device
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"{name} must name a device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {value!r}"
+        ) from None
+    kind = device.type
+    if kind == "cpu" or kind == "meta":
+        return device
+    backend = getattr(torch, kind, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise ValueError(f"{name}={shown} asks for the {kind} backend, which is not available on this "
+                         f"machine (use 'cpu'{', or check the CUDA installation' if kind == 'cuda' else ''})")
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise ValueError(f"{name}={shown} asks for {kind} device {device.index}, but this machine has "
+                         f"{count()} (indices 0 to {count() - 1})")
+    return device
+
+
+__all__ += ["check_device", "check_generator"]
