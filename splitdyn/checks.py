@@ -324,3 +324,124 @@ def check_device(name: str, value: Any) -> torch.device | None:
 
 
 __all__ += ["check_device", "check_generator"]
+
+
+#: The adaptive (error-controlled) solvers of ``torchdiffeq.odeint``: the ones whose ``rtol``/``atol`` matter.
+ODE_ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+#: The fixed-step solvers of ``torchdiffeq.odeint``: one step per interval of the output times.
+ODE_FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
+
+
+def check_ode_method(name: str, value: Any, *, adaptive_only: bool = False) -> str:
+    """Return ``value`` if it names a ``torchdiffeq`` solver (:data:`ODE_ADAPTIVE_METHODS`, and unless
+    ``adaptive_only`` :data:`ODE_FIXED_METHODS`); otherwise a ``TypeError`` (not a string) or a ``ValueError``
+    listing the valid names, each naming ``name``.
+
+    ``adaptive_only`` is for solves between two times only (a fixed-step method would take a single step).
+    """
+    valid = ODE_ADAPTIVE_METHODS if adaptive_only else ODE_ADAPTIVE_METHODS + ODE_FIXED_METHODS
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of a torchdiffeq solver (a str), got {type(value).__name__} {value!r}")
+    if value not in valid:
+        why = (" (a fixed-step method would take one step over the whole interval)"
+               if adaptive_only and value in ODE_FIXED_METHODS else "")
+        raise ValueError(f"{name} must be one of {', '.join(valid)}, got {value!r}{why}")
+    return value
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_capacity(device: Any = None) -> int | None:
+    """Total memory in bytes of ``device`` (``None``/CPU: this machine's physical memory; CUDA: the GPU's), or
+    ``None`` where it cannot be read (other backends, platforms without ``os.sysconf``)."""
+    import os
+
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type == "cpu":
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        except (AttributeError, ValueError, OSError):
+            return None
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[1])
+    return None
+
+
+def check_allocation(name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, device: Any = None, *,
+                     requested: Any = None) -> int:
+    """Refuse, with a ``ValueError`` naming ``name``, a tensor of ``shape`` and ``dtype`` larger than the memory of
+    ``device`` (:func:`memory_capacity`); return its size in bytes. ``requested`` is the value the user passed as
+    ``name`` (default ``shape``), shown in the message.
+
+    This catches requests that cannot possibly fit (a batch of ``10**10``) before the allocator fails with an
+    internal message; a request that fits the device's total memory may still fail if the memory is in use.
+    """
+    numel = math.prod(int(s) for s in shape)
+    size = numel * torch.empty((), dtype=dtype).element_size()
+    capacity = memory_capacity(device)
+    if capacity is not None and size > capacity:
+        where = "this machine's memory" if device is None or torch.device(device).type == "cpu" else f"{device}'s memory"
+        asked = tuple(shape) if requested is None else requested
+        tensor = "" if requested is None else f" (a tensor of shape {tuple(shape)})"
+        raise ValueError(
+            f"{name} = {asked} asks for {numel:.3g} {dtype} values{tensor}, {_format_bytes(size)}, more than "
+            f"{where} ({_format_bytes(capacity)}): use a smaller batch (at most about "
+            f"{max(capacity * shape[0] // size, 0):,} here) or draw in chunks"
+        )
+    return size
+
+
+def check_sample_shape(name: str, shape: Any, *, components: int = 1, dtype: Any = torch.float32, device: Any = None,
+                       generator: Any = None) -> tuple[int, ...]:
+    """Check the arguments of a draw of ``(batch, components, *event)`` states and return ``shape`` as a tuple of
+    ints ``(batch, *event)``.
+
+    ``shape`` must be a non-empty sequence of integers >= 1 (Python or numpy integers; an int alone is refused
+    with a ``TypeError`` saying to pass ``(batch, *event)``); ``dtype`` a floating ``torch.dtype``; ``device`` a
+    device of this machine (:func:`check_device`); ``generator`` ``None`` or a ``torch.Generator`` on that
+    device's type; and the draw must fit the device's memory (:func:`check_allocation`). Each error names
+    its argument (``name`` for the shape).
+    """
+    if isinstance(shape, torch.Tensor) and shape.ndim == 1 and not shape.is_floating_point():
+        shape = shape.tolist()
+    if isinstance(shape, (Integral, str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a sequence (batch, *event_shape) of positive integers, got "
+                        f"{type(shape).__name__} {shape!r}" + (f" (for a batch of {shape} scalars pass ({shape},))"
+                                                              if isinstance(shape, Integral) else ""))
+    dims = tuple(shape)
+    if not dims:
+        raise ValueError(f"{name} must be (batch, *event_shape) with at least the batch size, got ()")
+    dims = tuple(check_count(f"{name}[{i}]", s) for i, s in enumerate(dims))
+    check_floating_dtype("dtype", dtype)
+    target = check_device("device", device)
+    check_generator("generator", generator)
+    if generator is not None and generator.device.type != (target.type if target is not None else "cpu"):
+        raise ValueError(f"generator is on {generator.device} but the draw is on {target or 'cpu'}: pass a "
+                         f"torch.Generator on the same device type")
+    check_allocation(name, (dims[0], check_count("components", components), *dims[1:]), dtype, target, requested=dims)
+    return dims
+
+
+__all__ += ["ODE_ADAPTIVE_METHODS", "ODE_FIXED_METHODS", "check_allocation", "check_ode_method", "check_sample_shape",
+            "memory_capacity"]
+
+
+def check_data_batch(name: str, x: Any) -> torch.Tensor:
+    """Return ``x`` if it is a floating tensor of data ``(batch, *event_shape)`` with ``batch >= 1``; otherwise a
+    ``TypeError`` (not a floating tensor) or a ``ValueError`` (0-d, empty batch), each naming ``name``."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating torch.Tensor of data (batch, *event_shape), got {got}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (batch, *event_shape) with batch >= 1, got "
+                         f"{'a 0-d tensor' if x.ndim == 0 else tuple(x.shape)}")
+    return x
+
+
+__all__ += ["check_data_batch"]

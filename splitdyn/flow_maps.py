@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .checks import check_count, check_positive
+from .checks import as_float64, check_count, check_ode_method, check_positive
 from .reverse import ProbabilityFlowODE, ScoreFunction
 
 __all__ = ["flow", "encode", "decode", "slerp", "interpolate"]
@@ -47,6 +47,13 @@ def _check_state(u, name: str) -> torch.Tensor:
     if not bool(torch.isfinite(u).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return u
+
+
+def _check_process(process):
+    if not hasattr(process, "T") or not hasattr(process, "num_components"):
+        raise TypeError(f"process must be a forward SDE (with T and num_components, e.g. splitdyn.VPSDE() or "
+                        f"splitdyn_cld.CLD()), got {type(process).__name__}")
+    return process
 
 
 def flow(process, score: ScoreFunction, u: torch.Tensor, times: Sequence[float], *,
@@ -68,22 +75,31 @@ def flow(process, score: ScoreFunction, u: torch.Tensor, times: Sequence[float],
     score_components:
         The components ``score`` returns; default ``process.score_components`` if defined, else all.
     rtol, atol, method:
-        ``torchdiffeq.odeint`` settings.
+        ``torchdiffeq.odeint`` settings; ``method`` one of :data:`~splitdyn.checks.ODE_ADAPTIVE_METHODS` or
+        :data:`~splitdyn.checks.ODE_FIXED_METHODS` (a fixed-step method takes one step per interval of ``times``).
 
     Returns
     -------
     torch.Tensor
         The states at ``times``, shape ``(len(times), *u.shape)`` (the first is ``u``).
+
+    Raises
+    ------
+    ValueError
+        Also during the solve, when the vector field (i.e. the score) returns NaN or infinity.
     """
     import torchdiffeq
 
     u = _check_state(u, "u")
-    if not hasattr(process, "T") or not hasattr(process, "num_components"):
-        raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
+    _check_process(process)
+    if u.shape[1] != process.num_components:
+        raise ValueError(f"u must have shape (batch, {process.num_components}, *event) with the process's "
+                         f"{process.num_components} components on dim 1, got {tuple(u.shape)}")
     if not callable(score):
         raise TypeError(f"score must be callable score(u, t), got {type(score).__name__}")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
-    grid = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    check_ode_method("method", method)
+    grid = as_float64("times", times, "a sequence of forward times").reshape(-1)
     if grid.numel() < 2:
         raise ValueError(f"times must hold at least two forward times, got {grid.tolist()}")
     steps = grid[1:] - grid[:-1]
@@ -95,8 +111,18 @@ def flow(process, score: ScoreFunction, u: torch.Tensor, times: Sequence[float],
     if score_components is None:
         score_components = getattr(process, "score_components", None)
     ode = ProbabilityFlowODE(process, score, score_components)
+
+    def field(t, y):
+        v = ode(t, y)
+        # one host sync per evaluation, as the adaptive step control makes anyway: a NaN score would otherwise
+        # surface deep inside the solver (a NaN time, or "underflow in dt")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"the probability-flow vector field is non-finite (NaN or inf) at forward time t = "
+                             f"{float(t):.6g}: the score returned NaN/inf there (check score), or the solve diverged")
+        return v
+
     with torch.no_grad():
-        return torchdiffeq.odeint(ode, u, grid.to(u.device), rtol=rtol, atol=atol, method=method)
+        return torchdiffeq.odeint(field, u, grid.to(u.device), rtol=rtol, atol=atol, method=method)
 
 
 def encode(process, score: ScoreFunction, u: torch.Tensor, *, eps: float = 1e-3, **options) -> torch.Tensor:
@@ -104,6 +130,7 @@ def encode(process, score: ScoreFunction, u: torch.Tensor, *, eps: float = 1e-3,
 
     ``options`` go to :func:`flow` (``score_components``, ``rtol``, ``atol``, ``method``).
     """
+    _check_process(process)
     eps = check_positive("eps", eps)
     if not eps < float(process.T):
         raise ValueError(f"eps must be smaller than T = {float(process.T)}, got {eps}")
@@ -115,6 +142,7 @@ def decode(process, score: ScoreFunction, z: torch.Tensor, *, eps: float = 1e-3,
 
     The inverse of :func:`encode` up to the solver's tolerance. ``options`` go to :func:`flow`.
     """
+    _check_process(process)
     eps = check_positive("eps", eps)
     if not eps < float(process.T):
         raise ValueError(f"eps must be smaller than T = {float(process.T)}, got {eps}")
@@ -131,7 +159,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, weights) -> torch.Tensor:
     z0, z1:
         Latents of the same shape ``(batch, ...)``.
     weights:
-        Interpolation weights (1-D; 0 gives ``z0``, 1 gives ``z1``).
+        Interpolation weights, a number or a 1-D sequence (0 gives ``z0``, 1 gives ``z1``).
 
     Returns
     -------
@@ -141,9 +169,13 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, weights) -> torch.Tensor:
     z0, z1 = _check_state(z0, "z0"), _check_state(z1, "z1")
     if z0.shape != z1.shape:
         raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
-    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
-    if w.numel() == 0 or not bool(torch.isfinite(w).all()):
-        raise ValueError("weights must be a non-empty 1-D sequence of finite numbers")
+    w = as_float64("weights", weights, "a number or a 1-D sequence of interpolation weights")
+    if w.ndim > 1:
+        raise ValueError(f"weights must be a number or a 1-D sequence of interpolation weights, got shape "
+                         f"{tuple(w.shape)} (one weight per output: pass a flat sequence)")
+    w = w.reshape(-1)
+    if w.numel() == 0:
+        raise ValueError("weights must hold at least one interpolation weight, got an empty sequence")
     a, b = z0.reshape(z0.shape[0], -1).double(), z1.reshape(z1.shape[0], -1).double()
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-300)
     omega = torch.arccos(cos.clamp(-1.0, 1.0))[None, :, None]

@@ -138,6 +138,7 @@ class PerturbationKernel:
         self.covariance = cov
         stabilised = cov + self.eps_num * torch.eye(k, dtype=torch.float64)
         self.cholesky = psd_cholesky(stabilised, "the perturbation covariance")
+        self._singular = torch.linalg.cholesky_ex(stabilised)[1] != 0
         self.mean = apply_matrix(Phi, initial_mean)
 
     def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
@@ -164,6 +165,7 @@ class PerturbationKernel:
         :math:`-\ell_t\,\varepsilon_v` (eq. 51).
         """
         self._check_like_mean("noise", noise)
+        self._check_density("score_from_noise")
         inv_T = torch.linalg.inv(self.cholesky).transpose(-1, -2)
         if components is not None:
             inv_T = inv_T[..., check_components("components", components, self.sde.num_components), :]
@@ -172,6 +174,7 @@ class PerturbationKernel:
     def score(self, u: torch.Tensor, components=None) -> torch.Tensor:
         r"""Score :math:`-\Sigma_t^{-1}(u - \mu_t)` of the (stabilised) kernel, optionally for a block of components."""
         self._check_like_mean("u", u)
+        self._check_density("score")
         precision = torch.cholesky_inverse(self.cholesky) if _is_lower(self.cholesky) else torch.linalg.inv(
             self.cholesky @ self.cholesky.transpose(-1, -2)
         )
@@ -182,8 +185,19 @@ class PerturbationKernel:
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Log density (float64, shape ``(batch,)``) of states ``u`` under the (stabilised) kernel."""
         self._check_like_mean("u", u)
+        self._check_density("log_prob")
         cov = self.cholesky @ self.cholesky.transpose(-1, -2)
         return gaussian_log_prob(u, cov, self.mean)
+
+    def _check_density(self, what: str) -> None:
+        """Refuse ``what`` (a density, score) where the stabilised covariance is singular (no density there)."""
+        if bool(self._singular.any()):
+            times = self.t.reshape(-1)[self._singular.reshape(-1)] if self.t.ndim else self.t.reshape(1)
+            shown = ", ".join(f"{v:.3g}" for v in times[:4].tolist()) + (", ..." if times.numel() > 4 else "")
+            raise ValueError(
+                f"{what} is undefined: the perturbation covariance is singular at t = {shown} with eps_num = "
+                f"{self.eps_num:g} (the kernel is degenerate there: it has no density); use times t > 0 or "
+                "eps_num > 0 (e.g. 1e-6)")
 
     def _check_like_mean(self, name: str, value) -> None:
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():

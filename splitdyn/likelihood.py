@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import (as_float64_matrix, check_callable, check_finite_tensor, check_nonempty_batch, check_positive,
-                     check_state, check_tolerance)
+from .checks import (as_float64_matrix, check_callable, check_finite_tensor, check_generator, check_nonempty_batch,
+                     check_ode_method, check_positive, check_state, check_tolerance)
 from .gaussian import gaussian_log_prob
 from .reverse import ProbabilityFlowODE
 
@@ -113,11 +113,13 @@ def log_likelihood(
     trace:
         ``"hutchinson"`` (one Rademacher probe) or ``"exact"``.
     rtol, atol, method:
-        ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default). The tolerances must be positive (zero asks
-        the adaptive solver for an exact solution) and, in relative terms, not below the machine epsilon of
-        ``u``'s dtype (e.g. ``9.8e-4`` for float16, where ``1e-5`` cannot be met: use float32 or float64 states).
+        ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default; ``method`` one of the adaptive solvers
+        :data:`~splitdyn.checks.ODE_ADAPTIVE_METHODS`, as a fixed-step one would take one step from ``t0`` to
+        ``T``). The tolerances must be positive (zero asks the adaptive solver for an exact solution) and, in
+        relative terms, not below the machine epsilon of ``u``'s dtype (e.g. ``9.8e-4`` for float16, where
+        ``1e-5`` cannot be met: use float32 or float64 states).
     generator:
-        For the Rademacher probe.
+        For the Rademacher probe: ``None`` or a ``torch.Generator`` on ``u``'s device type.
 
     Raises
     ------
@@ -139,8 +141,11 @@ def log_likelihood(
             f"rtol = {rtol:g} is below the machine epsilon of u's dtype {u.dtype} ({eps:.2g}): the solver cannot reach "
             "it; pass float32/float64 states or a larger rtol"
         )
-    if not isinstance(method, str):
-        raise TypeError(f"method must be the name of a torchdiffeq solver (a str), got {type(method).__name__}")
+    check_ode_method("method", method, adaptive_only=True)
+    check_generator("generator", generator)
+    if generator is not None and generator.device.type != u.device.type:
+        raise ValueError(f"generator is on {generator.device} but u is on {u.device}: pass a torch.Generator on "
+                         "u's device for the Hutchinson probe")
     t0 = check_positive("t0", t0)
     if t0 >= ode.T:
         raise ValueError(f"t0 must be smaller than T = {ode.T}, got {t0}")

@@ -344,14 +344,19 @@ class LinearSDE(LinearSDEBase):
         Parameters
         ----------
         precision:
-            ``k x k`` reference precision :math:`P`; default the inverse stationary covariance.
+            ``k x k`` reference precision :math:`P`; default :meth:`reference_precision` (the inverse stationary
+            covariance, or zero for an SDE without a stationary law).
         """
         P = self.reference_precision() if precision is None else as_float64_matrix("precision", precision,
                                                                                     tuple(self.F.shape))
         return LinearSDE(-self.F - self.GGt @ P, self.G, ReversedRescaling(self.rescaling, self.T), self.T)
 
     def reference_precision(self) -> torch.Tensor:
-        r"""The precision :math:`\Sigma_\infty^{-1}` of the stationary law, used to split reverse drifts."""
+        r"""The precision :math:`\Sigma_\infty^{-1}` of the stationary law, used to split reverse drifts; zero when
+        there is no stationary law (e.g. the VE SDE, :math:`F = 0`): :math:`P = 0` is a valid split too (the
+        linear part is then :math:`-F`, the score part :math:`GG^\top s`)."""
+        if bool((torch.linalg.eigvals(self.F).real >= 0).any()):
+            return torch.zeros_like(self.F)
         return torch.linalg.inv(self.stationary_covariance())
 
 

@@ -44,6 +44,7 @@ from .checks import as_float64, check_count, check_finite_tensor, check_state, c
 from .gaussian import PerturbationKernel, gaussian_log_prob
 from .linear_sde import LinearSDE, LinearSDEBase
 from .schedules import GeometricSigma, LinearBeta
+from .checks import check_sample_shape
 
 __all__ = ["DiffusionProcess", "VPSDE", "SubVPSDE", "VESDE", "log_snr_bisection"]
 
@@ -147,6 +148,7 @@ class DiffusionProcess(LinearSDEBase):
         generator, dtype, device:
             Passed to ``torch.randn``.
         """
+        shape = check_sample_shape("shape", shape, components=1, dtype=dtype, device=device, generator=generator)
         try:
             dims = tuple(shape)
         except TypeError:

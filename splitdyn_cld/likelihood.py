@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from splitdyn import ProbabilityFlowODE
-from splitdyn.checks import check_callable, check_count, check_finite_tensor, check_real
+from splitdyn.checks import (check_callable, check_count, check_finite_tensor, check_generator, check_ode_method,
+                             check_real)
 from splitdyn.likelihood import log_likelihood
 
 from .process import CLD
@@ -103,7 +104,7 @@ def nll_bound(cld: CLD, velocity_score, x0: torch.Tensor, *, t0: float = 1e-5, t
         equilibrium :math:`\mathrm{diag}(1, M)` (the paper's; the true :math:`p_1` differs from it by
         :math:`O(e^{-8})` with the default :math:`\beta = 4`).
     generator:
-        For ``v0`` and the Hutchinson probe.
+        For ``v0`` and the Hutchinson probe: ``None`` or a ``torch.Generator`` on ``x0``'s device type.
 
     Returns
     -------
@@ -121,6 +122,11 @@ def nll_bound(cld: CLD, velocity_score, x0: torch.Tensor, *, t0: float = 1e-5, t
         raise ValueError(f"x0 must have shape (batch, *event) with batch >= 1, got {tuple(x0.shape)}")
     check_finite_tensor("x0", x0)
     bits_offset = check_real("bits_offset", bits_offset)
+    check_generator("generator", generator)
+    if generator is not None and generator.device.type != x0.device.type:
+        raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}: pass a torch.Generator on "
+                         "x0's device")
+    check_ode_method("method", method, adaptive_only=True)
     if v0 is None:
         u0 = cld.sample_initial_velocity(x0, generator)
     else:

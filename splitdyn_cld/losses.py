@@ -41,10 +41,11 @@ variance (App. C.1) and a bounded target near :math:`t = 0`.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from splitdyn.checks import check_count, check_finite_tensor, check_positive, check_time
+from splitdyn.checks import check_count, check_finite_tensor, check_generator, check_positive, check_time
 
 from .kernels import forward_mean_coefficients, is_critically_damped, perturbation_cholesky
 from .process import CLD
@@ -73,6 +74,7 @@ def sample_times(batch: int, T: float, t_min: float = 1e-5, generator: torch.Gen
     t_min = check_positive("t_min", t_min)
     if t_min >= T:
         raise ValueError(f"t_min must be smaller than T = {T}, got {t_min}")
+    check_generator("generator", generator)
     device = generator.device if generator is not None else torch.device("cpu")
     r = torch.rand(batch, generator=generator, dtype=torch.float64, device=device).cpu()
     return t_min + (T - t_min) * r
@@ -159,6 +161,14 @@ def score_matching_objective(
     -------
     torch.Tensor
         The loss in ``x0``'s dtype, summed over data dimensions and reduced over the batch.
+
+    Warns
+    -----
+    RuntimeWarning
+        When a per-sample loss is NaN or infinite (the score returned NaN/inf or overflowed): the function
+        still returns the non-finite loss, so that every rank of a distributed run reaches the trainer's
+        collective finite-loss check (:func:`~splitdyn_cld.training.check_finite_loss`) instead of one rank
+        raising alone; the training loops then stop with :class:`~splitdyn_cld.training.NonFiniteLossError`.
     """
     if kind not in ("hsm", "dsm"):
         raise ValueError(f"kind must be 'hsm' or 'dsm', got {kind!r}")
@@ -177,6 +187,7 @@ def score_matching_objective(
     if x0.ndim < 2 or x0.shape[0] == 0:
         raise ValueError(f"x0 must have shape (batch, *event_shape) with batch >= 1, got {tuple(x0.shape)}")
     check_finite_tensor("x0", x0)
+    check_generator("generator", generator)
     batch, dtype, device = x0.shape[0], x0.dtype, x0.device
     state_shape = (batch, 2, *x0.shape[1:])
 
@@ -249,6 +260,14 @@ def score_matching_objective(
         residual = s + c(ell_t)[:, None] * noise[:, 1:2]
         factor = weight
     per_sample = residual.pow(2).reshape(batch, -1).sum(1) * factor.to(dtype=residual.dtype, device=residual.device)
+    finite = torch.isfinite(per_sample)
+    if not bool(finite.all()):  # one host sync (training loops read the loss right after anyway)
+        bad = (~finite).cpu()
+        shown = ", ".join(f"{v:.3g}" for v in times[bad][:4].tolist()) + (", ..." if int(bad.sum()) > 4 else "")
+        warnings.warn(f"{kind}_loss is non-finite: the score returned NaN or inf (or overflowed) for "
+                      f"{int(bad.sum())} of {batch} samples (at t = {shown}); the loss returned is NaN/inf. "
+                      "Check the score model (training loops stop on this with NonFiniteLossError)",
+                      RuntimeWarning, stacklevel=3)
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":

@@ -22,6 +22,7 @@ import torch
 from splitdyn import LinearSDE, PerturbationKernel, ReverseSDE
 from splitdyn.checks import check_finite_tensor, check_nonnegative, check_positive
 from splitdyn.schedules import TimeRescaling
+from splitdyn.checks import check_data_batch, check_sample_shape
 
 __all__ = ["CLD"]
 
@@ -118,6 +119,7 @@ class CLD(LinearSDE):
         v0:
             Initial velocities for DSM (e.g. from :meth:`sample_initial_velocity`).
         """
+        check_data_batch("x0", x0)
         if kind == "dsm":
             if v0 is None:
                 raise ValueError("kind='dsm' conditions on the initial velocity: pass v0")
@@ -131,7 +133,7 @@ class CLD(LinearSDE):
 
         ``shape`` is ``(batch, *event_shape)``.
         """
-        shape = tuple(int(s) for s in shape)
+        shape = check_sample_shape("shape", shape, components=2, dtype=dtype, device=device, generator=generator)
         u = torch.randn((shape[0], 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
         scale = torch.tensor([1.0, math.sqrt(self.mass)], dtype=dtype, device=device)
         return u * scale.reshape(1, 2, *([1] * (len(shape) - 1)))

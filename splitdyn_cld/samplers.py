@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 import splitdyn
-from splitdyn.checks import check_count
+from splitdyn.checks import check_count, check_sample_shape
 from splitdyn.grids import make_grid
 
 from .process import CLD
@@ -42,7 +42,8 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
     velocity_score:
         ``score(u, t) -> (batch, 1, *event)``, the velocity score :math:`\nabla_v \log p_t(u)` in forward time.
     shape_or_u:
-        ``(batch, *event)`` to draw :math:`u_T` from the prior, or an initial state ``(batch, 2, *event)``.
+        ``(batch, *event)`` (Python or numpy integers) to draw :math:`u_T` from the prior, or an initial state
+        ``(batch, 2, *event)``.
     n_steps:
         Number of steps of a fixed-grid sampler; must be ``None`` for ``"ode"`` (which picks its own).
     sampler:
@@ -62,6 +63,9 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
     """
     if not isinstance(cld, CLD):
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
+    if not isinstance(shape_or_u, torch.Tensor):  # a shape: any integers (numpy's too), checked with the draw's size
+        shape_or_u = check_sample_shape("shape_or_u", shape_or_u, components=2, dtype=dtype, device=device,
+                                        generator=generator)
     if sampler == "ode":
         if n_steps is not None:
             raise ValueError("the 'ode' sampler picks its own steps: pass n_steps=None (tune rtol/atol instead)")
