@@ -57,9 +57,9 @@ from splitdyn.score_matching import kernel_score_matching_loss
 from splitdyn_cld import CLD, nll_bound, sample, score_matching_objective
 from splitdyn_cld.toy_data import get_toy_dataset
 from splitdyn_cld.checkpoints import (CheckpointError, check_run_settings, load_checkpoint, remove_stale_temporaries,
-                                      save_checkpoint)
-from splitdyn_cld.cli import (BETA_TIED, ScriptParser, beta_value, nonnegative_float, nonnegative_int, one_line,
-                              open_unit_float, positive_float, positive_int, resolve_beta, user_errors)
+                                      run_folder_lock, save_checkpoint)
+from splitdyn_cld.cli import (BETA_TIED, ScriptParser, beta_value, device_name, nonnegative_float, nonnegative_int,
+                              one_line, open_unit_float, positive_float, positive_int, resolve_beta, user_errors)
 from splitdyn_cld.toy_models import cld_toy_score, save_toy_model, vpsde_toy_score
 from splitdyn_cld.training import (CSVLogger, NonFiniteLossError, check_finite_batch, check_finite_loss, make_ema,
                                    rng_state, set_rng_state, warmup_lr)
@@ -333,7 +333,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--nll-samples", type=nonnegative_int, default=200,
                         help="held-out points for the NLLs (default 200; 0 skips)")
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda[:i] (default cpu)")
     parser.add_argument("--threads", type=nonnegative_int, default=1,
                         help="torch CPU threads (default 1: these small networks gain nothing from more, and "
                              "oversubscribed cores slow them down many times; 0 keeps torch's choice)")
@@ -345,7 +345,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --resume: continue even if run-defining settings differ from the checkpoint's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", default="outputs/toy", help="output folder (default outputs/toy)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.override_settings and not args.resume:
+        parser.error("--override-settings only applies with --resume; add --resume or drop it")
+    return args
 
 
 def main(argv=None) -> dict:
@@ -354,7 +357,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        with user_errors(PROG):
+        with user_errors(PROG), run_folder_lock(args.out, "toy training"):  # one run per --out folder
             return _run(args)
     except NonFiniteLossError as exc:
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)

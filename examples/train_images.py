@@ -26,7 +26,10 @@ number of processes. Only rank 0 writes (checkpoint.pt, train_log.csv, samples/*
 A NaN/inf loss or batch stops training with a message (exit code 3); the last checkpoint is left as it was.
 --resume refuses a checkpoint that is corrupt (checksum) or whose run-defining settings (CLD parameters,
 network, batch size, seed, ...) differ from the given ones, listing the differences; --override-settings
-continues anyway. Bad arguments and missing or corrupt files end with one line and exit code 2.
+continues anyway (it needs --resume). Two trainings cannot share an output folder: the second stops at once
+(a lock file, released when the first exits, even by a crash). A checkpoint that cannot be written (a full
+disk) stops training with one line that says which checkpoint is intact. Bad arguments and missing or corrupt
+files end with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from splitdyn_cld.cli import (ScriptParser, beta_value, nonnegative_float, nonnegative_int, one_line, open_unit_float,
-                              positive_float, positive_int, resolve_beta, user_errors)
+from splitdyn_cld.cli import (ScriptParser, beta_value, device_name, nonnegative_float, nonnegative_int, one_line,
+                              open_unit_float, positive_float, positive_int, resolve_beta, user_errors)
 from splitdyn_cld.image_training import PRESETS, TrainSettings, settings_for, train
+from splitdyn_cld.image_training.checkpoint import training_folder_lock
 from splitdyn_cld.image_training.settings import default_out
 from splitdyn_cld.training import NonFiniteLossError
 
@@ -114,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--override-settings", action="store_true", default=None,
                    help="with --resume: continue even if settings that define the run (CLD parameters, network, "
                         "batch size, seed, ...) differ from the checkpoint's")
-    g.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    g.add_argument("--device", type=device_name, help="cpu, cuda or cuda:i (default: cuda if available)")
     g.add_argument("--num-workers", type=nonnegative_int, help="DataLoader workers per rank (default 0)")
     g.add_argument("--threads", type=positive_int, help="torch CPU threads per process (1 avoids oversubscription)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -123,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(argv: list[str] | None = None):
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    if args["override_settings"] and not args["resume"]:
+        parser.error("--override-settings only applies with --resume (it lets a resumed run continue with changed "
+                     "settings); add --resume or drop it")
     config = args.pop("config")
     mass = args["mass"] if args["mass"] is not None else PRESETS[config].get("mass", TrainSettings.mass)
     args["beta"] = resolve_beta(args["beta"], mass)
@@ -133,11 +141,12 @@ def settings_from_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     with user_errors(PROG):
         settings = settings_from_args(argv)
-        try:
-            result = train(settings)
-        except NonFiniteLossError as exc:
-            print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
-            return 3
+        with training_folder_lock(settings.out):  # one run per output folder (rank 0 holds it)
+            try:
+                result = train(settings)
+            except NonFiniteLossError as exc:
+                print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+                return 3
     if result.history and result.rank == 0:
         print(f"step {result.step}: loss {result.history[-1]['loss']:.5g}; checkpoint {result.checkpoint}")
     return 0

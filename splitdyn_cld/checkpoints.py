@@ -10,17 +10,25 @@ r"""Checkpoint files that are written atomically, carry a checksum, and never co
   model configuration, batch size, seed, ...) differ from the checkpoint's, listing every difference, unless
   the caller passes an explicit override (:class:`SettingsMismatchError`).
 * :func:`remove_stale_temporaries` deletes the temporary files a kill during a write leaves behind.
+* :func:`run_folder_lock` keeps a second run out of a run folder while one is writing there.
+* A write that fails (a full disk, an object that cannot be pickled, a destination whose folder is a file)
+  raises :class:`CheckpointWriteError` (or a ``TypeError`` for the object) saying which checkpoint is intact.
 
 Files written before checksums existed (plain :func:`torch.save` files) are still read, without the check.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import pickle
+import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +37,16 @@ import torch
 __all__ = [
     "CheckpointError",
     "SettingsMismatchError",
+    "CheckpointWriteError",
+    "RunFolderInUseError",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_checksum",
     "settings_differences",
     "check_run_settings",
     "remove_stale_temporaries",
+    "run_folder_lock",
+    "LOCK_NAME",
 ]
 
 #: First bytes of every checkpoint written by :func:`save_checkpoint`; the 64 hexadecimal digits of the
@@ -53,6 +65,26 @@ class CheckpointError(ValueError):
 class SettingsMismatchError(CheckpointError):
     """Resuming with settings that define the run different from the checkpoint's (see
     :func:`check_run_settings`)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a failed write, a destination that cannot exist).
+
+    The message says why and which checkpoint is intact; the previous file at the destination is never
+    modified and the partial temporary file is removed. ``errno`` is the operating system's error number when
+    there is one (``errno.ENOSPC`` for a full disk)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class RunFolderInUseError(OSError):
+    """Another process holds the lock of a run folder (see :func:`run_folder_lock`); ``errno`` is ``EBUSY``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.EBUSY
 
 
 class _HashingWriter:
@@ -112,25 +144,45 @@ def save_checkpoint(path, state: dict) -> None:
         Destination file (its folder is created if needed).
     state:
         A dict of tensors, ``state_dict()``-s, RNG states, numbers, ...
+
+    Raises
+    ------
+    TypeError
+        If ``state`` is not a dict or holds an object that cannot be pickled (the message names its key).
+    CheckpointWriteError
+        If the file cannot be written: the disk is full, the write fails, or a folder on ``path`` is a file.
+        The message says which checkpoint is intact; the file at ``path`` is left as it was.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _check_destination(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + b"0" * 64 + b"\n")
             digest = hashlib.sha256()
-            torch.save(state, _HashingWriter(f, digest))
+            try:
+                torch.save(state, _HashingWriter(f, digest))
+            except (TypeError, AttributeError, pickle.PicklingError) as exc:
+                if _os_error_in(exc) is None:  # not a failed write: an object pickle cannot save
+                    raise TypeError(_unpicklable_message(path, state, exc)) from None
+                raise
             f.seek(len(MAGIC))
             f.write(digest.hexdigest().encode("ascii"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointWriteError) and (
+                _os_error_in(exc) is not None or "inline_container" in str(exc)):
+            raise _write_error(path, exc) from exc
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
         try:
@@ -143,6 +195,73 @@ def save_checkpoint(path, state: dict) -> None:
             pass
         finally:
             os.close(dir_fd)
+
+
+def _check_destination(path: Path) -> None:
+    """Refuse a destination that is a folder or lies under a file, before anything is written."""
+    if path.is_dir():
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: it is a folder; pass a file path such as "
+                                   f"{path / 'checkpoint.pt'}", errno.EISDIR)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CheckpointWriteError(f"cannot write checkpoint {path}: {parent} is a file, not a folder; "
+                                           "choose another path", errno.ENOTDIR)
+            break
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first :class:`OSError` in ``exc`` and the exceptions it was raised from or during (torch.save wraps
+    a failed write of its file object in a ``RuntimeError`` from ``inline_container``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_error(path: Path, exc: BaseException) -> CheckpointWriteError:
+    """A one-line :class:`CheckpointWriteError` for a failed write of ``path``, saying what is intact."""
+    cause = _os_error_in(exc)
+    code = cause.errno if cause is not None else None
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        why = f"the disk is full ({cause.strerror or 'no space left on device'})"
+    elif cause is not None:
+        detail = cause.strerror or str(cause) or type(cause).__name__
+        why = f"the write failed ({detail}{f': {cause.filename}' if cause.filename else ''})"
+    else:
+        why = f"the write failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if path.is_file():
+        intact = f"the previous checkpoint {path} is intact (unchanged)"
+    else:
+        intact = f"no checkpoint was at {path} before; the other files in {path.parent} are untouched"
+    return CheckpointWriteError(f"cannot write checkpoint {path}: {why}; {intact} and the partial file was removed. "
+                                "Free some space (or fix the folder), then resume", code)
+
+
+class _TensorFreePickler(pickle.Pickler):
+    """Pickles everything but tensors and storages (stood in by an id), to find what cannot be pickled."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)):
+            return id(obj)
+        return None
+
+
+def _unpicklable_message(path: Path, state: dict, exc: BaseException) -> str:
+    culprit = None
+    for key, value in state.items():
+        try:
+            _TensorFreePickler(io.BytesIO()).dump(value)
+        except Exception:  # noqa: BLE001 - pickling fails in many ways; all mean "cannot be saved"
+            culprit = key
+            break
+    where = f"state[{culprit!r}]" if culprit is not None else "state"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (f"{where} cannot be saved in checkpoint {path}: it holds an object that cannot be pickled ({first}); "
+            f"store plain data (tensors, numbers, strings, state_dict()-s) instead. {path} was left untouched")
 
 
 def checkpoint_checksum(path) -> tuple[str | None, str]:
@@ -269,6 +388,55 @@ def check_run_settings(path, saved: Mapping[str, Any], current: Mapping[str, Any
             f"({'; '.join(differences)}). Use the checkpoint's settings, another output folder, or {flag} "
             "to continue with the new settings anyway")
     return differences
+
+
+#: Name of the lock file :func:`run_folder_lock` keeps in a run folder.
+LOCK_NAME = ".run.lock"
+
+
+@contextmanager
+def run_folder_lock(folder, what: str = "training run") -> Iterator[Path]:
+    """Hold an exclusive lock on the run folder ``folder`` (created if needed) for the duration of the block.
+
+    The lock is an ``fcntl.flock`` on ``folder/.run.lock``: a second process (or a second lock in this one)
+    asking for it gets a :class:`RunFolderInUseError` saying which process holds it, instead of writing into
+    the same files. The operating system releases the lock when its holder exits, crashes or is killed, so a
+    lock left behind never blocks the next run (the file itself stays; it is harmless). Where ``fcntl`` does not
+    exist (Windows) the block runs without a lock.
+
+    Yields the lock file's path.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield Path(folder) / LOCK_NAME
+        return
+    folder = Path(folder)
+    _check_destination(folder / LOCK_NAME)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / LOCK_NAME
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held open (locked) while the caller's block runs
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise RunFolderInUseError(
+            f"output folder {folder} is in use by another {what} ({holder}; lock file {lock_path}): "
+            "wait for it to finish, or pass another output folder") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        handle.flush()
+        yield lock_path
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
 
 
 def remove_stale_temporaries(folder, names: Iterable[str] = ("*",)) -> list[Path]:

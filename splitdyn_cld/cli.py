@@ -3,8 +3,8 @@ status 2, never a traceback.
 
 * :class:`ScriptParser` -- an :class:`argparse.ArgumentParser` whose errors are one line
   ``<prog>: error: <message>`` (exit status 2);
-* argument types that check numbers as they are parsed: :func:`positive_int`, :func:`nonnegative_int`,
-  :func:`positive_float`, :func:`nonnegative_float`, :func:`open_unit_float`;
+* argument types that check values as they are parsed: :func:`positive_int`, :func:`nonnegative_int`,
+  :func:`positive_float`, :func:`nonnegative_float`, :func:`open_unit_float`, :func:`device_name`;
 * :func:`user_errors` -- a context manager turning the errors a user can cause (a missing or corrupt file, a
   bad setting: :data:`USER_ERRORS`) into that one line and exit status 2. Set the environment variable
   ``SPLITDYN_TRACEBACK=1`` to see the traceback instead.
@@ -27,10 +27,12 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
+from splitdyn.checks import check_device
+
 from .checkpoints import CheckpointError
 
 __all__ = ["ScriptParser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
-           "open_unit_float", "BETA_TIED", "beta_value", "resolve_beta", "USER_ERRORS", "one_line", "user_errors"]
+           "open_unit_float", "device_name", "BETA_TIED", "beta_value", "resolve_beta", "USER_ERRORS", "one_line", "user_errors"]
 
 #: The exceptions :func:`user_errors` reports in one line: missing files (:class:`OSError` and its
 #: subclasses such as :class:`FileNotFoundError`), unusable checkpoints
@@ -88,6 +90,16 @@ def nonnegative_float(text: str) -> float:
 def open_unit_float(text: str) -> float:
     """argparse type: a number in the open interval (0, 1)."""
     return _number(float, text, "a number in (0, 1)", lambda v: 0 < v < 1)
+
+
+def device_name(text: str) -> str:
+    """argparse type: a device that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked with
+    :func:`splitdyn.checks.check_device` (``cuda`` without CUDA and unknown names are refused)."""
+    try:
+        check_device("device", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 #: The value of a ``--beta`` option that ties the CLD rate to the mass, :math:`\beta = 8\sqrt{M}` (paper Sec. 5.3,

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import CheckpointError, check_run_settings, load_checkpoint, remove_stale_temporaries
+from ..checkpoints import (CheckpointError, check_run_settings, load_checkpoint, remove_stale_temporaries,
+                           run_folder_lock)
 from ..process import CLD
 from ..score import MixedScore
 from .model import UNetVelocityNet, build_cld, image_shape_of, resolve_precision
 from .settings import RUN_DEFINING_SETTINGS, TrainSettings
 
 __all__ = ["CHECKPOINT_NAME", "CHECKPOINT_FORMAT", "run_settings", "read_training_checkpoint", "load_state_into",
-           "remove_checkpoint_temporaries", "TrainedModel", "load_trained_model"]
+           "remove_checkpoint_temporaries", "training_folder_lock", "TrainedModel", "load_trained_model"]
 
 #: File name of the (atomically written) training checkpoint inside the run directory.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -83,6 +84,18 @@ def remove_checkpoint_temporaries(out: str | os.PathLike) -> list[Path]:
     """Remove the temporary files a kill during a checkpoint write left in the run folder ``out``
     (``.checkpoint*.pt.*.tmp``); returns them."""
     return remove_stale_temporaries(out, ("checkpoint*.pt",))
+
+
+def training_folder_lock(out: str | os.PathLike):
+    """The run-folder lock (:func:`splitdyn_cld.checkpoints.run_folder_lock`) of ``out`` for the process that
+    writes there: rank 0 (``RANK`` unset or 0); a context manager that does nothing on the other ranks of a
+    ``torchrun`` launch. A second training on the same folder gets a
+    :class:`~splitdyn_cld.checkpoints.RunFolderInUseError`."""
+    from contextlib import nullcontext
+
+    from .distributed import env_int
+
+    return run_folder_lock(out, "training run") if env_int("RANK", 0) == 0 else nullcontext()
 
 
 @dataclass

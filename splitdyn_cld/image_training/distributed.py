@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from splitdyn.checks import check_count
+from splitdyn.checks import check_count, check_device
 
 __all__ = ["DistributedContext", "setup_distributed", "cleanup_distributed", "split_global_batch", "shard_sizes",
            "env_int", "reduce_mean", "gather_rng_states"]
@@ -55,8 +55,8 @@ def setup_distributed(device: str | torch.device | None = None, backend: str | N
     Parameters
     ----------
     device:
-        ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). Under ``torchrun`` on CUDA each rank takes
-        ``cuda:LOCAL_RANK``.
+        ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available); a ``ValueError`` for a device this machine does not
+        have. Under ``torchrun`` on CUDA each rank takes ``cuda:LOCAL_RANK``.
     backend:
         Process-group backend; default ``"nccl"`` on CUDA and ``"gloo"`` on the CPU.
     """
@@ -67,10 +67,8 @@ def setup_distributed(device: str | torch.device | None = None, backend: str | N
         raise ValueError(f"invalid torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = check_device("device", device)  # a ValueError for "nonsense" or "cuda" without CUDA
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from splitdyn.checks import check_count, check_flag, check_nonnegative, check_positive
 
 __all__ = ["TrainSettings", "PRESETS", "settings_for", "RUN_DEFINING_SETTINGS", "default_out"]
@@ -142,6 +144,9 @@ class TrainSettings:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         for name in ("compile", "mixed", "random_flip", "resume", "override_settings", "progress", "tensorboard"):
             check_flag(name, getattr(self, name))
+        if self.device is not None and not isinstance(self.device, (str, torch.device)):
+            raise TypeError(f"device must be None, a str such as 'cpu' or 'cuda', or a torch.device, got "
+                            f"{type(self.device).__name__} {self.device!r}")
 
 
 #: Named training presets (``--config`` of ``examples/train_images.py``): network config plus training
