@@ -99,7 +99,10 @@ def flow(process, score: ScoreFunction, u: torch.Tensor, times: Sequence[float],
         raise TypeError(f"score must be callable score(u, t), got {type(score).__name__}")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     check_ode_method("method", method)
-    grid = as_float64("times", times, "a sequence of forward times").reshape(-1)
+    grid = as_float64("times", times, "a sequence of forward times")
+    if grid.ndim > 1:
+        raise ValueError(f"times must be a 1-D sequence of at least two forward times, got shape {tuple(grid.shape)}")
+    grid = grid.reshape(-1)
     if grid.numel() < 2:
         raise ValueError(f"times must hold at least two forward times, got {grid.tolist()}")
     steps = grid[1:] - grid[:-1]

@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import socket
 import tempfile
 import time
@@ -226,8 +227,10 @@ def _write_error(path: Path, exc: BaseException) -> CheckpointWriteError:
     """A one-line :class:`CheckpointWriteError` for a failed write of ``path``, saying what is intact."""
     cause = _os_error_in(exc)
     code = cause.errno if cause is not None else None
+    if code is None and _nearly_full(path.parent):  # torch.save's own write error says nothing of the cause
+        code = errno.ENOSPC
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        why = f"the disk is full ({cause.strerror or 'no space left on device'})"
+        why = f"the disk is full ({(cause.strerror if cause is not None else None) or 'no space left on device'})"
     elif cause is not None:
         detail = cause.strerror or str(cause) or type(cause).__name__
         why = f"the write failed ({detail}{f': {cause.filename}' if cause.filename else ''})"
@@ -239,6 +242,14 @@ def _write_error(path: Path, exc: BaseException) -> CheckpointWriteError:
         intact = f"no checkpoint was at {path} before; the other files in {path.parent} are untouched"
     return CheckpointWriteError(f"cannot write checkpoint {path}: {why}; {intact} and the partial file was removed. "
                                 "Free some space (or fix the folder), then resume", code)
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has less than 1 MiB free (``False`` if it cannot be read)."""
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 class _TensorFreePickler(pickle.Pickler):
