@@ -14,10 +14,12 @@ the reference implementation, so ``n`` evaluations mean ``n - 1`` steps plus den
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 
 import splitdyn
-from splitdyn.checks import check_count, check_sample_shape
+from splitdyn.checks import check_count
 from splitdyn.grids import make_grid
 
 from .process import CLD
@@ -63,9 +65,8 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
     """
     if not isinstance(cld, CLD):
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
-    if not isinstance(shape_or_u, torch.Tensor):  # a shape: any integers (numpy's too), checked with the draw's size
-        shape_or_u = check_sample_shape("shape_or_u", shape_or_u, components=2, dtype=dtype, device=device,
-                                        generator=generator)
+    if isinstance(shape_or_u, (tuple, list)):  # a shape: numpy integers are integers too
+        shape_or_u = tuple(int(s) if isinstance(s, Integral) and not isinstance(s, bool) else s for s in shape_or_u)
     if sampler == "ode":
         if n_steps is not None:
             raise ValueError("the 'ode' sampler picks its own steps: pass n_steps=None (tune rtol/atol instead)")

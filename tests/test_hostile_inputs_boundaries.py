@@ -416,6 +416,7 @@ def test_numpy_integers_are_batch_sizes():
     assert out.state.shape == (4, 2, 2)
     assert VP.prior_sample((np.int64(2), np.int16(3))).shape == (2, 1, 3)
     assert CLD_.prior_sample(torch.tensor([2, 3])).shape == (2, 2, 3)
+    assert cld_sample(CLD_, velocity_score, [np.int64(2)], 2).state.shape == (2, 2)
 
 
 # -- resources -----------------------------------------------------------------------------------------------------
@@ -423,7 +424,7 @@ RESOURCES = [
     ("vp-prior-1e10", VP.prior_sample, dict(shape=(10**10, 2)), ValueError, "shape", "more than this machine's memory"),
     ("cld-prior-1e10", CLD_.prior_sample, dict(shape=(10**10, 3, 32, 32)), ValueError, "shape", "use a smaller batch"),
     ("cld-sample-1e10", cld_sample, dict(cld=CLD_, velocity_score=velocity_score, shape_or_u=(10**10, 2), n_steps=2),
-     ValueError, "shape_or_u", "GiB"),
+     ValueError, "shape", "GiB"),
     ("allocation-1e12", checks.check_allocation, dict(name="batch", shape=(10**12,), dtype=F64), ValueError, "batch",
      "more than this machine's memory"),
 ]
