@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from .checks import check_count, check_finite_tensor, check_positive
+from .checks import check_count, check_finite_tensor, check_generator, check_positive
 from .oracles import GaussianMixture
 
 __all__ = ["wasserstein_sliced", "mmd_rbf", "mode_frequencies", "mode_weight_error"]
@@ -87,6 +87,7 @@ def wasserstein_sliced(
     """
     a, b = _check_pair(x, y)
     num_projections = check_count("num_projections", num_projections)
+    check_generator("generator", generator)
     D = a.shape[1]
     draw = generator.device if generator is not None else torch.device("cpu")
     theta = torch.randn(D, int(num_projections), generator=generator, dtype=torch.float64, device=draw).cpu()

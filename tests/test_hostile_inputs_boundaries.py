@@ -30,6 +30,7 @@ import splitdyn
 from splitdyn import VESDE, VPSDE, PerturbationKernel, ProbabilityFlowODE, UniformGrid, checks
 from splitdyn.flow_maps import decode, encode, flow, interpolate, slerp
 from splitdyn.likelihood import log_likelihood
+from splitdyn.metrics import wasserstein_sliced
 from splitdyn_cld import CLD, dsm_loss, hsm_loss, nll_bound
 from splitdyn_cld import sample as cld_sample
 from splitdyn_cld.checkpoints import (CheckpointWriteError, RunFolderInUseError, load_checkpoint, run_folder_lock,
@@ -91,6 +92,8 @@ GENERATORS_AND_DEVICES = [
      "numpy generator"),
     ("hsm-generator-int", hsm_loss, dict(score_model=velocity_score, x0=X0, cld=CLD_, generator=3), TypeError,
      "generator", "torch.Generator"),
+    ("sw2-generator-int", wasserstein_sliced, dict(x=X0, y=X0, generator=0), TypeError, "generator",
+     "torch.Generator"),
     ("sample-times-generator-str", sample_times, dict(batch=4, T=1.0, generator="g"), TypeError, "generator",
      "torch.Generator"),
     ("prior-generator-numpy", VP.prior_sample, dict(shape=(2, 3), generator=np.random.default_rng(0)), TypeError,
