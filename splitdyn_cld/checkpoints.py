@@ -423,7 +423,12 @@ def run_folder_lock(folder, what: str = "training run") -> Iterator[Path]:
         yield Path(folder) / LOCK_NAME
         return
     folder = Path(folder)
-    _check_destination(folder / LOCK_NAME)
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise CheckpointWriteError(f"output folder {folder} cannot be created: {candidate} is a file, not a "
+                                           "folder; pass another output folder", errno.ENOTDIR)
+            break
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_NAME
     handle = open(lock_path, "a+")  # noqa: SIM115 - held open (locked) while the caller's block runs

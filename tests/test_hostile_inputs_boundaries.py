@@ -457,6 +457,11 @@ def test_a_run_folder_takes_one_lock_at_a_time(tmp_path):
                 pass
     with run_folder_lock(folder):  # released at the end of the block
         pass
+    (tmp_path / "afile").write_text("x")
+    for path in (tmp_path / "afile", tmp_path / "afile" / "out"):
+        with pytest.raises(CheckpointWriteError, match=r"output folder .* cannot be created: .*afile is a file"):
+            with run_folder_lock(path):
+                pass
 
 
 def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
