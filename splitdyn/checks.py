@@ -408,7 +408,10 @@ def check_sample_shape(name: str, shape: Any, *, components: int = 1, dtype: Any
     device's type; and the draw must fit the device's memory (:func:`check_allocation`). Each error names
     its argument (``name`` for the shape).
     """
-    if isinstance(shape, torch.Tensor) and shape.ndim == 1 and not shape.is_floating_point():
+    if isinstance(shape, torch.Tensor):
+        if shape.ndim != 1 or shape.is_floating_point() or shape.is_complex() or shape.dtype == torch.bool:
+            raise TypeError(f"{name} must be a sequence (batch, *event_shape) of positive integers, got a "
+                            f"{shape.dtype} tensor of shape {tuple(shape.shape)}")
         shape = shape.tolist()
     if isinstance(shape, (Integral, str, bytes)) or not hasattr(shape, "__iter__"):
         raise TypeError(f"{name} must be a sequence (batch, *event_shape) of positive integers, got "

@@ -109,7 +109,8 @@ def log_likelihood(
         Start time (a small positive cutoff; the CLD paper uses ``1e-5``).
     prior_covariance:
         Per-coordinate ``k x k`` covariance of the Gaussian prior :math:`p_T`; default the forward SDE's
-        stationary covariance.
+        stationary covariance, or for a process without a stationary law (the VE SDE) its prior
+        :math:`\mathcal N(0, \sigma_{\mathrm{prior}}^2)` (``prior_std``).
     trace:
         ``"hutchinson"`` (one Rademacher probe) or ``"exact"``.
     rtol, atol, method:
@@ -154,7 +155,14 @@ def log_likelihood(
     if prior_covariance is None:
         if not hasattr(ode.sde, "stationary_covariance"):
             raise TypeError("pass prior_covariance: the forward SDE has no stationary_covariance()")
-        prior_covariance = ode.sde.stationary_covariance()
+        try:
+            prior_covariance = ode.sde.stationary_covariance()
+        except ValueError:  # no stationary law (e.g. the VE SDE): its prior N(0, prior_std^2), if it has one
+            prior_std = getattr(ode.sde, "prior_std", None)
+            if prior_std is None:
+                raise ValueError("pass prior_covariance: the forward SDE has no stationary distribution (and no "
+                                 "prior_std) to stand for p_T") from None
+            prior_covariance = [[float(prior_std) ** 2]]
     k = ode.num_components
     prior_covariance = as_float64_matrix("prior_covariance", prior_covariance, (k, k), psd=True)
     if float(torch.linalg.eigvalsh(prior_covariance).min()) <= 0:

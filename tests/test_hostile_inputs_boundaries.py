@@ -414,11 +414,38 @@ def test_the_pc_splitting_sampler_runs_the_ve_sde():
     assert abs(float(x.var()) / float(variance(eps)) - 1.0) < 0.06
 
 
+def test_the_likelihood_of_the_ve_sde_uses_its_prior():
+    # no stationary law: the default p_T is the VE prior N(0, sigma_max^2); with the exact p_T the result is exact
+    ve, _, _, _ = _ve_gaussian()
+    s0 = 0.5
+
+    def variance(t):
+        return s0**2 + ve.sigma(torch.as_tensor(t, dtype=F64)) ** 2
+
+    def score(u, t):  # data N(0, s0^2)
+        v = variance(t)
+        return -u / (v.reshape(-1, 1, 1) if v.ndim else v).to(u)
+
+    ode = ProbabilityFlowODE(ve, score)
+    u = torch.randn(5, 1, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
+    default = log_likelihood(ode, u, t0=1e-3, trace="exact").log_prob
+    given = log_likelihood(ode, u, t0=1e-3, trace="exact", prior_covariance=[[ve.prior_std**2]]).log_prob
+    assert torch.equal(default, given)
+    exact = log_likelihood(ode, u, t0=1e-3, trace="exact", prior_covariance=[[float(variance(1.0))]]).log_prob
+    v0 = float(variance(1e-3))
+    expected = -0.5 * (u**2).sum((1, 2)) / v0 - math.log(2 * math.pi * v0)  # two coordinates
+    assert torch.allclose(exact, expected, atol=1e-3)
+    with pytest.raises(ValueError, match="pass prior_covariance: the forward SDE has no stationary distribution"):
+        log_likelihood(ProbabilityFlowODE(splitdyn.LinearSDE([[0.5]], [[1.0]]), score), u)
+
+
 def test_numpy_integers_are_batch_sizes():
     out = cld_sample(CLD_, velocity_score, (np.int64(4), np.int32(2)), np.int64(3), generator=torch.Generator())
     assert out.state.shape == (4, 2, 2)
     assert VP.prior_sample((np.int64(2), np.int16(3))).shape == (2, 1, 3)
     assert CLD_.prior_sample(torch.tensor([2, 3])).shape == (2, 2, 3)
+    with pytest.raises(TypeError, match="shape must be a sequence"):
+        CLD_.prior_sample(torch.tensor(3))
     assert cld_sample(CLD_, velocity_score, [np.int64(2)], 2).state.shape == (2, 2)
 
 
