@@ -31,7 +31,7 @@ from splitdyn import VESDE, VPSDE, PerturbationKernel, ProbabilityFlowODE, Unifo
 from splitdyn.flow_maps import decode, encode, flow, interpolate, slerp
 from splitdyn.likelihood import log_likelihood
 from splitdyn.metrics import wasserstein_sliced
-from splitdyn_cld import CLD, dsm_loss, hsm_loss, nll_bound
+from splitdyn_cld import CLD, checkpoints, dsm_loss, hsm_loss, nll_bound
 from splitdyn_cld import sample as cld_sample
 from splitdyn_cld.checkpoints import (CheckpointWriteError, RunFolderInUseError, load_checkpoint, run_folder_lock,
                                       save_checkpoint)
@@ -270,8 +270,6 @@ class _FullDisk:
 
 
 def test_a_full_disk_gives_one_line_naming_the_intact_checkpoint(tmp_path, monkeypatch):
-    import splitdyn_cld.checkpoints as checkpoints
-
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1, "w": torch.arange(3)})
     monkeypatch.setattr(checkpoints, "_HashingWriter", _FullDisk)
@@ -301,8 +299,6 @@ def test_a_full_disk_gives_one_line_naming_the_intact_checkpoint(tmp_path, monke
 
 
 def test_the_image_trainer_stops_on_a_full_disk_with_its_last_checkpoint_intact(tmp_path, monkeypatch, capsys):
-    import splitdyn_cld.checkpoints as checkpoints
-
     real = checkpoints._HashingWriter
     saves = []
 
@@ -331,7 +327,10 @@ def test_a_nan_score_makes_the_loss_warn(loss):
     with pytest.warns(RuntimeWarning, match=r"_loss is non-finite: the score returned NaN or inf .* 4 of 4 samples"):
         value = loss(lambda u, t: torch.full_like(u[:, 1:], NAN), X0, CLD_)
     assert torch.isnan(value)
-    half = lambda u, t: torch.where(t.reshape(-1, 1, 1) > 0.5, NAN, 0.0) * u[:, 1:]  # noqa: E731
+
+    def half(u, t):  # NaN after t = 0.5
+        return torch.where(t.reshape(-1, 1, 1) > 0.5, NAN, 0.0) * u[:, 1:]
+
     with pytest.warns(RuntimeWarning, match=rf"{kind}_loss is non-finite.* for 1 of 4 samples \(at t = 0\.9\)"):
         score_matching_objective(half, X0, CLD_, kind=kind, t=torch.tensor([0.1, 0.2, 0.9, 0.3]))
     with warnings.catch_warnings():
@@ -479,16 +478,16 @@ def test_a_run_folder_takes_one_lock_at_a_time(tmp_path):
     folder = tmp_path / "out"
     with run_folder_lock(folder) as lock:
         assert lock.is_file() and "pid" in lock.read_text()
-        with pytest.raises(RunFolderInUseError, match=r"output folder .*out is in use by another training run \(pid"):
-            with run_folder_lock(folder):
-                pass
+        with pytest.raises(RunFolderInUseError, match=r"output folder .*out is in use by another training run \(pid"), \
+                run_folder_lock(folder):
+            pass
     with run_folder_lock(folder):  # released at the end of the block
         pass
     (tmp_path / "afile").write_text("x")
     for path in (tmp_path / "afile", tmp_path / "afile" / "out"):
-        with pytest.raises(CheckpointWriteError, match=r"output folder .* cannot be created: .*afile is a file"):
-            with run_folder_lock(path):
-                pass
+        with pytest.raises(CheckpointWriteError, match=r"output folder .* cannot be created: .*afile is a file"), \
+                run_folder_lock(path):
+            pass
 
 
 def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
@@ -499,9 +498,8 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
                               cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunFolderInUseError, match=f"pid {holder.pid}"):
-            with run_folder_lock(folder):
-                pass
+        with pytest.raises(RunFolderInUseError, match=f"pid {holder.pid}"), run_folder_lock(folder):
+            pass
     finally:
         holder.kill()  # a crash: the process dies holding the lock
         holder.wait()
@@ -513,9 +511,8 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
 def test_a_second_training_on_the_same_folder_stops_at_once(script, tmp_path, capsys):
     out = tmp_path / "out"
     argv = (["--config", "tiny", "--no-tensorboard"] if script == "train_images" else ["--steps", "1"])
-    with run_folder_lock(out):
-        with pytest.raises(SystemExit) as info:
-            load_example(script).main(argv + ["--out", str(out), "--no-progress"])
+    with run_folder_lock(out), pytest.raises(SystemExit) as info:
+        load_example(script).main(argv + ["--out", str(out), "--no-progress"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is in use by another" in err, err
