@@ -289,7 +289,8 @@ def hsm_loss(
 
     With the defaults and a :class:`~splitdyn_cld.score.MixedScore` this is the reference training loss
     :math:`\mathbb E\,\|\varepsilon_v - \mathrm{net}(u_t, t) - \ell_t^{-1}v_t/\Sigma^{vv}_t\|^2` (summed over data
-    dimensions, mean over the batch). See :func:`score_matching_objective` for the arguments.
+    dimensions, mean over the batch). See :func:`score_matching_objective` for the arguments; like it, this warns
+    (``RuntimeWarning``, naming the number of samples and their times) when the score makes the loss NaN or inf.
     """
     return score_matching_objective(score_model, x0, cld, kind="hsm", weighting=weighting, t_min=t_min,
                                     generator=generator, reduction=reduction)
