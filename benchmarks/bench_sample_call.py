@@ -20,7 +20,12 @@ contestants of a round alike; ratios are medians of per-round ratios, with mean 
 - ``training``: one training step of the digits preset (batch 64, Adam, clip 1, EMA 0.999 with warm-up, HSM
   loss with the mixed score) as the library's loop takes it (``train_step`` + ``ema.update_parameters``) against a
   minimal hand loop with the same network, loss, optimiser, EMA and clipping (kept parameter lists, one
-  multi-tensor lerp, no checks).
+  multi-tensor lerp, no checks). The parts that differ are also timed alone: the library's EMA update, torch's
+  ``AveragedModel`` update with ``get_ema_multi_avg_fn`` (which walks the modules at every update, as the library
+  did before issue 22), the hand loop's lerp, and ``clip_grad_norm_`` with and without ``foreach``.
+
+On a loaded 2-core machine two threads only add contention: ``--call-cases 100000:1 1000000:1`` runs the large
+batches on one thread.
 
 Run ``python benchmarks/bench_sample_call.py`` (``--quick`` for a short run). Results:
 ``benchmarks/results/sample_call_cpu.{json,md}``.
@@ -336,7 +341,11 @@ def part_training(args) -> tuple[list[dict], str]:
     # the parts that differ, timed alone (precise where the whole step's noise is not): EMA and clipping
     for p in lib_params:
         p.grad = torch.ones_like(p)
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    walking = AveragedModel(lib_net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)  # walks per update
     parts = _rounds({"library EMA": lambda: lib_ema.update_parameters(lib_net),
+                     "AveragedModel EMA": lambda: walking.update_parameters(lib_net),
                      "hand EMA": lambda: torch._foreach_lerp_(hand_avg, hand_cur, 1e-3),
                      "clip foreach": lambda: torch.nn.utils.clip_grad_norm_(lib_params, 1e9, foreach=True),
                      "clip per tensor": lambda: torch.nn.utils.clip_grad_norm_(lib_params, 1e9, foreach=False)},
@@ -361,6 +370,8 @@ PARTS = {"call": part_call, "floor": part_floor, "unet": part_unet, "training": 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--call-cases", nargs="+", default=["100:1", "1000:1", "10000:1", "100000:2", "1000000:2"],
+                        help="batch:threads pairs of the call part")
     parser.add_argument("--steps", type=int, default=50, help="steps of the call part below batch 1e5")
     parser.add_argument("--large-steps", type=int, default=10, help="steps at batch >= 1e5 and for the floor")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (call, floor)")
@@ -378,7 +389,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--name", default=None, help="result file name (default sample_call_cpu[_quick])")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
-    args.call_cases = [(100, 1), (1_000, 1), (10_000, 1), (100_000, 2), (1_000_000, 2)]
+    args.call_cases = [tuple(int(v) for v in case.split(":")) for case in args.call_cases]
     if args.quick:
         args.call_cases, args.steps, args.large_steps, args.repeats = [(100, 1)], 5, 2, 2
         args.floor_batch, args.floor_threads, args.triad_floats = 10_000, [1], 2**20

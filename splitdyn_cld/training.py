@@ -108,6 +108,7 @@ class ExponentialMovingAverage(AveragedModel):
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``AveragedModel.load_state_dict``, then :meth:`refresh` (the update count is read again)."""
         out = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.refresh()
         return out
