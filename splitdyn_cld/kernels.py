@@ -46,15 +46,23 @@ never overflow: the exponentials only appear as :math:`e^{-z}`.
 All coefficients are float64 on the CPU; cast them to the state's dtype at use. The closed forms need critical
 damping (:math:`\Gamma^2 = 4M`, the paper's setting); :func:`ell` and :func:`velocity_variance` fall back to the
 generic matrix-exponential kernel of :class:`splitdyn.LinearSDE` for other frictions.
+
+:func:`score_coefficients` evaluates the same closed forms for :math:`\ell_t` and :math:`\Sigma^{vv}_t` at the cost
+a score call can afford: with :mod:`math` for a Python float time (microseconds, no tensor), or on the time
+tensor's own device without host synchronisation (traceable by ``torch.compile``); the functions above are its
+oracle in the tests (equal to a relative ``1e-12``).
 """
 
 from __future__ import annotations
+
+import math
+from numbers import Real
 
 import torch
 
 from splitdyn import LinearSDE
 from splitdyn.checks import as_float64_time, check_nonnegative, check_time
-from splitdyn.schedules import ReversedRescaling
+from splitdyn.schedules import ConstantBeta, LinearBeta, ReversedRescaling
 
 from .process import CLD
 
@@ -70,6 +78,7 @@ __all__ = [
     "perturbation_cholesky",
     "ell",
     "velocity_variance",
+    "score_coefficients",
     "is_critically_damped",
 ]
 
@@ -169,10 +178,15 @@ def _mean_map(cld: CLD, B: torch.Tensor, sign: float) -> torch.Tensor:
 
 def _covariance_entries(cld: CLD, B: torch.Tensor, a: float, b: float, branch: str | None = None):
     """``(xx, xv, vv, det)`` of the forward covariance for Sigma0 = diag(a, b) (all float64)."""
-    G, M = cld.friction, cld.mass
-    z = 4.0 * B / G
-    s = 0.5 * z
+    z = 4.0 * B / cld.friction
     w, E, Gt = _exp_tails(z, branch)
+    return _entries_from_tails(cld, 0.5 * z, w, E, Gt, a, b)
+
+
+def _entries_from_tails(cld: CLD, s, w, E, Gt, a: float, b: float):
+    """``(xx, xv, vv, det)`` from :math:`s` and the tails ``(w, E, G)`` of :func:`_exp_tails`: plain arithmetic,
+    so the same expressions serve float64 tensors (on any device) and Python floats."""
+    G, M = cld.friction, cld.mass
     xx = E + w * (a * (1 + s) ** 2 + s * s * b / M)
     xv = w * (G * s * s - 0.5 * G * a * s * (1 + s) + (2.0 / G) * b * s * (1 - s))
     vv = M * (E + w * (4 * s + a * s * s)) + w * b * (1 - s) ** 2
@@ -418,3 +432,147 @@ def velocity_variance(cld: CLD, t, kind: str = "hsm") -> torch.Tensor:
     toy settings).
     """
     return _stabilised_entries(cld, t, kind)[2]
+
+
+# -- the mixed score's coefficients at sampling speed -------------------------------------------------------------
+def _scalar_tails(z: float) -> tuple[float, float, float]:
+    """:func:`_exp_tails` for one Python float (the same branches and expressions, evaluated with :mod:`math`)."""
+    w = math.exp(-z)
+    if z < SERIES_SWITCH:
+        acc = 1.0
+        for n in range(4 + _SERIES_TERMS, 4, -1):
+            acc = 1.0 + z / n * acc
+        tail4 = z**4 / 24.0 * acc
+        return w, w * (z**3 / 6.0 + tail4), w * (z**3 / 24.0 + tail4)
+    E = -math.expm1(-z) - w * (z + 0.5 * z * z)
+    return w, E, E - w * z**3 / 8.0
+
+
+def _tensor_tails(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r""":func:`_exp_tails` in a few tensor operations on ``z``'s device, without host synchronisation: the series
+    :math:`1 + \sum_{k\ge1} z^k\,4!/(k+4)!` is one power-and-sum over :math:`k` (positive terms, coefficients
+    from a cumulative product formed on the device) instead of a Horner loop of ``_SERIES_TERMS`` operations."""
+    w = torch.exp(-z)
+    E_direct = -torch.expm1(-z) - w * (z + 0.5 * z * z)
+    use_series = z < SERIES_SWITCH
+    zs = torch.where(use_series, z, torch.zeros_like(z))
+    k = torch.arange(1, _SERIES_TERMS + 1, dtype=z.dtype, device=z.device)
+    coefficients = torch.cumprod(1.0 / (k + 4.0), 0)  # 4! / (k + 4)!
+    tail4 = zs**4 / 24.0 * (1.0 + (zs.unsqueeze(-1) ** k * coefficients).sum(-1))
+    E = torch.where(use_series, w * (zs**3 / 6.0 + tail4), E_direct)
+    Gt = torch.where(use_series, w * (zs**3 / 24.0 + tail4), E_direct - w * z**3 / 8.0)
+    return w, E, Gt
+
+
+def _scalar_integrated_rate(cld: CLD, t: float) -> float:
+    rate = cld.rescaling
+    if isinstance(rate, ConstantBeta):
+        return rate.value * t
+    if isinstance(rate, LinearBeta):
+        return rate.beta_min * t + 0.5 * (rate.beta_max - rate.beta_min) * t * t / rate.T
+    return float(rate.integral(torch.tensor(t, dtype=torch.float64)))
+
+
+def _tensor_integrated_rate(cld: CLD, t: torch.Tensor) -> torch.Tensor | None:
+    """:math:`B(t)` on ``t``'s device for the rates with a closed form here; ``None`` for any other rescaling."""
+    rate = cld.rescaling
+    if isinstance(rate, ConstantBeta):
+        return rate.value * t
+    if isinstance(rate, LinearBeta):
+        return rate.beta_min * t + 0.5 * (rate.beta_max - rate.beta_min) * t * t / rate.T
+    return None
+
+
+def score_coefficients(cld: CLD, t, kind: str = "hsm"):
+    r""":math:`(\ell_t, \Sigma^{vv}_t + \epsilon_{num})` for the mixed score, computed where ``t`` lives.
+
+    :math:`\ell_t` is the ``kind`` kernel's (:func:`ell`), :math:`\Sigma^{vv}_t` the HSM kernel's
+    (:func:`velocity_variance`), as :class:`~splitdyn_cld.score.MixedScore` uses them. The values are those
+    of :func:`ell` and :func:`velocity_variance` (the same closed forms with the same series branch near
+    :math:`t = 0`; equal to a relative ``1e-12`` in float64 for all :math:`t \in (0, T]`), but cheap enough to
+    recompute at every score call:
+
+    - a Python number ``t`` gives two Python floats, evaluated with :mod:`math` (no tensor, no device work: a
+      few microseconds);
+    - a float tensor ``t`` (any shape, any device) gives two float64 tensors of ``t``'s shape on ``t``'s device,
+      from a fixed sequence of tensor operations without Python control flow on the values and without a
+      host synchronisation, so it can be traced by ``torch.compile`` and captured in a CUDA graph. On the CPU,
+      outside ``torch.compile``, ``t`` is checked to be finite and in ``[0, T]`` as everywhere else; on an
+      accelerator it is not (the check would synchronise): a time out of range gives non-finite coefficients
+      there.
+
+    A process that is not critically damped, or a rate other than :class:`~splitdyn.ConstantBeta` and
+    :class:`~splitdyn.LinearBeta` given a tensor ``t``, falls back to the host computation of :func:`ell`
+    (then copied to ``t``'s device).
+
+    Parameters
+    ----------
+    cld:
+        The CLD.
+    t:
+        A time in ``[0, T]`` (Python number) or a float tensor of times.
+    kind:
+        ``"hsm"`` or ``"dsm"``: the kernel whose :math:`\ell_t` is returned.
+
+    Returns
+    -------
+    (ell_t, var_vv):
+        Python floats for a number ``t``; float64 tensors of ``t``'s shape on ``t``'s device otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from splitdyn_cld import CLD
+    >>> from splitdyn_cld.kernels import ell, score_coefficients
+    >>> cld = CLD()
+    >>> l, v = score_coefficients(cld, 0.3)
+    >>> abs(l - ell(cld, 0.3).item()) <= 1e-12 * l
+    True
+    >>> score_coefficients(cld, torch.tensor([0.1, 0.9]))[0].dtype
+    torch.float64
+    """
+    _check_kind(kind)
+    if not isinstance(cld, CLD):
+        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    critical = is_critically_damped(cld)
+    if isinstance(t, Real) and not isinstance(t, bool):
+        time = float(t)
+        if not 0.0 <= time <= cld.T:  # NaN too; check_time allows a 1e-12 relative slack above T and below 0
+            check_time("t", time, cld.T)
+        if not critical:
+            return ell(cld, time, kind).item(), velocity_variance(cld, time).item()
+        z = 4.0 * _scalar_integrated_rate(cld, time) / cld.friction
+        xx, det, var_vv = _stabilised_ell_terms(cld, z, _scalar_tails(z), kind)
+        if xx <= 0.0 or det <= 0.0:
+            _check_definite(torch.tensor(xx), torch.tensor(det), cld)
+        return math.sqrt(xx / det), var_vv
+    if isinstance(t, torch.Tensor) and t.is_floating_point():
+        times = t.detach().to(torch.float64)
+    else:
+        times = as_float64_time("t", t)  # refuses what is not a real time, with the usual message
+    checked = times.device.type == "cpu" and not torch.compiler.is_compiling()
+    if checked:
+        check_time("t", times, cld.T)
+    B = _tensor_integrated_rate(cld, times) if critical else None
+    if B is None:
+        host = times.cpu()
+        return ell(cld, host, kind).to(times.device), velocity_variance(cld, host).to(times.device)
+    z = 4.0 * B / cld.friction
+    xx, det, var_vv = _stabilised_ell_terms(cld, z, _tensor_tails(z), kind)
+    if checked:
+        _check_definite(xx, det, cld)
+    return (xx / det).sqrt(), var_vv
+
+
+def _stabilised_ell_terms(cld: CLD, z, tails, kind: str):
+    """``(xx', det', vv_hsm')``: the ``kind`` kernel's stabilised xx entry and determinant (as
+    :func:`_stabilised_entries`) and the HSM kernel's stabilised v-v entry, from ``z`` and its tails (tensors
+    or Python floats)."""
+    w, E, Gt = tails
+    s = 0.5 * z
+    eps = cld.eps_num
+    xx, _, vv_hsm, det = _entries_from_tails(cld, s, w, E, Gt, 0.0, cld.gamma * cld.mass)
+    vv = vv_hsm
+    if kind == "dsm":
+        xx, _, vv, det = _entries_from_tails(cld, s, w, E, Gt, 0.0, 0.0)
+    return xx + eps, det + eps * (xx + vv) + eps * eps, vv_hsm + eps

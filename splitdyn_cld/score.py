@@ -21,33 +21,26 @@ the model is :math:`s_\theta = -\ell_t\,\alpha'_\theta` (plain noise prediction)
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 
 from splitdyn.checks import as_float64_time, check_callable, check_count, check_flag, check_nonempty_batch, check_state
 
-from .kernels import ell, velocity_variance
+from .kernels import ell, score_coefficients, velocity_variance
 from .process import CLD
 
 __all__ = ["MixedScore"]
 
 
-def _per_sample(values: torch.Tensor, u: torch.Tensor, one: bool = False,
-                shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Float64 ``(batch,)`` CPU coefficients as ``(batch, 1, ..., 1)`` (or ``shape``) in ``u``'s dtype and device.
-
-    ``one``: all entries belong to one time (a scalar ``t`` expanded over the batch); the value is then filled
-    on the device instead of copied there: the same numbers, but no host-to-device copy, which would
-    synchronise and cannot be captured in a CUDA graph.
-    """
-    shape = (u.shape[0], *([1] * (u.ndim - 1))) if shape is None else shape
-    if one:
-        return torch.empty(shape, dtype=u.dtype, device=u.device).fill_(values.reshape(-1)[0])  # read on the host
-    return values.to(dtype=u.dtype, device=u.device).reshape(shape)
+def _broadcastable(values: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Float64 coefficients of shape ``()`` or ``(batch,)`` as ``(1 or batch, 1, ..., 1)`` (still float64)."""
+    return values.reshape(values.numel(), *([1] * (u.ndim - 1)))
 
 
-def _one_time(times: torch.Tensor) -> bool:
-    """Whether ``times`` is one time expanded over the batch (see :meth:`MixedScore._times`)."""
-    return times.ndim == 1 and (times.shape[0] == 1 or times.stride(0) == 0)
+def _cast(value, u: torch.Tensor):
+    """A float64 coefficient (Python float or tensor) in ``u``'s dtype, at use."""
+    return value if isinstance(value, float) else value.to(u.dtype)
 
 
 class MixedScore(torch.nn.Module):
@@ -69,12 +62,14 @@ class MixedScore(torch.nn.Module):
 
     Notes
     -----
-    ``t`` may be a float or a ``(batch,)`` tensor. The coefficients are computed in float64 on the CPU and cast
-    to ``u``'s dtype: a CUDA tensor ``t`` is copied to the host once per call (pass a float or a CPU tensor to
-    avoid the synchronisation). For one time (a float, as the samplers pass) the coefficients and the
-    network's times are filled on the device rather than copied there, so a sampler loop calling the model
-    can be captured in a CUDA graph (:class:`splitdyn.CapturedLoop`). The output is directly usable as
-    ``cld.reverse(score)``.
+    ``t`` may be a float or a ``(batch,)`` (or 0-d) tensor. The coefficients :math:`\ell_t` and
+    :math:`\Sigma^{vv}_t` come from :func:`~splitdyn_cld.kernels.score_coefficients`, the float64 closed forms
+    evaluated where the time lives: for a Python float (what the eager samplers pass) with :mod:`math` on the
+    host in a few microseconds, no tensor made; for a tensor on its device without host synchronisation
+    (traceable by ``torch.compile``, capturable in a CUDA graph), then cast to ``u``'s dtype. A 0-d tensor or a
+    ``(batch,)`` tensor that is one time expanded (stride 0) is evaluated once. The network's ``(batch,)``
+    times are filled on ``u``'s device (no host-to-device copy for a float time). The output is directly
+    usable as ``cld.reverse(score)``.
 
     Examples
     --------
@@ -102,18 +97,31 @@ class MixedScore(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"mixed={self.mixed}, kind={self.kind!r}"
 
-    def _times(self, u: torch.Tensor, t) -> torch.Tensor:
+    def _prepare(self, u: torch.Tensor, t):
+        """``(network times (batch,), ell, var_vv)``: the float64 coefficients as Python floats (a number ``t``, or
+        a CPU 0-d tensor outside ``torch.compile``) or as tensors on ``u``'s device broadcastable against the
+        ``(batch, 1, *event)`` output (cast them with :func:`_cast` at use)."""
         check_state("u", u, 2)
         check_nonempty_batch("u", u)
-        times = as_float64_time("t", t)
-        if times.ndim == 0:
-            return times.expand(u.shape[0])
-        if times.shape != (u.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape (batch,) = ({u.shape[0]},), got {tuple(times.shape)}")
-        return times
+        batch = u.shape[0]
+        if isinstance(t, torch.Tensor) and t.ndim == 0 and t.device.type == "cpu" and t.is_floating_point() \
+                and not torch.compiler.is_compiling():
+            t = t.item()  # a host value: no synchronisation
+        if isinstance(t, Real) and not isinstance(t, bool):
+            ell_t, var_vv = score_coefficients(self.cld, t, self.kind)
+            return torch.full((batch,), float(t), dtype=u.dtype, device=u.device), ell_t, var_vv
+        times = t if isinstance(t, torch.Tensor) and t.is_floating_point() else as_float64_time("t", t)
+        if times.ndim == 1 and times.shape[0] == batch and (batch == 1 or times.stride(0) == 0):
+            times = times[0]  # one time expanded over the batch: evaluated once
+        elif times.ndim != 0 and times.shape != (batch,):
+            raise ValueError(f"t must be a scalar or have shape (batch,) = ({batch},), got {tuple(times.shape)}")
+        times = times.detach().to(device=u.device)
+        ell_t, var_vv = score_coefficients(self.cld, times, self.kind)
+        net_times = times.to(u.dtype) if times.ndim else u.new_empty((batch,)).copy_(times)
+        return net_times, _broadcastable(ell_t, u), _broadcastable(var_vv, u)
 
     def _network(self, u: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        out = self.net(u, _per_sample(times, u, _one_time(times), (u.shape[0],)))
+        out = self.net(u, times)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"net must return a torch.Tensor, got {type(out).__name__}")
         expected = (u.shape[0], 1, *u.shape[2:])
@@ -122,7 +130,10 @@ class MixedScore(torch.nn.Module):
         return out
 
     def coefficients(self, t, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``(ell_t, Sigma_vv_t)`` in float64 (CPU), shape of ``t`` (or ``(batch,)`` for a scalar ``t``)."""
+        r"""``(ell_t, Sigma_vv_t)`` in float64 (CPU), shape of ``t`` (or ``(batch,)`` for a scalar ``t``): the
+        reference host computation (:func:`~splitdyn_cld.kernels.ell`,
+        :func:`~splitdyn_cld.kernels.velocity_variance`); the forward pass uses
+        :func:`~splitdyn_cld.kernels.score_coefficients`, equal to it to a relative ``1e-12``."""
         times = as_float64_time("t", t)
         if batch is not None and times.ndim == 0:
             batch = check_count("batch", batch)
@@ -131,26 +142,22 @@ class MixedScore(torch.nn.Module):
 
     def network_output(self, u: torch.Tensor, t) -> torch.Tensor:
         r"""The raw network output :math:`\alpha'_\theta(u, t)`, shape ``(batch, 1, *event)``."""
-        return self._network(u, self._times(u, t))
+        return self._network(u, self._prepare(u, t)[0])
 
     def alpha(self, u: torch.Tensor, t) -> torch.Tensor:
         r"""The noise prediction :math:`\alpha_\theta = \mathrm{net} + \ell_t^{-1} v/\Sigma^{vv}_t` (``mixed``) or
         :math:`\mathrm{net}`, so that :math:`s_\theta = -\ell_t\,\alpha_\theta` (eq. 9 regresses it on
         :math:`\varepsilon_v`)."""
-        times = self._times(u, t)
+        times, ell_t, var_vv = self._prepare(u, t)
         out = self._network(u, times)
         if not self.mixed:
             return out
-        ell_t, var_vv = self.coefficients(times)
-        return out + u[:, 1:2] / _per_sample(ell_t * var_vv, u, _one_time(times))
+        return out + u[:, 1:2] / _cast(ell_t * var_vv, u)
 
     def forward(self, u: torch.Tensor, t) -> torch.Tensor:
         r"""The velocity score :math:`s_\theta(u, t)`, shape ``(batch, 1, *event)``."""
-        times = self._times(u, t)
-        out = self._network(u, times)
-        ell_t, var_vv = self.coefficients(times)
-        one = _one_time(times)
-        score = -_per_sample(ell_t, u, one) * out
+        times, ell_t, var_vv = self._prepare(u, t)
+        score = self._network(u, times) * _cast(-ell_t, u)
         if self.mixed:
-            score = score - u[:, 1:2] / _per_sample(var_vv, u, one)
+            score = score - u[:, 1:2] / _cast(var_vv, u)
         return score

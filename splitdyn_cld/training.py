@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: F401 - re-exported for compatibility
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_finite_batch",
     "make_ema",
     "ema_rate",
+    "ExponentialMovingAverage",
     "rng_state",
     "set_rng_state",
     "check_finite_loss",
@@ -69,31 +70,102 @@ def ema_rate(num_averaged: int, decay: float, warmup: bool = True) -> float:
     return min(decay, (1.0 + n) / (10.0 + n))
 
 
-def _ema_multi_avg_fn(decay: float, warmup: bool):
-    """A ``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: one ``foreach`` lerp per
-    device/dtype group, with the rate computed on the device (no host synchronisation)."""
+class ExponentialMovingAverage(AveragedModel):
+    r"""An :class:`~torch.optim.swa_utils.AveragedModel` (``use_buffers=True``) whose update is one multi-tensor
+    lerp per device and dtype at the rate :func:`ema_rate`, without walking the modules at every step.
+
+    The pairs (averaged tensor, model tensor) are collected on the first update with a given model and kept:
+    each later update is :func:`torch.optim.swa_utils.get_ema_multi_avg_fn` of the rate (the public
+    multi-tensor EMA of torch) on the kept lists, and the update count is also kept on the host, so an update
+    reads nothing back from the device. Its ``state_dict`` is the ``AveragedModel``'s (``n_averaged`` and
+    ``module.*``): checkpoints of either load into the other.
+
+    The model's parameters must stay the same objects between updates (what optimisers and
+    ``load_state_dict`` do; ``model.to(...)`` keeps the parameter objects but replaces the buffers): after
+    replacing or moving the model's tensors call :meth:`refresh`. Moving the average itself (``ema.to``) and
+    ``ema.load_state_dict`` refresh it automatically. Build it with :func:`make_ema`.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True) -> None:
+        super().__init__(model, use_buffers=True)
+        self.decay = _check_decay(decay)
+        self.warmup = bool(warmup)
+        self._pairs = None
+        self._count: int | None = None
+
+    def refresh(self) -> None:
+        """Forget the kept tensor lists and the host update count (they are collected again at the next update)."""
+        self._pairs = None
+        self._count = None
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_pairs"] = None  # tensor lists (and the model) are not part of the average's state
+        return state
+
+    def _apply(self, fn, *args, **kwargs):
+        self.refresh()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``AveragedModel.load_state_dict``, then :meth:`refresh` (the update count is read again)."""
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refresh()
+        return out
+
+    def _collect(self, model: torch.nn.Module):
+        if self._pairs is not None and self._pairs[0] == id(model):
+            return self._pairs[1], self._pairs[2]
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [*model.parameters(), *model.buffers()]
+        if len(averaged) != len(current) or any(a.shape != c.shape for a, c in zip(averaged, current)):
+            raise ValueError("model must have the parameters and buffers of the averaged module (same order and "
+                             "shapes)")
+        groups: dict = {}
+        others = []
+        for a, c in zip(averaged, current):
+            if a.is_floating_point() and a.device == c.device and a.dtype == c.dtype:
+                lists = groups.setdefault((a.device, a.dtype), ([], []))
+                lists[0].append(a)
+                lists[1].append(c)
+            else:  # integer buffers (BatchNorm's num_batches_tracked) or tensors on another device/dtype
+                others.append((a, c))
+        self._pairs = (id(model), list(groups.values()), others)
+        return self._pairs[1], self._pairs[2]
 
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if warmup:
-            n = num_averaged.to(torch.float64)
-            rate = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        r"""Average ``model``'s parameters and buffers in: copy them on the first update, then
+        :math:`\bar\theta \leftarrow r_n\bar\theta + (1 - r_n)\theta` with :math:`r_n` = :func:`ema_rate`."""
+        groups, others = self._collect(model)
+        if self._count is None:
+            self._count = int(self.n_averaged)  # once after construction or loading
+        if self._count == 0:
+            for averaged, current in groups:
+                for a, c in zip(averaged, current):
+                    a.copy_(c)
+            for a, c in others:
+                a.copy_(c.to(device=a.device, dtype=a.dtype))
         else:
-            rate = torch.tensor(decay, dtype=torch.float64, device=num_averaged.device)
-        if torch.is_floating_point(averaged[0]):
-            weight = (1.0 - rate).to(averaged[0].dtype)
-            torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
-        else:  # integer buffers (e.g. BatchNorm's num_batches_tracked): follow the model
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-
-    return update
+            rate = ema_rate(self._count, self.decay, self.warmup)
+            lerp = get_ema_multi_avg_fn(rate)
+            for averaged, current in groups:
+                lerp(averaged, current, self.n_averaged)
+            for a, c in others:
+                c = c.to(device=a.device, dtype=a.dtype)
+                if a.is_floating_point():
+                    a.lerp_(c, 1.0 - rate)
+                else:  # integer buffers follow the model
+                    a.copy_(c)
+        self.n_averaged += 1
+        self._count += 1
 
 
 def make_ema(model: torch.nn.Module, decay: float = 0.9999, warmup: bool = True) -> AveragedModel:
     r"""Exponential moving average of ``model``'s parameters and buffers.
 
-    Returns a :class:`torch.optim.swa_utils.AveragedModel` (``use_buffers=True``); call
+    Returns an :class:`ExponentialMovingAverage`, a :class:`torch.optim.swa_utils.AveragedModel`
+    (``use_buffers=True``); call
     ``ema.update_parameters(model)`` after each optimiser step and evaluate ``ema.module``. Its
     ``state_dict()`` holds the averaged weights and the update count ``n_averaged`` (checkpoint it).
 
@@ -117,8 +189,7 @@ def make_ema(model: torch.nn.Module, decay: float = 0.9999, warmup: bool = True)
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    decay = _check_decay(decay)
-    return AveragedModel(model, multi_avg_fn=_ema_multi_avg_fn(decay, bool(warmup)), use_buffers=True)
+    return ExponentialMovingAverage(model, _check_decay(decay), warmup)
 
 
 def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict:

@@ -48,8 +48,11 @@ def train_step(score_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None:
         scaler.unscale_(optimizer)
+    foreach = True if x0.device.type in ("cpu", "cuda") else None  # one multi-tensor norm (and scaling)
     if grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip, foreach=foreach)
+    elif hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the norm alone, one multi-tensor call
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None], foreach=foreach)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
     grad_norm = float(grad_norm)
