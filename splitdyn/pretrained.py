@@ -228,23 +228,28 @@ class DiscreteDiffusion:
 
     __call__ = score
 
-    def sample(self, initial: torch.Tensor, timesteps, step: Any = "dpmpp-2m", *, final: str = "data",
-               **options: Any) -> torch.Tensor:
-        r"""Sample from ``initial`` noise ``(batch, *event)`` (at timestep ``timesteps[0]``) down the decreasing
-        ``timesteps`` with a splitdyn sampler, and return images ``(batch, *event)``.
+    def sample(self, initial: torch.Tensor, timesteps=None, step: Any = "dpmpp-2m", *, grid=None,
+               final: str = "data", **options: Any) -> torch.Tensor:
+        r"""Sample from ``initial`` noise ``(batch, *event)`` with a splitdyn sampler, down the decreasing discrete
+        ``timesteps`` or on a continuous ``grid``, and return images ``(batch, *event)``.
 
         Parameters
         ----------
         initial:
             The starting noise (diffusers: ``randn * scheduler.init_noise_sigma``, which is 1 for VP).
         timesteps:
-            Decreasing discrete timesteps (e.g. ``scheduler.timesteps`` after ``set_timesteps``).
+            Decreasing discrete timesteps (e.g. ``scheduler.timesteps`` after ``set_timesteps``); the noise
+            starts at ``timesteps[0]``.
         step:
             Any sampler :func:`splitdyn.sample` accepts (``"dpmpp-1"`` is DDIM, ``"dpmpp-2m"``, ``"heun"``...).
+        grid:
+            Instead of ``timesteps``: any grid :func:`splitdyn.sample` accepts for :attr:`process` (horizon 1,
+            e.g. ``LogSNRGrid(n, adapter.process, eps=float(adapter.times[0]))``); the model is then called at
+            fractional timesteps between the table's entries.
         final:
-            ``"data"``: finish with the data prediction at the last timestep (diffusers' DDIM with
+            ``"data"``: finish with the data prediction at the last time (diffusers' DDIM with
             ``set_alpha_to_one=True``, DPM-Solver/UniPC with ``final_sigmas_type="zero"``); ``"none"``: return the
-            state at the last timestep (append timestep ``0`` for DDIM's ``set_alpha_to_one=False``).
+            state at the last time (append timestep ``0`` for DDIM's ``set_alpha_to_one=False``).
         options:
             Passed to :func:`splitdyn.sample` (``generator``, ``progress``, ...; not ``denoise``).
         """
@@ -256,12 +261,19 @@ class DiscreteDiffusion:
             raise ValueError("denoise is fixed by final= here ('data': the model's x0 prediction at the last step)")
         if not isinstance(initial, torch.Tensor) or initial.ndim < 2:
             raise TypeError("initial must be a tensor of images (batch, *event)")
-        process, grid = self.grid(timesteps)
+        if (timesteps is None) == (grid is None):
+            raise ValueError("pass either timesteps (discrete) or grid (continuous), not both or neither")
+        if grid is None:
+            process, grid = self.grid(timesteps)
+        else:
+            process = self.process
         solution = sample(process, self.score, initial.unsqueeze(1), grid, step=step, denoise=False, **options)
         x = solution.state[:, 0]
         if final == "data":
+            times = grid.reverse_times(process.T) if hasattr(grid, "reverse_times") else torch.as_tensor(grid)
+            eps = process.T - float(times[-1])
             with torch.no_grad():
-                x, _ = self.data_prediction(x, grid.eps)
+                x, _ = self.data_prediction(x, eps)
         return x
 
 
