@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from splitdyn import SAMPLERS, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid
-from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_float, positive_int, user_errors
+from splitdyn_cld.cli import (
+    ScriptParser,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    user_errors,
+)
 from splitdyn_cld.data import to_uint8
 from splitdyn_cld.image_training import save_image_grid
 

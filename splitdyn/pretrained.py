@@ -42,8 +42,9 @@ so every sampler sees the clipped prediction.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -53,13 +54,13 @@ from .processes import VESDE, VPSDE, DiffusionProcess
 from .schedules import ConstantBeta, LinearSigma
 
 __all__ = [
-    "DiscreteDiffusion",
-    "DenoiserDiffusion",
-    "from_diffusers",
-    "from_denoiser",
-    "load_diffusers",
-    "karras_sigmas",
     "PREDICTION_TYPES",
+    "DenoiserDiffusion",
+    "DiscreteDiffusion",
+    "from_denoiser",
+    "from_diffusers",
+    "karras_sigmas",
+    "load_diffusers",
 ]
 
 F64 = torch.float64

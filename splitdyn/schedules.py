@@ -31,23 +31,29 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from .checks import as_float64, as_float64_time, check_callable, check_nonnegative, check_positive
+from .checks import (
+    as_float64,
+    as_float64_time,
+    check_callable,
+    check_nonnegative,
+    check_positive,
+)
 
 __all__ = [
-    "Schedule",
-    "TimeRescaling",
     "ConstantBeta",
-    "LinearBeta",
     "CosineSchedule",
+    "CustomBeta",
     "DiscreteSchedule",
     "GeometricSigma",
+    "LinearBeta",
     "LinearSigma",
-    "CustomBeta",
     "ReversedRescaling",
+    "Schedule",
+    "TimeRescaling",
     "softplus",
 ]
 

@@ -18,8 +18,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from splitdyn import SAMPLERS  # noqa: E402
-from splitdyn.pretrained import (  # noqa: E402
+from splitdyn import SAMPLERS
+from splitdyn.pretrained import (
     DiscreteDiffusion,
     from_denoiser,
     from_diffusers,

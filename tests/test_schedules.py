@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from splitdyn import (
+    VESDE,
+    VPSDE,
     ConstantBeta,
     CosineSchedule,
     CustomBeta,
@@ -27,8 +29,6 @@ from splitdyn import (
     SubVPSDE,
     TimeRescaling,
     TimeVaryingLinearSDE,
-    VESDE,
-    VPSDE,
     log_snr_bisection,
     sample,
     van_loan_kernel,
@@ -40,7 +40,7 @@ DDPM_ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=F
 
 def cosine_B(t, s=0.008, end=0.9946, T=1.0):
     """Nichol & Dhariwal: alpha_bar(t) = f(t) / f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s)); B = -log alpha_bar."""
-    f = lambda r: torch.cos(0.5 * math.pi * (end * r / T + s) / (1 + s)) ** 2  # noqa: E731
+    f = lambda r: torch.cos(0.5 * math.pi * (end * r / T + s) / (1 + s)) ** 2
     return -torch.log(f(t) / f(torch.zeros_like(t)))
 
 
