@@ -369,8 +369,7 @@ def from_denoiser(denoiser: Callable[..., Any], sigma_max: float = 80.0) -> Deno
 def _scheduler_table(scheduler: Any) -> tuple[torch.Tensor, str, float | None]:
     """(alphas_cumprod, prediction_type, clip range or None) of a diffusers scheduler (object or config dict)."""
     if isinstance(scheduler, dict):
-        config = dict(scheduler)
-        scheduler = _scheduler_from_config(config)
+        scheduler = _scheduler_from_config(dict(scheduler))
     config = getattr(scheduler, "config", None)
     table = getattr(scheduler, "alphas_cumprod", None)
     if config is None or table is None:

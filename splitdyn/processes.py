@@ -398,8 +398,10 @@ class VESDE(LinearSDE, DiffusionProcess):
                                               {"sigma_min": sigma_min, "sigma_max": sigma_max, "T": T}, GeometricSigma)
         super().__init__([[0.0]], [[1.0]], schedule, horizon)
         own_max, own_T = getattr(schedule, "sigma_max", None), getattr(schedule, "T", None)
-        exact = own_max is not None and own_T is not None and float(own_T) == self.T
-        self.prior_std = float(own_max) if exact else float(self.noise_scale(self.T))
+        if own_max is not None and own_T is not None and float(own_T) == self.T:
+            self.prior_std = float(own_max)  # exactly sigma_max, not its recomputation
+        else:
+            self.prior_std = float(self.noise_scale(self.T))
 
     @property
     def schedule(self) -> Schedule:  # type: ignore[override]

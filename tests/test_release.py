@@ -79,3 +79,14 @@ def test_library_code_logs_instead_of_printing():
                         if where not in allowed and isinstance(function, ast.FunctionDef):
                             found.append(f"{where[0]}:{node.lineno} in {where[1]}")
     assert not found, found
+
+
+def test_train_images_defaults_to_one_thread_and_says_why():
+    from _scripts import load_example
+
+    script = load_example("train_images")
+    parser = script.build_parser()
+    assert parser.parse_args([]).threads == 1
+    assert "oversubscribes" in " ".join(parser.format_help().split())
+    assert script.settings_from_args(["--config", "tiny", "--threads", "0"]).threads is None  # torch's choice
+    assert script.settings_from_args(["--config", "tiny"]).threads == 1
