@@ -224,7 +224,10 @@ def test_schedule_parameters_are_validated_with_the_argument_named():
 
 def test_one_name_for_the_schedule_of_every_process():
     assert TimeRescaling is Schedule
-    for process in (VPSDE(), SubVPSDE(), VESDE(), VPSDE(schedule=CosineSchedule())):
+    from splitdyn_cld import CLD
+
+    for process in (VPSDE(), SubVPSDE(), VESDE(), VPSDE(schedule=CosineSchedule()), CLD(),
+                    LinearSDE([[-1.0]], [[1.0]], 2.0)):
         assert isinstance(process.schedule, Schedule)
     assert VPSDE().schedule is VPSDE().rescaling or isinstance(VPSDE().schedule, LinearBeta)
     cut = VPSDE(T=0.5, schedule=CosineSchedule())  # a horizon may cut a schedule short
