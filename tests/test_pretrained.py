@@ -325,3 +325,33 @@ def test_the_pretrained_page_examples_run():
     page = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "pretrained.rst"
     result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_bad_input_to_the_adapters_is_named():
+    table = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)
+    adapter = DiscreteDiffusion(lambda x, t: x, table)
+    edm = from_denoiser(lambda x, s: x, sigma_max=80.0)
+    x = torch.zeros(2, 1, 4, 4)
+    cases = [
+        (lambda: DiscreteDiffusion(lambda x, t: x, table.flip(0)), ValueError, "alphas_cumprod"),
+        (lambda: DiscreteDiffusion(lambda x, t: x, torch.tensor([1.0, 0.5])), ValueError, "alphas_cumprod"),
+        (lambda: DiscreteDiffusion("model", table), TypeError, "model"),
+        (lambda: DiscreteDiffusion(lambda x, t: x, table, clip_sample=-1.0), ValueError, "clip_sample"),
+        (lambda: from_diffusers(lambda x, t: x), ValueError, "alphas_cumprod"),
+        (lambda: from_diffusers(lambda x, t: x, object()), TypeError, "scheduler"),
+        (lambda: adapter.time([-1]), ValueError, "timesteps"),
+        (lambda: adapter.time([2.5]), ValueError, "timesteps"),
+        (lambda: adapter.grid([10, 20]), ValueError, "timesteps"),
+        (lambda: adapter.sample(x, [99, 50], final="x0"), ValueError, "final"),
+        (lambda: adapter.sample(x, [99, 50], denoise=True), ValueError, "denoise"),
+        (lambda: adapter.sample(x), ValueError, "timesteps"),
+        (lambda: adapter.sample("noise", [99, 50]), TypeError, "initial"),
+        (lambda: DiscreteDiffusion(lambda x, t: x[:1], table).score(x, 0.5), ValueError, "shape"),
+        (lambda: karras_sigmas(1), ValueError, "n"),
+        (lambda: karras_sigmas(5, sigma_min=90.0), ValueError, "sigma_min"),
+        (lambda: edm.grid([70.0, 1.0]), ValueError, "sigma_max"),
+        (lambda: edm.grid([80.0, 1.0, 0.0]), ValueError, "sigmas"),
+    ]
+    for call, error, word in cases:
+        with pytest.raises(error, match=word):
+            call()
