@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,docs,images,mcmc]"
+	$(PY) -m pip install -q -e ".[test,docs,images,mcmc,pretrained,safetensors]"
 	touch $(STAMP)
 
 demo: $(STAMP)

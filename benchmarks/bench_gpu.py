@@ -52,7 +52,8 @@ throughput
     compile that outlasts the remaining budget is interrupted and reported as such.
 
 ``--quick`` is a smoke mode for the CPU (the ``tiny`` network, batch 4, 3 timed steps, no ``torch.compile``
-on the CPU, 60 s budget); it runs in well under a minute.
+on the CPU, no time budget: fixed step and repeat counts, so what it runs never depends on how busy the
+machine is); it runs in well under a minute.
 
 Command for the device machine (H100/H200, 10-minute limit per command), from the repository root; the
 script puts the root on ``sys.path`` and needs no torchsde (where the torchsde wheel is carried in ``.whl``

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.abspath("_ext"))
 project = "splitdyn"
 author = "the splitdyn developers"
 copyright = "2026, the splitdyn developers"
-release = "0.1.0"
+from splitdyn import __version__ as release  # noqa: E402 - the one source of the version
+
 version = release
 
 extensions = [

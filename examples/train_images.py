@@ -35,10 +35,22 @@ files end with one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from splitdyn_cld.cli import (ScriptParser, beta_value, device_name, nonnegative_float, nonnegative_int, one_line,
-                              open_unit_float, positive_float, positive_int, resolve_beta, user_errors)
+from splitdyn_cld.cli import (
+    ScriptParser,
+    beta_value,
+    device_name,
+    nonnegative_float,
+    nonnegative_int,
+    one_line,
+    open_unit_float,
+    positive_float,
+    positive_int,
+    resolve_beta,
+    user_errors,
+)
 from splitdyn_cld.image_training import PRESETS, TrainSettings, settings_for, train
 from splitdyn_cld.image_training.checkpoint import training_folder_lock
 from splitdyn_cld.image_training.settings import default_out
@@ -120,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch size, seed, ...) differ from the checkpoint's")
     g.add_argument("--device", type=device_name, help="cpu, cuda or cuda:i (default: cuda if available)")
     g.add_argument("--num-workers", type=nonnegative_int, help="DataLoader workers per rank (default 0)")
-    g.add_argument("--threads", type=positive_int, help="torch CPU threads per process (1 avoids oversubscription)")
+    g.add_argument("--threads", type=nonnegative_int, default=1,
+                   help="torch CPU threads per process (default 1: with several processes or a busy machine, "
+                        "torch's default of one thread per core oversubscribes the cores and was measured about "
+                        "40x slower on a loaded 2-core machine; 0 keeps torch's choice, e.g. alone on a big CPU)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     return p
@@ -135,10 +150,27 @@ def settings_from_args(argv: list[str] | None = None):
     config = args.pop("config")
     mass = args["mass"] if args["mass"] is not None else PRESETS[config].get("mass", TrainSettings.mass)
     args["beta"] = resolve_beta(args["beta"], mass)
+    if args["threads"] == 0:  # torch's own choice
+        args["threads"] = None
     return settings_for(config, **args)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the library logs its notes (resuming, stale temporaries) through logging: show them on stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("splitdyn_cld")
+    level = library_log.level
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.INFO)
+    try:
+        return _main(argv)
+    finally:
+        library_log.removeHandler(handler)
+        library_log.setLevel(level)
+
+
+def _main(argv: list[str] | None) -> int:
     with user_errors(PROG):
         settings = settings_from_args(argv)
         with training_folder_lock(settings.out):  # one run per output folder (rank 0 holds it)

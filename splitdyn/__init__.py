@@ -17,7 +17,8 @@ from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisecti
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .sample import SAMPLERS, pc_step, sample, split_step
 from .steps.adaptive import AdaptiveSampler
-from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
+from .schedules import (ConstantBeta, CosineSchedule, CustomBeta, DiscreteSchedule, GeometricSigma, LinearBeta,
+                        LinearSigma, ReversedRescaling, Schedule, TimeRescaling)
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
 from .steps import (
     BrownianNoise,
@@ -65,6 +66,10 @@ __all__ = [
     "Grid",
     "LikelihoodResult",
     "LinearBeta",
+    "LinearSigma",
+    "CosineSchedule",
+    "DiscreteSchedule",
+    "Schedule",
     "LinearSDE",
     "LinearSDEBase",
     "LogSNRGrid",

@@ -295,6 +295,12 @@ class LinearSDE(LinearSDEBase):
         r"""The rate :math:`\beta(t)` (float64)."""
         return self.rescaling.beta(check_time("t", t, self.T))
 
+    @property
+    def schedule(self) -> TimeRescaling:
+        """The :class:`~splitdyn.schedules.Schedule` of :math:`\beta(t)`: the same object as ``rescaling``, under
+        the name every process uses."""
+        return self.rescaling
+
     def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
         return self.rescaling.beta(t)[..., None, None] * self.F
 

@@ -11,9 +11,13 @@ sub-VP      :math:`-\tfrac12\beta(t)`         :math:`\beta(t)\,(1 - e^{-2B(t)})`
 VE          :math:`0`                         :math:`d\sigma(t)^2/dt`                               :math:`\mathcal N(0, \sigma_{\max}^2 I)`
 ==========  ===============================  ====================================================  =============
 
-with the linear rate :math:`\beta(t) = \beta_{\min} + (\beta_{\max} - \beta_{\min})\,t/T`, its integral
-:math:`B(t) = \int_0^t \beta`, and the geometric noise scale
-:math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}`.
+with a rate :math:`\beta(t)` and its integral :math:`B(t) = \int_0^t \beta` given by a
+:class:`~splitdyn.schedules.Schedule` (``schedule=``; default the linear rate
+:math:`\beta(t) = \beta_{\min} + (\beta_{\max} - \beta_{\min})\,t/T`), and for VE the noise scale
+:math:`\sigma(t)` with :math:`B(t) = \sigma(t)^2 - \sigma(0)^2` (default the geometric
+:math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}`). Every process keeps its schedule in
+the attribute ``schedule``; cosine, tabulated (diffusers' ``alphas_cumprod``) and EDM-style schedules are in
+:mod:`splitdyn.schedules`.
 
 Given :math:`x_0`, every process has the Gaussian marginal :math:`x_t = \alpha(t)\,x_0 + \sigma(t)\,\varepsilon`
 (:meth:`DiffusionProcess.alpha`, :meth:`DiffusionProcess.sigma`), and the log signal-to-noise ratio is
@@ -21,7 +25,7 @@ Given :math:`x_0`, every process has the Gaussian marginal :math:`x_t = \alpha(t
 
 * VP: :math:`\alpha = e^{-B/2}`, :math:`\sigma^2 = 1 - e^{-B}`, :math:`\lambda = -\tfrac12\log(e^B - 1)`;
 * sub-VP: :math:`\alpha = e^{-B/2}`, :math:`\sigma = 1 - e^{-B}`, :math:`\sinh(B/2) = e^{-\lambda}/2`;
-* VE: :math:`\alpha = 1` and :math:`\sigma(t)` **here denotes the kernel's standard deviation**
+* VE: :math:`\alpha = 1`, :math:`\lambda = -\tfrac12\log B`, and :math:`\sigma(t)` **here denotes the kernel's standard deviation**
   :math:`\sqrt{\sigma_{\mathrm{geo}}(t)^2 - \sigma_{\min}^2}`, the exact law of the SDE started at
   :math:`x_0` at :math:`t = 0`; the geometric scale itself is :meth:`VESDE.noise_scale`.
   (Song et al.'s code instead uses :math:`\sigma_{\mathrm{geo}}(t)` as the marginal std, i.e. treats
@@ -40,10 +44,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .checks import as_float64, check_count, check_finite_tensor, check_state, check_time
+from .checks import as_float64, check_count, check_finite_tensor, check_positive, check_state, check_time
 from .gaussian import PerturbationKernel, gaussian_log_prob
 from .linear_sde import LinearSDE, LinearSDEBase
-from .schedules import GeometricSigma, LinearBeta
+from .schedules import GeometricSigma, LinearBeta, Schedule, softplus
 from .checks import check_sample_shape
 
 __all__ = ["DiffusionProcess", "VPSDE", "SubVPSDE", "VESDE", "log_snr_bisection"]
@@ -51,9 +55,27 @@ __all__ = ["DiffusionProcess", "VPSDE", "SubVPSDE", "VESDE", "log_snr_bisection"
 _BISECTION_STEPS = 1100  # enough halvings of [0, T] to reach adjacent float64 numbers even near t = 0
 
 
-def _softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` to full precision for every float64 ``x`` (torch's softplus is linear past 20)."""
-    return torch.where(x > 0, x + torch.log1p(torch.exp(-x.abs())), torch.log1p(torch.exp(-x.abs())))
+def _process_schedule(name: str, schedule, defaults: tuple, given: dict, make) -> tuple[Schedule, float]:
+    """The schedule of a process and its horizon: ``schedule`` (with ``T`` at most its own horizon, default
+    the schedule's ``T`` or 1), or the default schedule built from the keyword parameters."""
+    if schedule is None:
+        values = {key: (default if given[key] is None else given[key]) for key, default in zip(given, defaults)}
+        built = make(**values)
+        return built, built.T
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a splitdyn.schedules.Schedule, got {type(schedule).__name__}")
+    extra = [key for key in given if key != "T" and given[key] is not None]
+    if extra:
+        raise ValueError(f"{name}: pass either schedule or {', '.join(extra)} (the schedule's own parameters), "
+                         "not both")
+    own = getattr(schedule, "T", None)
+    T = given["T"]
+    if T is None:
+        return schedule, float(own) if own is not None else 1.0
+    T = check_positive("T", T)
+    if own is not None and T > float(own) * (1 + 1e-12):
+        raise ValueError(f"T must be at most the schedule's horizon {own}, got {T}")
+    return schedule, T
 
 
 def log_snr_bisection(process: "DiffusionProcess", lam: float | torch.Tensor) -> torch.Tensor:
@@ -90,10 +112,13 @@ class DiffusionProcess(LinearSDEBase):
     ----------
     prior_std:
         Standard deviation of the Gaussian prior :math:`\mathcal{N}(0, \sigma_{\mathrm{prior}}^2 I)`.
+    schedule:
+        The :class:`~splitdyn.schedules.Schedule` giving :math:`\beta(t)` and :math:`B(t)`.
     """
 
     num_components = 1
     prior_std: float
+    schedule: Schedule
 
     @abstractmethod
     def _alpha(self, t: torch.Tensor) -> torch.Tensor:
@@ -204,26 +229,49 @@ class DiffusionProcess(LinearSDEBase):
 class VPSDE(LinearSDE, DiffusionProcess):
     r"""The variance-preserving SDE :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dw` (Song et al. 2021).
 
-    A :class:`~splitdyn.linear_sde.LinearSDE` with :math:`F = -\tfrac12`, :math:`G = 1` and the
-    :class:`~splitdyn.schedules.LinearBeta` rate :math:`\beta(t) = \beta_{\min} + (\beta_{\max} - \beta_{\min})t/T`;
-    its kernels are the closed forms :math:`\Phi(t, s) = e^{-\Delta B/2}`,
-    :math:`Q(t, s) = 1 - e^{-\Delta B}` with :math:`\Delta B = B(t) - B(s)`. The prior is :math:`\mathcal{N}(0, I)`.
+    A :class:`~splitdyn.linear_sde.LinearSDE` with :math:`F = -\tfrac12`, :math:`G = 1` and a
+    :class:`~splitdyn.schedules.Schedule` :math:`\beta(t)` (default the linear
+    :math:`\beta(t) = \beta_{\min} + (\beta_{\max} - \beta_{\min})t/T`); its kernels are the closed forms
+    :math:`\Phi(t, s) = e^{-\Delta B/2}`, :math:`Q(t, s) = 1 - e^{-\Delta B}` with :math:`\Delta B = B(t) - B(s)`,
+    so :math:`\bar\alpha(t) = \alpha(t)^2 = e^{-B(t)}`. The prior is :math:`\mathcal{N}(0, I)`.
 
     Parameters
     ----------
     beta_min, beta_max:
-        :math:`\beta_{\min} \ge 0`, :math:`\beta_{\max} > 0` (defaults ``0.1``, ``20``).
+        The linear rate's :math:`0 \le \beta_{\min} \le \beta_{\max}`, :math:`\beta_{\max} > 0` (defaults
+        ``0.1``, ``20``); not with ``schedule``.
     T:
-        Time horizon.
+        Time horizon (default ``1``, or the schedule's ``T``; with a schedule it may cut the schedule short).
+    schedule:
+        Any :class:`~splitdyn.schedules.Schedule` (e.g. :class:`~splitdyn.schedules.CosineSchedule`,
+        :class:`~splitdyn.schedules.DiscreteSchedule`).
+
+    Examples
+    --------
+    >>> from splitdyn import VPSDE
+    >>> from splitdyn.schedules import CosineSchedule
+    >>> vp = VPSDE(schedule=CosineSchedule())
+    >>> float(vp.time_from_log_snr(vp.log_snr(0.5)))
+    0.5
     """
 
     prior_std = 1.0
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0) -> None:
-        super().__init__([[-0.5]], [[1.0]], LinearBeta(beta_min, beta_max, T), T)
+    def __init__(self, beta_min: float | None = None, beta_max: float | None = None, T: float | None = None, *,
+                 schedule: Schedule | None = None) -> None:
+        schedule, horizon = _process_schedule("VPSDE", schedule, (0.1, 20.0, 1.0),
+                                              {"beta_min": beta_min, "beta_max": beta_max, "T": T}, LinearBeta)
+        super().__init__([[-0.5]], [[1.0]], schedule, horizon)
+
+    @property
+    def schedule(self) -> Schedule:  # type: ignore[override]
+        """The :class:`~splitdyn.schedules.Schedule` (the same object as ``rescaling``)."""
+        return self.rescaling
 
     def __repr__(self) -> str:
-        return f"VPSDE(beta_min={self.rescaling.beta_min}, beta_max={self.rescaling.beta_max}, T={self.T})"
+        if isinstance(self.rescaling, LinearBeta) and self.rescaling.T == self.T:
+            return f"VPSDE(beta_min={self.rescaling.beta_min}, beta_max={self.rescaling.beta_max}, T={self.T})"
+        return f"VPSDE(schedule={self.rescaling!r}, T={self.T})"
 
     def _kernel(self, t, s):
         delta = self.rescaling.increment(t, s)
@@ -249,9 +297,9 @@ class VPSDE(LinearSDE, DiffusionProcess):
         return -0.5 * (B + torch.log(-torch.expm1(-B)))  # = -log(expm1(B)) / 2 without overflow
 
     def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
-        r"""Closed form: :math:`B = \log(1 + e^{-2\lambda})`, then the root of the quadratic :math:`B(t) = B`."""
+        r"""Closed form: :math:`B = \log(1 + e^{-2\lambda})`, then the schedule's inverse of :math:`B(t) = B`."""
         lam = self._check_log_snr(lam)
-        return self.rescaling.inverse_integral(_softplus(-2.0 * lam)).clamp(0.0, self.T)
+        return self.rescaling.inverse_integral(softplus(-2.0 * lam)).clamp(0.0, self.T)
 
 
 class SubVPSDE(DiffusionProcess):
@@ -269,27 +317,23 @@ class SubVPSDE(DiffusionProcess):
     so :math:`\sigma(t) = Q(t, 0)^{1/2} = 1 - e^{-B(t)}`, below the VP's :math:`(1 - e^{-B})^{1/2}`.
     The prior is :math:`\mathcal{N}(0, I)`.
 
-    Attributes
-    ----------
-    schedule:
-        The :class:`~splitdyn.schedules.LinearBeta` giving :math:`\beta(t)` and :math:`B(t)`.
-
     Parameters
     ----------
-    beta_min, beta_max:
-        :math:`\beta_{\min} \ge 0`, :math:`\beta_{\max} > 0` (defaults ``0.1``, ``20``).
-    T:
-        Time horizon.
+    beta_min, beta_max, T, schedule:
+        As for :class:`VPSDE`.
     """
 
     prior_std = 1.0
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0) -> None:
-        self.schedule = LinearBeta(beta_min, beta_max, T)
-        self.T = self.schedule.T
+    def __init__(self, beta_min: float | None = None, beta_max: float | None = None, T: float | None = None, *,
+                 schedule: Schedule | None = None) -> None:
+        self.schedule, self.T = _process_schedule("SubVPSDE", schedule, (0.1, 20.0, 1.0),
+                                                  {"beta_min": beta_min, "beta_max": beta_max, "T": T}, LinearBeta)
 
     def __repr__(self) -> str:
-        return f"SubVPSDE(beta_min={self.schedule.beta_min}, beta_max={self.schedule.beta_max}, T={self.T})"
+        if isinstance(self.schedule, LinearBeta) and self.schedule.T == self.T:
+            return f"SubVPSDE(beta_min={self.schedule.beta_min}, beta_max={self.schedule.beta_max}, T={self.T})"
+        return f"SubVPSDE(schedule={self.schedule!r}, T={self.T})"
 
     def beta(self, t: float | torch.Tensor) -> torch.Tensor:
         r"""The rate :math:`\beta(t)` (float64)."""
@@ -318,7 +362,8 @@ class SubVPSDE(DiffusionProcess):
         return -0.5 * B - torch.log(-torch.expm1(-B))
 
     def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
-        r"""Closed form: :math:`\alpha/\sigma = 1/(2\sinh(B/2))`, so :math:`B = 2\,\mathrm{asinh}(e^{-\lambda}/2)`."""
+        r"""Closed form: :math:`\alpha/\sigma = 1/(2\sinh(B/2))`, so :math:`B = 2\,\mathrm{asinh}(e^{-\lambda}/2)`,
+        then the schedule's inverse of :math:`B(t) = B`."""
         lam = self._check_log_snr(lam)
         # asinh(e^{-lam}/2) = -lam + O(e^{2 lam}) once e^{-lam} would overflow
         B = torch.where(lam < -300.0, -2.0 * lam, 2.0 * torch.asinh(0.5 * torch.exp(-lam.clamp_min(-300.0))))
@@ -326,33 +371,55 @@ class SubVPSDE(DiffusionProcess):
 
 
 class VESDE(LinearSDE, DiffusionProcess):
-    r"""The variance-exploding SDE :math:`dx = \sqrt{d\sigma(t)^2/dt}\,dw` with the geometric noise scale
-    :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}` (Song et al. 2021).
+    r"""The variance-exploding SDE :math:`dx = \sqrt{d\sigma(t)^2/dt}\,dw` (Song et al. 2021).
 
-    A :class:`~splitdyn.linear_sde.LinearSDE` with :math:`F = 0`, :math:`G = 1` and the
-    :class:`~splitdyn.schedules.GeometricSigma` rate :math:`\beta(t) = d\sigma^2/dt`; its kernels are
-    :math:`\Phi = 1`, :math:`Q(t, s) = \sigma(t)^2 - \sigma(s)^2`. Here :meth:`sigma` is the kernel's
-    standard deviation :math:`\sqrt{\sigma(t)^2 - \sigma_{\min}^2}` (see the module notes) and
-    :meth:`noise_scale` the geometric :math:`\sigma(t)`. The prior is :math:`\mathcal{N}(0, \sigma_{\max}^2 I)`.
+    A :class:`~splitdyn.linear_sde.LinearSDE` with :math:`F = 0`, :math:`G = 1` and the rate
+    :math:`\beta(t) = d\sigma^2/dt` of a :class:`~splitdyn.schedules.Schedule` (default the
+    :class:`~splitdyn.schedules.GeometricSigma` :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}`;
+    :class:`~splitdyn.schedules.LinearSigma` gives EDM's :math:`\sigma(t) = t`). Its kernels are
+    :math:`\Phi = 1`, :math:`Q(t, s) = B(t) - B(s) = \sigma(t)^2 - \sigma(s)^2`. Here :meth:`sigma` is the
+    kernel's standard deviation :math:`\sqrt{B(t)} = \sqrt{\sigma(t)^2 - \sigma(0)^2}` (see the module notes)
+    and :meth:`noise_scale` the schedule's :math:`\sigma(t)`. The prior is
+    :math:`\mathcal{N}(0, \sigma(T)^2 I)`.
 
     Parameters
     ----------
     sigma_min, sigma_max:
-        :math:`0 < \sigma_{\min} < \sigma_{\max}` (defaults ``0.01``, ``50``).
+        :math:`0 < \sigma_{\min} < \sigma_{\max}` of the geometric schedule (defaults ``0.01``, ``50``); not
+        with ``schedule``.
     T:
-        Time horizon.
+        Time horizon (default ``1``, or the schedule's ``T``).
+    schedule:
+        Any :class:`~splitdyn.schedules.Schedule` whose integral is the kernel variance from 0; with a
+        ``sigma(t)`` method (the noise scale) it gives :meth:`noise_scale` and the prior.
     """
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0) -> None:
-        super().__init__([[0.0]], [[1.0]], GeometricSigma(sigma_min, sigma_max, T), T)
-        self.prior_std = self.rescaling.sigma_max
+    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None, T: float | None = None, *,
+                 schedule: Schedule | None = None) -> None:
+        schedule, horizon = _process_schedule("VESDE", schedule, (0.01, 50.0, 1.0),
+                                              {"sigma_min": sigma_min, "sigma_max": sigma_max, "T": T}, GeometricSigma)
+        super().__init__([[0.0]], [[1.0]], schedule, horizon)
+        own_max, own_T = getattr(schedule, "sigma_max", None), getattr(schedule, "T", None)
+        if own_max is not None and own_T is not None and float(own_T) == self.T:
+            self.prior_std = float(own_max)  # exactly sigma_max, not its recomputation
+        else:
+            self.prior_std = float(self.noise_scale(self.T))
+
+    @property
+    def schedule(self) -> Schedule:  # type: ignore[override]
+        """The :class:`~splitdyn.schedules.Schedule` (the same object as ``rescaling``)."""
+        return self.rescaling
 
     def __repr__(self) -> str:
-        return f"VESDE(sigma_min={self.rescaling.sigma_min}, sigma_max={self.rescaling.sigma_max}, T={self.T})"
+        if isinstance(self.rescaling, GeometricSigma) and self.rescaling.T == self.T:
+            return f"VESDE(sigma_min={self.rescaling.sigma_min}, sigma_max={self.rescaling.sigma_max}, T={self.T})"
+        return f"VESDE(schedule={self.rescaling!r}, T={self.T})"
 
     def noise_scale(self, t: float | torch.Tensor) -> torch.Tensor:
-        r"""The geometric noise scale :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}` (float64)."""
-        return self.rescaling.sigma(check_time("t", t, self.T))
+        r"""The schedule's noise scale :math:`\sigma(t)` (its ``sigma`` method; else :math:`\sqrt{B(t)}`; float64)."""
+        t = check_time("t", t, self.T)
+        sigma = getattr(self.rescaling, "sigma", None)
+        return sigma(t) if callable(sigma) else self.rescaling.integral(t).sqrt()
 
     def _kernel(self, t, s):
         delta = self.rescaling.increment(t, s)
@@ -374,10 +441,15 @@ class VESDE(LinearSDE, DiffusionProcess):
         return self.rescaling.integral(t).sqrt()
 
     def _log_snr(self, t):
-        return -math.log(self.rescaling.sigma_min) - 0.5 * torch.log(torch.expm1(2.0 * self.rescaling.rate * t))
+        return -0.5 * torch.log(self.rescaling.integral(t))
 
     def time_from_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
-        r"""Closed form: :math:`t = \log(1 + e^{-2\lambda}/\sigma_{\min}^2)/(2c)`, :math:`c = \log(\sigma_{\max}/\sigma_{\min})/T`."""
+        r"""Closed form: :math:`B = e^{-2\lambda}`, then the schedule's inverse of :math:`B(t) = B` (for the
+        geometric schedule :math:`t = \log(1 + e^{-2\lambda}/\sigma_{\min}^2)/(2c)`)."""
         lam = self._check_log_snr(lam)
-        t = _softplus(-2.0 * (lam + math.log(self.rescaling.sigma_min))) / (2.0 * self.rescaling.rate)
+        if isinstance(self.rescaling, GeometricSigma):  # log1p form: no overflow of e^{-2 lam} for lam << 0
+            g = self.rescaling
+            t = softplus(-2.0 * (lam + math.log(g.sigma_min))) / (2.0 * g.rate)
+        else:
+            t = self.rescaling.inverse_integral(torch.exp(-2.0 * lam))
         return t.clamp(0.0, self.T)

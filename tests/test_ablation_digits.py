@@ -3,12 +3,15 @@
 import json
 import math
 
+import pytest
 import torch
 
 from _scripts import load_example
 from splitdyn_cld.evaluation import DigitsClassifier, save_digits_classifier
 
 
+# slow (8 s): trains the digits score model for a few steps, then samples and measures every ablation
+@pytest.mark.slow
 def test_digits_ablation_quick_run_writes_finite_results_and_both_figures(tmp_path, monkeypatch):
     from splitdyn_cld.image_training import settings_for, train
 

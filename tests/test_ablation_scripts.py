@@ -34,6 +34,8 @@ def numbers(value):
             yield from numbers(v)
 
 
+# slow (1-9 s per script, 31 s for the six): each quick run trains a toy model and draws its figure
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_the_quick_run_writes_finite_json_a_table_and_a_figure(script, tmp_path):
     argv, names = SCRIPTS[script]

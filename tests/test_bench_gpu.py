@@ -12,6 +12,8 @@ import importlib.util
 import json
 import math
 import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,27 @@ def bench():
 
 @pytest.fixture(scope="module")
 def smoke(bench, tmp_path_factory):
-    """One quick CPU run of every part (a few seconds on one thread)."""
+    """One quick CPU run of every part (a few seconds on one thread), under a clock that jumps 50 s at every
+    reading: ``--quick`` has no time budget (fixed step and repeat counts), so what it runs cannot depend on
+    how loaded the machine is; any budget would run out at once here."""
     out = tmp_path_factory.mktemp("bench_gpu")
-    return out, bench.main(["--quick", "--device", "cpu", "--out", str(out), "--threads", "1"])
+    clock = [time.perf_counter()]
+
+    def jumping_clock():
+        clock[0] += 50.0
+        return clock[0]
+
+    # the benchmark's own clock only (matplotlib and torch keep the real one)
+    fake_time = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+    fake_time.perf_counter = jumping_clock
+    with pytest.MonkeyPatch.context() as patch:
+        modules = [m for name, m in sys.modules.items() if name == "gpu" or name.startswith("gpu.")]
+        assert modules
+        for module in modules:
+            if getattr(module, "time", None) is time:
+                patch.setattr(module, "time", fake_time)
+        results = bench.main(["--quick", "--device", "cpu", "--out", str(out), "--threads", "1"])
+    return out, results
 
 
 def numbers(value):
@@ -87,7 +107,7 @@ def test_quick_run_contents(smoke):
     assert not overhead["settings"]["compiled"]
 
     fp16 = json.loads((out / "gpu_fp16_cpu_quick.json").read_text())
-    assert fp16["summary"]["steps_completed"] == 20 and len(fp16["losses"]) == 20
+    assert fp16["summary"]["steps_completed"] == 20 and len(fp16["losses"]) == 20  # whatever the clock says
     assert [row["step"] for row in fp16["log"]] == [5, 10, 15, 20]
     assert fp16["summary"]["all_finite"]
     assert (out / "gpu_fp16_cpu_quick.png").stat().st_size > 0

@@ -177,6 +177,8 @@ def test_sample_cli_writes_npz_and_grid_from_a_checkpoint(tmp_path):
     assert (out / "grid.png").is_file()
 
 
+# slow (11 s on a loaded 2-core machine): two torchrun worker processes each import torch and the model
+@pytest.mark.slow
 def test_sampling_under_torchrun_splits_the_samples_over_two_ranks_and_merges_them(tmp_path):
     train(tiny(tmp_path / "run", steps=1, ckpt_every=1))
     out = tmp_path / "samples"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -30,9 +31,9 @@ def time_limit(seconds: float | None):
     Parameters
     ----------
     seconds:
-        Wall-clock limit; ``None`` for none.
+        Wall-clock limit; ``None`` or ``math.inf`` for none.
     """
-    usable = (seconds is not None and hasattr(signal, "SIGALRM")
+    usable = (seconds is not None and math.isfinite(seconds) and hasattr(signal, "SIGALRM")
               and threading.current_thread() is threading.main_thread())
     if not usable:
         yield
@@ -92,7 +93,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def budgeted_median(fn, repeats: int, device: torch.device, seconds: float) -> tuple[float, int]:
-    """Median time of ``fn`` after one timed warm-up run, with as many of ``repeats`` runs as fit in ``seconds``.
+    """Median time of ``fn`` after one timed warm-up run, with as many of ``repeats`` runs as fit in ``seconds``
+    (all of them when ``seconds`` is ``math.inf``: no time budget, the count does not depend on the machine).
 
     Returns
     -------
@@ -103,7 +105,10 @@ def budgeted_median(fn, repeats: int, device: torch.device, seconds: float) -> t
     fn()
     synchronize(device)
     first = time.perf_counter() - start
-    n = max(1, min(int(repeats), int(max(seconds - first, 0.0) / max(first, 1e-9))))
+    if math.isfinite(seconds):
+        n = max(1, min(int(repeats), int(max(seconds - first, 0.0) / max(first, 1e-9))))
+    else:
+        n = max(1, int(repeats))
     return median_time(fn, n, device, warmup=0), n
 
 

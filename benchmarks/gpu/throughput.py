@@ -9,6 +9,7 @@ for forward + backward, over the median step time.
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 
@@ -104,7 +105,10 @@ def measure_training(args, config: str, compiled: bool, flops: int, seconds: flo
     synchronize(device)
     warm = (time.perf_counter() - start - first) / max(args.train_warmup - 1, 1)
     remaining = 0.9 * seconds - (time.perf_counter() - begin)  # a margin, so the time limit does not strike
-    repeats = max(1, min(args.train_steps, int(remaining / max(warm, 1e-9)) - 1))
+    if math.isfinite(remaining):
+        repeats = max(1, min(args.train_steps, int(remaining / max(warm, 1e-9)) - 1))
+    else:  # no time budget (--quick): exactly the steps asked for
+        repeats = args.train_steps
     t = median_time(step, repeats, device, warmup=0)
     record = {"config": config, "variant": "compiled" if compiled else "eager", "batch": args.batch,
               "precision": precision, "seconds_per_step": t, "images_per_s": args.batch / t,

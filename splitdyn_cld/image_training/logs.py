@@ -1,21 +1,27 @@
-"""Logging of image training runs: messages from rank 0 (:func:`main_print`) and optional TensorBoard scalars
+"""Logging of image training runs: messages from rank 0 (:func:`main_print`, through :mod:`logging`: logger
+``splitdyn_cld.image_training``, level INFO; ``examples/train_images.py`` shows them on stderr) and optional
+TensorBoard scalars
 (:class:`TensorBoardLogger`, which warns once when TensorBoard is not installed; the CSV log in
 ``train_log.csv`` is written by :class:`splitdyn_cld.training.CSVLogger` either way)."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import warnings
 from pathlib import Path
 
 from .distributed import DistributedContext
 
-__all__ = ["main_print", "TensorBoardLogger"]
+__all__ = ["TensorBoardLogger", "main_print"]
+
+_LOGGER = logging.getLogger("splitdyn_cld.image_training")
+
 
 def main_print(ctx: DistributedContext, *args) -> None:
-    """``print`` to stderr on rank 0 only (flushed)."""
+    """Log a message (INFO, logger ``splitdyn_cld.image_training``) on rank 0 only; the arguments are joined
+    with spaces, as ``print`` would."""
     if ctx.is_main:
-        print(*args, file=sys.stderr, flush=True)
+        _LOGGER.info(" ".join(str(a) for a in args))
 
 
 class TensorBoardLogger:
