@@ -3,7 +3,8 @@ r"""The one sampling entry point: :func:`sample` for every forward process and e
 ``sample(process, score, initial, grid, step=...)`` builds the reverse-time SDE of ``process`` with ``score``
 (:class:`~splitdyn.reverse.ReverseSDE`), draws :math:`u_T` from the process's prior when ``initial`` is a
 shape, integrates reverse time :math:`\tau = T - t` over the grid to the cutoff :math:`\epsilon`, and, with
-``denoise``, finishes with one noise-free Euler step of size :math:`\epsilon` (paper eq. 107, one NFE). The
+``denoise``, finishes with one noise-free Euler step of size :math:`\epsilon` (paper eq. 107, one NFE) or its
+score-free form (``denoise="score-free"``, no NFE). The
 result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` gives CLD's ``(x, v)``.
 
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
@@ -14,9 +15,33 @@ Algorithm 1: exact linear half-steps around an Euler step of the score part), ``
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
 ``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
-``"gddim-q"`` (noise prediction) and ``"dpmpp-1"`` / ``"dpmpp-2m"`` / ``"dpmpp-3m"`` (DPM-Solver++: the
-probability-flow integrator with polynomials in the log-SNR, processes with ``log_snr``; see
-:mod:`splitdyn.steps.exponential`). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
+``"gddim-q"`` (noise prediction), ``"dpmpp-1"`` / ``"dpmpp-2m"`` / ``"dpmpp-3m"`` (DPM-Solver++: the
+probability-flow integrator with polynomials in the log-SNR, processes with ``log_snr``; ``"dpmpp-2m"`` is
+the ``"midpoint"`` form, diffusers' default, also named ``"dpmpp-2m-midpoint"``; ``"dpmpp-2m-heun"`` is the
+exact integral of the linear interpolant, the ``"heun"``/Taylor form; see :mod:`splitdyn.steps.exponential`)
+and ``"unipc-p"`` / ``"unipc-p-bh1"`` / ``"unipc-p-bh2"`` (UniPC with predictor order ``p`` = 1, 2, 3 and
+weak order ``p + 1``, polynomials in :math:`t`, any linear SDE; unsuffixed is ``"bh2"``, diffusers' default;
+:mod:`splitdyn.steps.unipc`).
+
+**NFE** of an ``n``-step grid (score evaluations; ``tests/test_sampler_nfe.py`` checks every name against
+this table and against the calls actually made):
+
+============================================================================= ===================
+sampler                                                                       evaluations
+============================================================================= ===================
+``em``, ``sscs``, ``trotter-split``, ``ancestral``, ``torchsde-euler``        ``n``
+``ei-ode-q``, ``ei-sde-q``, ``gddim-q``, ``dpmpp-*``, ``unipc-*``             ``n``
+``heun``, ``pc-em-langevin``, ``pc-ancestral-langevin``, ``pc-sscs-langevin`` ``2n``
+``torchsde-srk``                                                              ``3n``
+``rk4``                                                                       ``4n``
+``ode``, ``adaptive-em``, ``adaptive-sscs``                                   the solver's choice
+============================================================================= ===================
+
+plus the final step: one more with ``denoise=True`` (the Euler step, eq. 107), none with
+``denoise="score-free"`` (:func:`score_free_denoise`, for processes whose noise does not reach the data,
+e.g. CLD: an NFE-``n`` sampler then takes ``n`` steps) or ``denoise=False``. (torchsde's ``sdeint`` also
+evaluates the drift once per call to check shapes; those calls are not counted.)
+A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
 :class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
 """
 
