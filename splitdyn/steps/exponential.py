@@ -15,7 +15,9 @@ warm-up) and :math:`\ell_j` its Lagrange basis polynomial in :math:`t` or in the
 - :class:`ExponentialODE` (probability flow): :math:`K = R_sR_t^{-1}`,
   :math:`b = -\tfrac12GG^\top\Sigma^{-1}\varphi`; for the VP SDE with ``interpolation="log_snr"`` this is
   DPM-Solver++ (1, 2M, 3M; Lu et al. 2022), the 2M variant being the exact integral of the linear
-  interpolant (the reference code's ``solver_type="taylor"``).
+  interpolant (the reference code's ``solver_type="taylor"``, diffusers' ``"heun"``) or, with
+  ``linear_rule="bh2"``, the ``"midpoint"`` form (:func:`linear_rule_weights`: UniPC's two-node rules, for
+  any ``k``).
 - :class:`ExponentialSDE` (reverse SDE): :math:`K = \Sigma_s\Phi(t, s)^\top\Sigma_t^{-1}`,
   :math:`b = -GG^\top\Sigma^{-1}\varphi`, and noise with the posterior covariance
   :math:`P = (I - K\Phi(t,s))\Sigma_s(I - K\Phi(t,s))^\top + KQ(t,s)K^\top`: at order 1 the exact
@@ -59,27 +61,32 @@ def check_linear_reverse(reverse):
     return reverse
 
 
-def weight_integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, tau: torch.Tensor, factor: str):
-    """Left factor ``(n, k, k)`` and integrand values ``(n, P, k, m)`` of the weights (see the module docstring)."""
+def weight_integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, tau: torch.Tensor, factor: str,
+                     factors: torch.Tensor | None = None):
+    """Left factor ``(n, k, k)`` and integrand values ``(n, P, k, m)`` of the weights (see the module docstring).
+
+    ``factors``: :math:`R` at ``torch.cat([s, tau.reshape(-1)])`` if already computed (one integration of
+    :meth:`~splitdyn.steps.exponential_weights.DiffusionGeometry.factor` serves a whole plan)."""
     sde = geometry.sde
     n, P = tau.shape
+    if factors is None and (kind == "ode" or (kind == "noise" and factor == "R")):
+        factors = geometry.factor(torch.cat([s, tau.reshape(-1)]))
     phi, Sigma, Prec = geometry.precision(tau)
     F, GGt = geometry.drift(tau)
     if kind == "ode":
-        R = geometry.factor(torch.cat([s, tau.reshape(-1)]))
         b = -0.5 * GGt @ Prec @ phi[..., None]
-        return R[:n], torch.linalg.solve(R[n:].reshape(n, P, *R.shape[1:]), b)
+        return factors[:n], torch.linalg.solve(factors[n:].reshape(n, P, *factors.shape[1:]), b)
     Phi_tau_s = sde.transition_matrix(tau, s[:, None].expand(n, P))
     if kind == "sde":
         _, Sigma_s = geometry.marginal(s)
         b = -GGt @ Prec @ phi[..., None]
         return Sigma_s, Phi_tau_s.transpose(-1, -2) @ (Prec @ b)
-    K = geometry.factor(tau.reshape(-1)).reshape(n, P, geometry.k, geometry.k) if factor == "R" \
-        else torch.linalg.cholesky(Sigma)
+    K = factors[n:].reshape(n, P, geometry.k, geometry.k) if factor == "R" else torch.linalg.cholesky(Sigma)
     eye = torch.eye(geometry.k, dtype=F64).expand(n, -1, -1)
     return eye, torch.linalg.solve(Phi_tau_s, 0.5 * GGt @ torch.linalg.inv(K).transpose(-1, -2))
 
 
+#: The rules for the weights of two-node steps (:func:`linear_rule_weights`).
 LINEAR_RULES = ("exact", "bh1", "bh2")
 
 
@@ -196,7 +203,10 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
     n, k = len(t), geometry.k
     rho = interpolation_variable(geometry.sde, variable)
     tau, omega = log_quadrature(t, s)
-    left, values = weight_integrand(kind, geometry, s, tau, factor)
+    R_all = None  # R at s, tau and t from one integration
+    if kind == "ode" or (kind == "noise" and factor == "R"):
+        R_all = geometry.factor(torch.cat([s, tau.reshape(-1), t]))
+    left, values = weight_integrand(kind, geometry, s, tau, factor, None if R_all is None else R_all[:-n])
     nodes = [t[max(0, i - order + 1): i + 1].flip(0) for i in range(n)]  # t_i, t_{i-1}, ... (warm-up: fewer)
     W = lagrange_weights(left, values, omega, tau, rho, nodes, order)
     if linear_rule != "exact":
@@ -208,8 +218,8 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
     D, E = geometry.tweedie(t)
     noise = torch.zeros(n, k, k, dtype=F64)
     if kind == "ode":
-        R = geometry.factor(torch.cat([t, s]))
-        K = torch.linalg.solve(R[:n].transpose(-1, -2), R[n:].transpose(-1, -2)).transpose(-1, -2)
+        R_t, R_s = R_all[-n:], R_all[:n]
+        K = torch.linalg.solve(R_t.transpose(-1, -2), R_s.transpose(-1, -2)).transpose(-1, -2)
     else:
         Phi, Q = geometry.sde.kernel(t, s)
         if kind == "sde":
@@ -220,7 +230,7 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
             noise = _psd_factor(0.5 * (P + P.transpose(-1, -2)))
         else:
             K = torch.linalg.inv(Phi)
-            F = geometry.factor(t) if factor == "R" else torch.linalg.cholesky(Sigma_t)
+            F = R_all[-n:] if factor == "R" else torch.linalg.cholesky(Sigma_t)
             Finv = torch.linalg.inv(F)
             D, E = Finv @ (torch.eye(k, dtype=F64) - phi_t[..., None] @ D), -Finv @ phi_t[..., None] @ E
     return {"K": K, "W": W, "noise": noise, "history": (D, E)}

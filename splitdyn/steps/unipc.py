@@ -78,7 +78,8 @@ def unipc_tables(geometry: DiffusionGeometry, t: torch.Tensor, s: torch.Tensor, 
     n = len(t)
     rho = interpolation_variable(geometry.sde, variable)
     tau, omega = log_quadrature(t, s)
-    left, values = weight_integrand("ode", geometry, s, tau, "R")
+    R_all = geometry.factor(torch.cat([s, tau.reshape(-1), t]))  # one integration for all the factors
+    left, values = weight_integrand("ode", geometry, s, tau, "R", R_all[:-n])
     orders = unipc_orders(n, order, lower_order_final)
     predictor_nodes = [t[i - p + 1: i + 1].flip(0) for i, p in enumerate(orders)]
     P = lagrange_weights(left, values, omega, tau, rho, predictor_nodes, order)
@@ -96,8 +97,7 @@ def unipc_tables(geometry: DiffusionGeometry, t: torch.Tensor, s: torch.Tensor, 
         C[one, 0], C[one, 1] = base_new[:, 1], base_new[:, 0]  # columns: the new node first
         C[one, 2:] = 0
     corrector = torch.cat([torch.zeros_like(C[:1]), C[:-1]])  # applied at step i + 1
-    R = geometry.factor(torch.cat([t, s]))
-    K = torch.linalg.solve(R[:n].transpose(-1, -2), R[n:].transpose(-1, -2)).transpose(-1, -2)
+    K = torch.linalg.solve(R_all[-n:].transpose(-1, -2), R_all[:n].transpose(-1, -2)).transpose(-1, -2)
     return {"K": K, "predictor": P, "corrector": corrector, "history": geometry.tweedie(t),
             "orders": torch.tensor(orders)}
 
