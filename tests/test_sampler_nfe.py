@@ -21,6 +21,7 @@ PER_STEP = {
     **{f"{family}-{q}": 1 for family in ("ei-ode", "ei-sde", "gddim") for q in (1, 2, 3)},
     **{name: 1 for name in ("dpmpp-1", "dpmpp-2m", "dpmpp-2m-midpoint", "dpmpp-2m-heun", "dpmpp-3m")},
     **{f"unipc-{q}{v}": 1 for q in (1, 2, 3) for v in ("", "-bh1", "-bh2")},
+    **{f"unipc-{q}-{v}-lof": 1 for q in (2, 3) for v in ("bh1", "bh2")},
     **{name: 2 for name in ("heun", "pc-em-langevin", "pc-ancestral-langevin", "pc-sscs-langevin")},
     "torchsde-srk": 3,
     "rk4": 4,
