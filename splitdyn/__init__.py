@@ -15,7 +15,7 @@ from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, stationa
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .sample import SAMPLERS, pc_step, sample, split_step
+from .sample import SAMPLERS, pc_step, sample, score_free_denoise, split_step, tweedie_denoise
 from .steps.adaptive import AdaptiveSampler
 from .schedules import (ConstantBeta, CosineSchedule, CustomBeta, DiscreteSchedule, GeometricSigma, LinearBeta,
                         LinearSigma, ReversedRescaling, Schedule, TimeRescaling)
@@ -45,6 +45,7 @@ from .steps import (
     strang,
     trotter,
 )
+from .steps.unipc import UniPC
 
 __version__ = "0.1.0"
 
@@ -87,6 +88,9 @@ __all__ = [
     "TorchsdeSolver",
     "SAMPLERS",
     "sample",
+    "score_free_denoise",
+    "tweedie_denoise",
+    "UniPC",
     "CapturedLoop",
     "PowerGrid",
     "QuadraticGrid",
