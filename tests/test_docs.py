@@ -6,11 +6,13 @@ doctest builder) runs in CI through ``make docs``; these tests are the fast part
 - every public module of ``splitdyn`` and ``splitdyn_cld`` has a page ``docs/api/<module>.rst``;
 - every name in every ``__all__`` is rendered by a directive on some page, and has the docstring (or ``#:``
   comment) without which autodoc would silently leave it out;
-- the tutorial scripts in ``docs/tutorials/`` run, with small settings, and show what the pages say they show.
+- the tutorial scripts in ``docs/tutorials/`` run, with small settings, and show what the pages say they show;
+- the examples of ``docs/tutorials/examples_api.rst`` (``>>>``) give the outputs shown.
 """
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import importlib.util
 import inspect
@@ -176,6 +178,17 @@ def test_every_public_name_has_a_docstring_autodoc_can_render():
                 if ("", name) not in attribute_docs:
                     undocumented.append(f"{module.__name__}.{name}: add a '#: ...' comment above its assignment")
     assert not undocumented, "undocumented public names (autodoc would leave them out):\n" + "\n".join(undocumented)
+
+
+# -- the examples ------------------------------------------------------------------------------------------
+def test_the_api_examples_page_gives_the_outputs_shown():
+    """The doctest builder runs these too (``make docs``); here they run in the fast suite (about a second)."""
+    page = TUTORIALS / "examples_api.rst"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # as the doctest builder's global setup (docs/conf.py)
+        result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS, verbose=False,
+                                  report=True)
+    assert result.attempted >= 20 and result.failed == 0, f"{result.failed} failing example(s) in {page.name}"
 
 
 # -- the tutorial scripts ------------------------------------------------------------------------------------
