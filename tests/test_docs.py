@@ -3,9 +3,11 @@
 The Sphinx build itself (warnings as errors, then every example on the pages and in the docstrings through the
 doctest builder) runs in CI through ``make docs``; these tests are the fast part (a few seconds):
 
-- every public module of ``splitdyn`` and ``splitdyn_cld`` has a page ``docs/api/<module>.rst``;
-- every name in every ``__all__`` is rendered by a directive on some page, and has the docstring (or ``#:``
-  comment) without which autodoc would silently leave it out;
+- every public module of ``splitdyn`` and ``splitdyn_cld`` has a page ``docs/api/<module>.rst``, except the
+  internal modules listed in ``docs/_ext/splitdyn_docs.py`` (``INTERNAL_MODULES``), which have none;
+- every name in every ``__all__`` is rendered by a directive on some page (except ``INTERNAL_NAMES``), and
+  every one, internal ones included, has the docstring (or ``#:`` comment) that documents it in the source
+  and without which autodoc would silently leave it out;
 - the tutorial scripts in ``docs/tutorials/`` run, with small settings, and show what the pages say they show;
 - the examples of ``docs/tutorials/examples_api.rst`` (``>>>``) give the outputs shown.
 """
@@ -33,6 +35,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
 TUTORIALS = DOCS / "tutorials"
 PACKAGES = (splitdyn, splitdyn_cld)
+
+
+sys.path.insert(0, str(DOCS / "_ext"))
+try:
+    from splitdyn_docs import INTERNAL_MODULES, INTERNAL_NAMES, defining_module, is_internal
+finally:
+    sys.path.remove(str(DOCS / "_ext"))
 
 
 def load_docs_module(path: Path):
@@ -109,11 +118,29 @@ def page_text(module_name: str) -> str:
 def test_every_public_module_has_an_api_page():
     missing = []
     for module in public_modules():
+        if is_internal(module.__name__):
+            continue
         page = API / f"{module.__name__}.rst"
         if not page.exists() or f".. automodule:: {module.__name__}" not in page.read_text():
             missing.append(module.__name__)
     message = "\n\n".join(f"create docs/api/{name}.rst with\n\n{page_text(name)}" for name in missing)
     assert not missing, f"modules without an API page: {missing}\n\n{message}"
+
+
+def test_internal_modules_and_names_exist_are_documented_in_the_source_and_have_no_page():
+    """The lists of internals in docs/_ext/splitdyn_docs.py name existing modules and names (a renamed or removed
+    internal must leave the list); internals have no API page, and their module docstring says what they are."""
+    modules = {m.__name__: m for m in public_modules()}
+    for name in sorted(INTERNAL_MODULES):
+        assert name in modules, f"INTERNAL_MODULES names {name}, which is not a module (remove it from the list)"
+        assert not (API / f"{name}.rst").exists(), f"docs/api/{name}.rst documents an internal module: remove it"
+        assert (modules[name].__doc__ or "").strip(), f"internal module {name} needs a module docstring"
+    for full in sorted(INTERNAL_NAMES):
+        module_name, _, name = full.rpartition(".")
+        assert module_name in modules and name in getattr(modules[module_name], "__all__", ()), (
+            f"INTERNAL_NAMES names {full}, which is not in the __all__ of {module_name} (remove it from the list)")
+    rendered = {arg for found in directives().values() for _, arg, _ in found}
+    assert not rendered & INTERNAL_NAMES, f"API pages render internal names: {sorted(rendered & INTERNAL_NAMES)}"
 
 
 def test_every_api_page_documents_an_existing_module():
@@ -123,17 +150,14 @@ def test_every_api_page_documents_an_existing_module():
 
 
 def test_every_public_name_is_rendered_by_an_api_directive():
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from splitdyn_docs import defining_module
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
     explicit = explicitly_documented()
     missing = []
     for module in public_modules():
+        if is_internal(module.__name__):
+            continue
         for name in getattr(module, "__all__", ()):
             full = f"{module.__name__}.{name}"
-            if full in explicit:
+            if full in explicit or full in INTERNAL_NAMES:
                 continue
             if is_package(module):
                 # a package re-exports: the name must be documented on its defining module's page, and the
@@ -145,6 +169,12 @@ def test_every_public_name_is_rendered_by_an_api_directive():
                     owner = defining_module(module, name)
                 except ValueError as exc:
                     missing.append(str(exc))
+                    continue
+                if f"{owner}.{name}" in INTERNAL_NAMES:
+                    continue  # an internal re-exported for the library's own modules: left out of the table
+                if is_internal(owner):
+                    missing.append(f"{full} (defined in the internal module {owner}: document it on the package's "
+                                   f"page with '.. autofunction:: {full}' or similar)")
                     continue
                 if owner.rsplit(".", 1)[-1].startswith("_") or owner not in automodules():
                     missing.append(f"{full} (defined in {owner}, which has no API page)")
@@ -244,3 +274,16 @@ def test_readme_example_runs_and_samples_near_the_data():
     assert x.shape == (10_000, 2) and bool(torch.isfinite(x).all())
     # the 9-mode diamond mixture lives in [-1, 1]^2 (means at distance 2^-1/2 * {0, 1, 2}, std 0.04)
     assert float(x.abs().max()) < 1.5 and abs(float(x.mean())) < 0.1
+
+
+def test_the_ode_method_lists_written_in_docstrings_are_the_accepted_ones():
+    """flow_maps.flow and likelihood.log_likelihood list the torchdiffeq methods (the module defining the lists
+    is internal, so its names cannot be linked): every accepted method is named there."""
+    from splitdyn.checks import ODE_ADAPTIVE_METHODS, ODE_FIXED_METHODS
+    from splitdyn.flow_maps import flow
+    from splitdyn.likelihood import log_likelihood
+
+    for method in ODE_ADAPTIVE_METHODS + ODE_FIXED_METHODS:
+        assert f'``"{method}"``' in flow.__doc__, f"flow's docstring does not list {method}"
+    for method in ODE_ADAPTIVE_METHODS:
+        assert f'``"{method}"``' in log_likelihood.__doc__, f"log_likelihood's docstring does not list {method}"

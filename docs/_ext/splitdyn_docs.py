@@ -15,6 +15,10 @@
 - An attribute, constant or property docstring whose first sentence has a colon stays prose: napoleon reads
   ``Rank 0: the process ...`` as the type ``Rank 0``; types here come from the annotations.
 - ``:ivar a, b:`` fields from numpydoc ``a, b:`` attribute entries keep both names (napoleon limitation).
+- The API reference shows the public API: the modules in :data:`INTERNAL_MODULES` have no page and the names
+  in :data:`INTERNAL_NAMES` are left out of their module's page and of the package-exports tables (they are
+  documented in the source; ``tests/test_docs.py`` holds the rest of the reference to these lists). A name
+  a package exports from an internal module is documented on the package's page.
 - Methods without a docstring of their own are left out instead of showing an inherited one (PyTorch's
   ``forward`` text in particular).
 """
@@ -30,6 +34,27 @@ from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
+
+
+#: Modules that are implementation details: no API page (documented in their source).
+INTERNAL_MODULES = frozenset({
+    "splitdyn.checks",  # argument checks shared by the library's entry points
+    "splitdyn.linalg",  # the batched matrix kernels behind the exact flows
+    "splitdyn.oracles.small_matrices",  # k x k linear algebra of the mixture oracles
+    "splitdyn.steps.exponential_weights",  # coefficient tables of the exponential integrators
+})
+#: Names in a public module's ``__all__`` (for use across the library's modules) that the reference leaves out.
+INTERNAL_NAMES = frozenset({
+    "splitdyn.steps.base.AffineMap",  # the affine kernel the plans apply
+    "splitdyn.steps.base.REGISTRY",  # the step classes the order tests walk
+})
+
+
+def is_internal(module_name: str, name: str | None = None) -> bool:
+    """Whether the module (or the name defined in it) is left out of the API reference."""
+    if module_name in INTERNAL_MODULES:
+        return True
+    return name is not None and f"{module_name}.{name}" in INTERNAL_NAMES
 
 
 def _submodules(package):
@@ -76,7 +101,8 @@ class PackageExports(SphinxDirective):
 
     def run(self):
         package = importlib.import_module(self.arguments[0])
-        names = list(getattr(package, "__all__", ()))
+        names = [name for name in getattr(package, "__all__", ())
+                 if f"{defining_module(package, name)}.{name}" not in INTERNAL_NAMES]
         if not names:
             return [nodes.paragraph(text=f"{package.__name__} exports no names.")]
         lines = [".. list-table::", "   :widths: 25 75", "   :class: package-exports", ""]
@@ -85,7 +111,9 @@ class PackageExports(SphinxDirective):
             # each summary is parsed in the context of its object, so that its references resolve there
             obj = getattr(package, name)
             context = f"{module}|{name}" if inspect.isclass(obj) else module
-            lines += [f"   * - :py:obj:`~{module}.{name}`", f"     - :summary-context:`{context}` "
+            # a name defined in an internal module is documented on the package's page itself
+            entry = f"{package.__name__}.{name}" if is_internal(module) else f"{module}.{name}"
+            lines += [f"   * - :py:obj:`~{entry}`", f"     - :summary-context:`{context}` "
                       f"{summary(module, name)}"]
         content = StringList(lines, source=self.get_source_info()[0])
         container = nodes.container()
@@ -139,14 +167,24 @@ def keep_attribute_prose(app, what, name, obj, options, lines):
 
 
 def skip_methods_without_own_docstring(app, what, name, obj, skip, options):
-    """Leave out methods that have no docstring of their own.
+    """Leave out methods that have no docstring of their own, and the internal names of a module.
 
     autodoc would show the docstring they inherit, which for ``forward`` of a ``torch.nn.Module`` is
     PyTorch's generic text; overrides of the library's own base classes are documented on the base.
     """
     if what == "class" and inspect.isfunction(obj) and not (obj.__doc__ or "").strip():
         return True
+    if what == "module" and _is_internal_object(name, obj):
+        return True
     return None
+
+
+def _is_internal_object(name: str, obj) -> bool:
+    for full in INTERNAL_NAMES:
+        module, _, attribute = full.rpartition(".")
+        if attribute == name and getattr(_import(module), attribute, None) is obj:
+            return True
+    return False
 
 
 _ROOTS = ("splitdyn", "splitdyn_cld")
@@ -239,6 +277,13 @@ def resolve_project_name(app, env, node, contnode):
         if found is not None:
             return found
         owner, _, attribute = new_target.rpartition(".")
+        if is_internal(owner):  # defined in an internal module: documented where a package re-exports it
+            for package in _ROOTS:
+                if attribute in getattr(_import(package), "__all__", ()):
+                    found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                                                f"{package}.{attribute}", node, contnode)
+                    if found is not None:
+                        return found
         if node["reftype"] in ("attr", "obj") and _lists_attribute(owner, attribute):
             found = domain.resolve_xref(env, node["refdoc"], app.builder, "class", owner, node, contnode)
             if found is not None:
