@@ -51,10 +51,12 @@ templates_path = []
 # to). Never add ``splitdyn`` or ``splitdyn_cld`` names: fix the reference instead (docs/_ext/splitdyn_docs.py
 # already resolves re-exported names and names as the referring module sees them).
 nitpicky = False  # True once the last 8 references in others' modules are fixed (build with -D nitpicky=1 to list them)
-_EXTERNAL = ["torch", "numpy", "tqdm", "torchsde", "torchdiffeq", "diffusers", "matplotlib", "scipy", "PIL",
+_EXTERNAL = ["torch", "numpy", "tqdm", "torchsde", "torchdiffeq", "diffusers", "safetensors", "matplotlib", "scipy",
+             "sklearn", "blackjax", "jax", "PIL",
              # the Python standard library
-             "abc", "argparse", "collections", "contextlib", "dataclasses", "enum", "functools", "io", "json",
-             "math", "os", "pathlib", "pickle", "types", "typing", "typing_extensions"]
+             "abc", "argparse", "collections", "contextlib", "dataclasses", "enum", "functools", "io", "itertools",
+             "json", "logging", "math", "numbers", "os", "pathlib", "pickle", "random", "re", "sys", "time", "types",
+             "typing", "typing_extensions", "warnings"]
 nitpick_ignore_regex = [(r"py:.*", rf"{package}(\..*)?") for package in _EXTERNAL]
 
 # -- autodoc / napoleon ----------------------------------------------------------------------------
