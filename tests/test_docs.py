@@ -210,6 +210,54 @@ def test_every_public_name_has_a_docstring_autodoc_can_render():
     assert not undocumented, "undocumented public names (autodoc would leave them out):\n" + "\n".join(undocumented)
 
 
+# -- the docs extension's reference resolution (docs/_ext/splitdyn_docs.py) ---------------------------------
+def test_references_resolve_to_where_the_object_is_documented():
+    import types
+
+    from splitdyn_cld.score import MixedScore
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from splitdyn_docs import _documented_name, _lists_attribute
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    integrate_module = importlib.import_module("splitdyn.integrate")
+    # re-exported by a package: the defining module's entry
+    assert _documented_name(splitdyn, "mcmc.MALA") == "splitdyn.mcmc.metropolis.MALA"
+    assert _documented_name(splitdyn, "oracles.diamond_mixture") == "splitdyn.oracles.mixture.diamond_mixture"
+    # a name as the referring module sees it (imported there), and an attribute of a class
+    importer = types.ModuleType("splitdyn_cld.some_module")
+    importer.MixedScore = MixedScore  # ``from .score import MixedScore`` in some module
+    assert _documented_name(importer, "MixedScore") == "splitdyn_cld.score.MixedScore"
+    assert _documented_name(integrate_module, "Solution.trajectory") == "splitdyn.integrate.Solution.trajectory"
+    assert _documented_name(integrate_module, "Solution.no_such_attribute") is None
+    assert _documented_name(integrate_module, "torch.Tensor") is None  # not this project's: left to Sphinx
+    # an attribute listed in the class's Attributes section (an :ivar: field) links to the class
+    assert _lists_attribute("splitdyn.integrate.Solution", "saved_times")
+    assert not _lists_attribute("splitdyn.integrate.Solution", "components")
+
+
+def test_attribute_docstrings_stay_prose_and_private_bases_show_their_public_ancestor():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from splitdyn_docs import keep_attribute_prose, public_bases
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    from splitdyn.steps.base import Step
+    from splitdyn.steps.runge_kutta import ProbabilityFlowHeun
+
+    lines = ["the only rank that writes.", "", ":type: Rank 0"]  # napoleon's reading of "Rank 0: the only..."
+    keep_attribute_prose(None, "property", "is_main", None, {}, lines)
+    assert lines == ["Rank 0: the only rank that writes."]
+    typed = ["the count", "", ":type: int"]
+    keep_attribute_prose(None, "attribute", "n", None, {}, typed)
+    assert typed == ["the count", "", ":type: int"]  # a real type is kept
+    bases = list(ProbabilityFlowHeun.__bases__)
+    assert bases[0].__name__.startswith("_")
+    public_bases(None, "ProbabilityFlowHeun", ProbabilityFlowHeun, {}, bases)
+    assert bases == [Step]
+
+
 # -- the examples ------------------------------------------------------------------------------------------
 def test_the_api_examples_page_gives_the_outputs_shown():
     """The doctest builder runs these too (``make docs``); here they run in the fast suite (about a second)."""
