@@ -26,13 +26,16 @@ import argparse
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_float, positive_int, user_errors
-from splitdyn_cld.experiments import RESULTS_DIR, machine, markdown_table, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/_experiments.py
+from _experiments import RESULTS_DIR, machine, markdown_table, write_results  # noqa: E402
 
 PROG = "ablation_damping.py"
 #: Friction relative to the critical one, 2 sqrt(M), for each regime.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -35,11 +36,13 @@ from splitdyn import VPSDE
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, positive_int, user_errors
-from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
-from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, jacobian_frobenius, machine,
-                                      markdown_table, train_toy, vpsde_loss, write_results)
 from splitdyn_cld.toy_data import get_toy_dataset
 from splitdyn_cld.toy_models import vpsde_toy_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/_experiments.py
+from _experiments import add_output_arguments, add_toy_training_arguments  # noqa: E402
+from _experiments import (ToyTraining, cld_loss, cld_model, jacobian_frobenius, machine,  # noqa: E402
+                          markdown_table, train_toy, vpsde_loss, write_results)
 
 PROG = "ablation_jacobian.py"
 DEFAULT_TIMES = [1e-3, 1e-2, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0]

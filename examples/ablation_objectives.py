@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from splitdyn.oracles import diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_int, user_errors
-from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
-from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, evaluate_cld, machine,
-                                      markdown_table, train_toy, write_results)
 from splitdyn_cld.samplers import sample
 from splitdyn_cld.toy_data import get_toy_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/_experiments.py
+from _experiments import add_output_arguments, add_toy_training_arguments  # noqa: E402
+from _experiments import (ToyTraining, cld_loss, cld_model, evaluate_cld, machine,  # noqa: E402
+                          markdown_table, train_toy, write_results)
 
 PROG = "ablation_objectives.py"
 #: label -> (objective, mixed score, weighting, gamma)

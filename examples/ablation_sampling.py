@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,11 +34,13 @@ from splitdyn import DivergenceError
 from splitdyn.oracles import diamond_mixture
 from splitdyn_cld import CLD
 from splitdyn_cld.cli import ScriptParser, positive_float, positive_int, user_errors
-from splitdyn_cld.experiments import add_output_arguments, add_toy_training_arguments
-from splitdyn_cld.experiments import (ToyTraining, cld_loss, cld_model, machine, markdown_table,
-                                      sample_metrics, train_toy, write_results)
 from splitdyn_cld.samplers import sample
 from splitdyn_cld.toy_data import get_toy_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/_experiments.py
+from _experiments import add_output_arguments, add_toy_training_arguments  # noqa: E402
+from _experiments import (ToyTraining, cld_loss, cld_model, machine, markdown_table,  # noqa: E402
+                          sample_metrics, train_toy, write_results)
 
 PROG = "ablation_sampling.py"
 PAPER_TABLE7 = {("SSCS", True, 50): 81.1, ("SSCS", True, 500): 2.30, ("SSCS-QS", True, 50): 20.5,

@@ -75,8 +75,10 @@ def flow(process, score: ScoreFunction, u: torch.Tensor, times: Sequence[float],
     score_components:
         The components ``score`` returns; default ``process.score_components`` if defined, else all.
     rtol, atol, method:
-        ``torchdiffeq.odeint`` settings; ``method`` one of :data:`~splitdyn.checks.ODE_ADAPTIVE_METHODS` or
-        :data:`~splitdyn.checks.ODE_FIXED_METHODS` (a fixed-step method takes one step per interval of ``times``).
+        ``torchdiffeq.odeint`` settings; ``method`` an adaptive solver (``"dopri5"``, ``"dopri8"``, ``"bosh3"``,
+        ``"fehlberg2"``, ``"adaptive_heun"``) or a fixed-step one (``"euler"``, ``"midpoint"``, ``"heun2"``,
+        ``"heun3"``, ``"rk4"``, ``"explicit_adams"``, ``"implicit_adams"``), which takes one step per interval
+        of ``times``.
 
     Returns
     -------

@@ -115,10 +115,10 @@ def log_likelihood(
         ``"hutchinson"`` (one Rademacher probe) or ``"exact"``.
     rtol, atol, method:
         ``torchdiffeq.odeint`` settings (RK45 ``dopri5`` by default; ``method`` one of the adaptive solvers
-        :data:`~splitdyn.checks.ODE_ADAPTIVE_METHODS`, as a fixed-step one would take one step from ``t0`` to
-        ``T``). The tolerances must be positive (zero asks the adaptive solver for an exact solution) and, in
-        relative terms, not below the machine epsilon of ``u``'s dtype (e.g. ``9.8e-4`` for float16, where
-        ``1e-5`` cannot be met: use float32 or float64 states).
+        ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``, ``"adaptive_heun"``, as a fixed-step one
+        would take one step from ``t0`` to ``T``). The tolerances must be positive (zero asks the adaptive
+        solver for an exact solution) and, in relative terms, not below the machine epsilon of ``u``'s dtype
+        (e.g. ``9.8e-4`` for float16, where ``1e-5`` cannot be met: use float32 or float64 states).
     generator:
         For the Rademacher probe: ``None`` or a ``torch.Generator`` on ``u``'s device type.
 

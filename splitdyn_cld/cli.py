@@ -94,7 +94,7 @@ def open_unit_float(text: str) -> float:
 
 def device_name(text: str) -> str:
     """argparse type: a device that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked with
-    :func:`splitdyn.checks.check_device` (``cuda`` without CUDA and unknown names are refused)."""
+    ``splitdyn.checks.check_device`` (``cuda`` without CUDA and unknown names are refused)."""
     try:
         check_device("device", text)
     except ValueError as exc:

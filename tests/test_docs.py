@@ -3,14 +3,18 @@
 The Sphinx build itself (warnings as errors, then every example on the pages and in the docstrings through the
 doctest builder) runs in CI through ``make docs``; these tests are the fast part (a few seconds):
 
-- every public module of ``splitdyn`` and ``splitdyn_cld`` has a page ``docs/api/<module>.rst``;
-- every name in every ``__all__`` is rendered by a directive on some page, and has the docstring (or ``#:``
-  comment) without which autodoc would silently leave it out;
-- the tutorial scripts in ``docs/tutorials/`` run, with small settings, and show what the pages say they show.
+- every public module of ``splitdyn`` and ``splitdyn_cld`` has a page ``docs/api/<module>.rst``, except the
+  internal modules listed in ``docs/_ext/splitdyn_docs.py`` (``INTERNAL_MODULES``), which have none;
+- every name in every ``__all__`` is rendered by a directive on some page (except ``INTERNAL_NAMES``), and
+  every one, internal ones included, has the docstring (or ``#:`` comment) that documents it in the source
+  and without which autodoc would silently leave it out;
+- the tutorial scripts in ``docs/tutorials/`` run, with small settings, and show what the pages say they show;
+- the examples of ``docs/tutorials/examples_api.rst`` (``>>>``) give the outputs shown.
 """
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import importlib.util
 import inspect
@@ -31,6 +35,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
 TUTORIALS = DOCS / "tutorials"
 PACKAGES = (splitdyn, splitdyn_cld)
+
+
+sys.path.insert(0, str(DOCS / "_ext"))
+try:
+    from splitdyn_docs import INTERNAL_MODULES, INTERNAL_NAMES, defining_module, is_internal
+finally:
+    sys.path.remove(str(DOCS / "_ext"))
 
 
 def load_docs_module(path: Path):
@@ -107,11 +118,29 @@ def page_text(module_name: str) -> str:
 def test_every_public_module_has_an_api_page():
     missing = []
     for module in public_modules():
+        if is_internal(module.__name__):
+            continue
         page = API / f"{module.__name__}.rst"
         if not page.exists() or f".. automodule:: {module.__name__}" not in page.read_text():
             missing.append(module.__name__)
     message = "\n\n".join(f"create docs/api/{name}.rst with\n\n{page_text(name)}" for name in missing)
     assert not missing, f"modules without an API page: {missing}\n\n{message}"
+
+
+def test_internal_modules_and_names_exist_are_documented_in_the_source_and_have_no_page():
+    """The lists of internals in docs/_ext/splitdyn_docs.py name existing modules and names (a renamed or removed
+    internal must leave the list); internals have no API page, and their module docstring says what they are."""
+    modules = {m.__name__: m for m in public_modules()}
+    for name in sorted(INTERNAL_MODULES):
+        assert name in modules, f"INTERNAL_MODULES names {name}, which is not a module (remove it from the list)"
+        assert not (API / f"{name}.rst").exists(), f"docs/api/{name}.rst documents an internal module: remove it"
+        assert (modules[name].__doc__ or "").strip(), f"internal module {name} needs a module docstring"
+    for full in sorted(INTERNAL_NAMES):
+        module_name, _, name = full.rpartition(".")
+        assert module_name in modules and name in getattr(modules[module_name], "__all__", ()), (
+            f"INTERNAL_NAMES names {full}, which is not in the __all__ of {module_name} (remove it from the list)")
+    rendered = {arg for found in directives().values() for _, arg, _ in found}
+    assert not rendered & INTERNAL_NAMES, f"API pages render internal names: {sorted(rendered & INTERNAL_NAMES)}"
 
 
 def test_every_api_page_documents_an_existing_module():
@@ -121,17 +150,14 @@ def test_every_api_page_documents_an_existing_module():
 
 
 def test_every_public_name_is_rendered_by_an_api_directive():
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from splitdyn_docs import defining_module
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
     explicit = explicitly_documented()
     missing = []
     for module in public_modules():
+        if is_internal(module.__name__):
+            continue
         for name in getattr(module, "__all__", ()):
             full = f"{module.__name__}.{name}"
-            if full in explicit:
+            if full in explicit or full in INTERNAL_NAMES:
                 continue
             if is_package(module):
                 # a package re-exports: the name must be documented on its defining module's page, and the
@@ -143,6 +169,12 @@ def test_every_public_name_is_rendered_by_an_api_directive():
                     owner = defining_module(module, name)
                 except ValueError as exc:
                     missing.append(str(exc))
+                    continue
+                if f"{owner}.{name}" in INTERNAL_NAMES:
+                    continue  # an internal re-exported for the library's own modules: left out of the table
+                if is_internal(owner):
+                    missing.append(f"{full} (defined in the internal module {owner}: document it on the package's "
+                                   f"page with '.. autofunction:: {full}' or similar)")
                     continue
                 if owner.rsplit(".", 1)[-1].startswith("_") or owner not in automodules():
                     missing.append(f"{full} (defined in {owner}, which has no API page)")
@@ -176,6 +208,65 @@ def test_every_public_name_has_a_docstring_autodoc_can_render():
                 if ("", name) not in attribute_docs:
                     undocumented.append(f"{module.__name__}.{name}: add a '#: ...' comment above its assignment")
     assert not undocumented, "undocumented public names (autodoc would leave them out):\n" + "\n".join(undocumented)
+
+
+# -- the docs extension's reference resolution (docs/_ext/splitdyn_docs.py) ---------------------------------
+def test_references_resolve_to_where_the_object_is_documented():
+    import types
+
+    from splitdyn_cld.score import MixedScore
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from splitdyn_docs import _documented_name, _lists_attribute
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    integrate_module = importlib.import_module("splitdyn.integrate")
+    # re-exported by a package: the defining module's entry
+    assert _documented_name(splitdyn, "mcmc.MALA") == "splitdyn.mcmc.metropolis.MALA"
+    assert _documented_name(splitdyn, "oracles.diamond_mixture") == "splitdyn.oracles.mixture.diamond_mixture"
+    # a name as the referring module sees it (imported there), and an attribute of a class
+    importer = types.ModuleType("splitdyn_cld.some_module")
+    importer.MixedScore = MixedScore  # ``from .score import MixedScore`` in some module
+    assert _documented_name(importer, "MixedScore") == "splitdyn_cld.score.MixedScore"
+    assert _documented_name(integrate_module, "Solution.trajectory") == "splitdyn.integrate.Solution.trajectory"
+    assert _documented_name(integrate_module, "Solution.no_such_attribute") is None
+    assert _documented_name(integrate_module, "torch.Tensor") is None  # not this project's: left to Sphinx
+    # an attribute listed in the class's Attributes section (an :ivar: field) links to the class
+    assert _lists_attribute("splitdyn.integrate.Solution", "saved_times")
+    assert not _lists_attribute("splitdyn.integrate.Solution", "components")
+
+
+def test_attribute_docstrings_stay_prose_and_private_bases_show_their_public_ancestor():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from splitdyn_docs import keep_attribute_prose, public_bases
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    from splitdyn.steps.base import Step
+    from splitdyn.steps.runge_kutta import ProbabilityFlowHeun
+
+    lines = ["the only rank that writes.", "", ":type: Rank 0"]  # napoleon's reading of "Rank 0: the only..."
+    keep_attribute_prose(None, "property", "is_main", None, {}, lines)
+    assert lines == ["Rank 0: the only rank that writes."]
+    typed = ["the count", "", ":type: int"]
+    keep_attribute_prose(None, "attribute", "n", None, {}, typed)
+    assert typed == ["the count", "", ":type: int"]  # a real type is kept
+    bases = list(ProbabilityFlowHeun.__bases__)
+    assert bases[0].__name__.startswith("_")
+    public_bases(None, "ProbabilityFlowHeun", ProbabilityFlowHeun, {}, bases)
+    assert bases == [Step]
+
+
+# -- the examples ------------------------------------------------------------------------------------------
+def test_the_api_examples_page_gives_the_outputs_shown():
+    """The doctest builder runs these too (``make docs``); here they run in the fast suite (about a second)."""
+    page = TUTORIALS / "examples_api.rst"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # as the doctest builder's global setup (docs/conf.py)
+        result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS, verbose=False,
+                                  report=True)
+    assert result.attempted >= 20 and result.failed == 0, f"{result.failed} failing example(s) in {page.name}"
 
 
 # -- the tutorial scripts ------------------------------------------------------------------------------------
@@ -231,3 +322,16 @@ def test_readme_example_runs_and_samples_near_the_data():
     assert x.shape == (10_000, 2) and bool(torch.isfinite(x).all())
     # the 9-mode diamond mixture lives in [-1, 1]^2 (means at distance 2^-1/2 * {0, 1, 2}, std 0.04)
     assert float(x.abs().max()) < 1.5 and abs(float(x.mean())) < 0.1
+
+
+def test_the_ode_method_lists_written_in_docstrings_are_the_accepted_ones():
+    """flow_maps.flow and likelihood.log_likelihood list the torchdiffeq methods (the module defining the lists
+    is internal, so its names cannot be linked): every accepted method is named there."""
+    from splitdyn.checks import ODE_ADAPTIVE_METHODS, ODE_FIXED_METHODS
+    from splitdyn.flow_maps import flow
+    from splitdyn.likelihood import log_likelihood
+
+    for method in ODE_ADAPTIVE_METHODS + ODE_FIXED_METHODS:
+        assert f'``"{method}"``' in flow.__doc__, f"flow's docstring does not list {method}"
+    for method in ODE_ADAPTIVE_METHODS:
+        assert f'``"{method}"``' in log_likelihood.__doc__, f"log_likelihood's docstring does not list {method}"

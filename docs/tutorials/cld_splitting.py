@@ -97,7 +97,7 @@ def weak_error(step, cld, n_steps: int, grid: str = "quadratic") -> float:
     """Largest error in the mean and covariance at forward time EPS, from the exact law at T."""
     mean, cov = exact_moments(cld, cld.T)
     times = make_grid(grid, n_steps, cld.T, EPS).tolist()  # reverse time tau = T - t
-    for tau, next_tau in zip(times[:-1], times[1:]):
+    for tau, next_tau in zip(times[:-1], times[1:], strict=True):
         mean, cov = step.gaussian_moments(mean, cov, tau, next_tau - tau)
     exact_mean, exact_cov = exact_moments(cld, EPS)
     return max((mean - exact_mean).abs().max().item(), (cov - exact_cov).abs().max().item())
@@ -111,7 +111,7 @@ def order_table(steps=(10, 20, 40, 80, 160, 320), grid: str = "quadratic") -> di
 
 
 def observed_orders(rows) -> list[float]:
-    return [math.log2(a[1] / b[1]) / math.log2(b[0] / a[0]) for a, b in zip(rows[:-1], rows[1:])]
+    return [math.log2(a[1] / b[1]) / math.log2(b[0] / a[0]) for a, b in zip(rows[:-1], rows[1:], strict=True)]
 
 
 # --- Monte Carlo: the samples themselves, and torchsde's Euler-Maruyama --------------------------

@@ -32,7 +32,7 @@ def force(q: torch.Tensor) -> torch.Tensor:
 # --- the three sub-steps; states are (batch, 2, 1): q in component 0, p in component 1 ---------
 def langevin_parts() -> dict:
     # O: dp = -FRICTION p dt + sqrt(2 FRICTION) dW, a linear SDE, followed exactly
-    O = ExactLinearFlow(LinearSDE(
+    O = ExactLinearFlow(LinearSDE(  # noqa: E741 - the letter of the splitting
         drift_matrix=[[0.0, 0.0], [0.0, -FRICTION]],
         diffusion_matrix=[[0.0, 0.0], [0.0, math.sqrt(2 * FRICTION)]],
         T=T,
@@ -105,7 +105,7 @@ def weak_errors(sequences=("OBABO", "OBA", "BAOAB"), steps=(4, 8, 16), n_paths=4
 
 def observed_orders(rows) -> list[float]:
     """log2 of successive error ratios (the step is halved each time)."""
-    return [math.log2(abs(a[1]) / abs(b[1])) for a, b in zip(rows[:-1], rows[1:])]
+    return [math.log2(abs(a[1]) / abs(b[1])) for a, b in zip(rows[:-1], rows[1:], strict=True)]
 
 
 def main(argv=None) -> None:

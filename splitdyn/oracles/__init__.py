@@ -54,7 +54,8 @@ Modules
   moments at time ``t``;
 - :mod:`splitdyn.oracles.strategies`: the two evaluation strategies (matrix-product expansion, whitened
   residuals) behind :class:`DiffusedGaussianMixture`;
-- :mod:`splitdyn.oracles.small_matrices`: tiny ``k x k`` linear algebra vectorised over a large batch.
+- ``splitdyn.oracles.small_matrices`` (internal, documented in its source): tiny ``k x k`` linear algebra
+  vectorised over a large batch.
 """
 
 from .diffused import DiffusedGaussianMixture

@@ -1,7 +1,7 @@
 r"""The exact marginals and scores of Gaussian-mixture data diffused by a linear SDE.
 
 See :mod:`splitdyn.oracles` for the formulas; the per-state evaluation strategies live in
-:mod:`splitdyn.oracles.strategies` and the tiny ``k x k`` linear algebra in :mod:`splitdyn.oracles.small_matrices`.
+:mod:`splitdyn.oracles.strategies` and the tiny ``k x k`` linear algebra in ``splitdyn.oracles.small_matrices``.
 """
 
 from __future__ import annotations

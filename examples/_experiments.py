@@ -1,4 +1,7 @@
-r"""Small, seeded toy experiments for the paper's ablations (``examples/ablation_*.py``).
+r"""Helpers of the paper's ablation scripts (``examples/ablation_*.py``): small, seeded toy experiments.
+
+Not part of the installed package: the scripts import it from this folder (``sys.path``), like
+``_mcmc_cli.py``.
 
 * :class:`ToyTraining` -- the optimiser settings of a toy run (Adam, linear warm-up then cosine decay to 10%,
   gradient clipping at 1, EMA with warm-up), the same as ``examples/toy_train.py``;
@@ -29,11 +32,9 @@ from splitdyn.checks import check_count, check_positive
 from splitdyn.metrics import wasserstein_sliced
 from splitdyn.score_matching import kernel_score_matching_loss
 
-from .losses import score_matching_objective
-from .process import CLD
-from .score import MixedScore
-from .toy_models import cld_toy_score
-from .training import make_ema, warmup_lr
+from splitdyn_cld import CLD, MixedScore, score_matching_objective
+from splitdyn_cld.toy_models import cld_toy_score
+from splitdyn_cld.training import make_ema, warmup_lr
 
 __all__ = ["ToyTraining", "TrainLog", "cld_model", "cld_loss", "vpsde_loss", "train_toy", "sample_metrics", "evaluate_cld",
            "jacobian_frobenius", "markdown_table", "write_results", "machine", "settings_dict", "RESULTS_DIR",
@@ -46,7 +47,7 @@ RESULTS_DIR = Path("benchmarks/results")
 def add_toy_training_arguments(parser, steps: int) -> None:
     """``--steps`` (default ``steps``), ``--batch-size`` and ``--width``: the toy training settings every ablation
     script shares (``parser`` a :class:`splitdyn_cld.cli.ScriptParser`)."""
-    from .cli import positive_int
+    from splitdyn_cld.cli import positive_int
 
     parser.add_argument("--steps", type=positive_int, default=steps, help=f"training steps per run (default {steps})")
     parser.add_argument("--batch-size", type=positive_int, default=512)
@@ -200,8 +201,7 @@ def evaluate_cld(score, cld: CLD, reference: torch.Tensor, mixture=None, heldout
     points), for a CLD velocity score. A diverging sampler is reported as ``sw2 = inf``."""
     from splitdyn import DivergenceError
 
-    from .likelihood import nll_bound
-    from .samplers import sample
+    from splitdyn_cld import nll_bound, sample
 
     g = torch.Generator().manual_seed(seed)
     try:
