@@ -70,3 +70,31 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (sample standard deviation / sqrt(n)) of at least two values."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        raise ValueError(f"a standard error needs at least 2 values, got {len(values)}")
+    return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
+
+
+def verdict_at_most(mean: float, se: float, limit: float) -> str:
+    """The protocol's verdict on "value <= limit": met only when mean + 2 s.e. <= limit, missed when
+    mean - 2 s.e. > limit, otherwise not resolved at this sample size."""
+    if mean + 2 * se <= limit:
+        return "met"
+    if mean - 2 * se > limit:
+        return "missed"
+    return "not resolved at this sample size"
+
+
+def verdict_not_worse(difference: float, se: float) -> str:
+    """Verdict on "ours at least as good as the peer" from the paired difference ours - peer (lower is better):
+    met when better by 2 s.e. or tied within 2 s.e., missed when worse by more than 2 s.e."""
+    if difference + 2 * se <= 0:
+        return "met (better)"
+    if abs(difference) <= 2 * se:
+        return "met (tie within 2 s.e.)"
+    return "missed"
