@@ -37,3 +37,15 @@ def test_quick_run_writes_every_metric_with_its_standard_error(tmp_path):
     assert all(any(word in t for word in ("**met", "**missed", "**not resolved")) for t in data["targets"])
     assert (tmp_path / "accuracy_mixture2d_quick.md").read_text().startswith("Machine:")
     assert (tmp_path / "accuracy_mixture2d_quick.png").exists()
+
+
+def test_cached_sliced_w2_equals_the_library_metric():
+    import torch
+
+    from splitdyn.metrics import wasserstein_sliced
+
+    bench = load_script(Path("benchmarks") / "bench_accuracy.py", "bench_accuracy")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(500, 3, generator=g, dtype=torch.float64), torch.randn(500, 3, generator=g, dtype=torch.float64)
+    expected = wasserstein_sliced(x, y + 0.1, generator=torch.Generator().manual_seed(0))
+    assert abs(bench.SlicedW2(y + 0.1)(x) - expected) < 1e-12 * expected
