@@ -101,8 +101,10 @@ class Setup:
     def cld_prior(self, n, seed):
         return self.cld.prior_sample((n, self.d), torch.Generator().manual_seed(seed), dtype=F64)
 
-    def cld_x0(self, u):  # eq. 109: x_0 = x_eps - eps beta M^-1 v_eps, no score
-        return u[:, 0] - self.cld_x_rate * u[:, 1]
+    def cld_x0(self, u):  # eq. 109: x_0 = x_eps - eps beta M^-1 v_eps, no score (the library's score-free map)
+        from splitdyn import score_free_denoise
+
+        return score_free_denoise(self.cld, u, EPS)[:, 0]
 
     def vp_x0(self, x):  # Tweedie at eps: one evaluation
         D, E = self.vp_tweedie

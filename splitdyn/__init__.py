@@ -15,7 +15,7 @@ from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, stationa
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .sample import SAMPLERS, pc_step, sample, split_step
+from .sample import SAMPLERS, pc_step, sample, score_free_denoise, split_step
 from .steps.adaptive import AdaptiveSampler
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
@@ -44,6 +44,7 @@ from .steps import (
     strang,
     trotter,
 )
+from .steps.unipc import UniPC
 
 __version__ = "0.1.0"
 
@@ -82,6 +83,8 @@ __all__ = [
     "TorchsdeSolver",
     "SAMPLERS",
     "sample",
+    "score_free_denoise",
+    "UniPC",
     "CapturedLoop",
     "PowerGrid",
     "QuadraticGrid",

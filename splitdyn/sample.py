@@ -3,7 +3,8 @@ r"""The one sampling entry point: :func:`sample` for every forward process and e
 ``sample(process, score, initial, grid, step=...)`` builds the reverse-time SDE of ``process`` with ``score``
 (:class:`~splitdyn.reverse.ReverseSDE`), draws :math:`u_T` from the process's prior when ``initial`` is a
 shape, integrates reverse time :math:`\tau = T - t` over the grid to the cutoff :math:`\epsilon`, and, with
-``denoise``, finishes with one noise-free Euler step of size :math:`\epsilon` (paper eq. 107, one NFE). The
+``denoise``, finishes with one noise-free Euler step of size :math:`\epsilon` (paper eq. 107, one NFE) or its
+score-free form (``denoise="score-free"``, no NFE). The
 result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` gives CLD's ``(x, v)``.
 
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
@@ -14,9 +15,33 @@ Algorithm 1: exact linear half-steps around an Euler step of the score part), ``
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
 ``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
-``"gddim-q"`` (noise prediction) and ``"dpmpp-1"`` / ``"dpmpp-2m"`` / ``"dpmpp-3m"`` (DPM-Solver++: the
-probability-flow integrator with polynomials in the log-SNR, processes with ``log_snr``; see
-:mod:`splitdyn.steps.exponential`). A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
+``"gddim-q"`` (noise prediction), ``"dpmpp-1"`` / ``"dpmpp-2m"`` / ``"dpmpp-3m"`` (DPM-Solver++: the
+probability-flow integrator with polynomials in the log-SNR, processes with ``log_snr``; ``"dpmpp-2m"`` is
+the ``"midpoint"`` form, diffusers' default, also named ``"dpmpp-2m-midpoint"``; ``"dpmpp-2m-heun"`` is the
+exact integral of the linear interpolant, the ``"heun"``/Taylor form; see :mod:`splitdyn.steps.exponential`)
+and ``"unipc-p"`` / ``"unipc-p-bh1"`` / ``"unipc-p-bh2"`` (UniPC with predictor order ``p`` = 1, 2, 3 and
+weak order ``p + 1``, polynomials in :math:`t`, any linear SDE; unsuffixed is ``"bh2"``, diffusers' default;
+:mod:`splitdyn.steps.unipc`).
+
+**NFE** of an ``n``-step grid (score evaluations; ``tests/test_sampler_nfe.py`` checks every name against
+this table and against the calls actually made):
+
+============================================================================= ===================
+sampler                                                                       evaluations
+============================================================================= ===================
+``em``, ``sscs``, ``trotter-split``, ``ancestral``, ``torchsde-euler``        ``n``
+``ei-ode-q``, ``ei-sde-q``, ``gddim-q``, ``dpmpp-*``, ``unipc-*``             ``n``
+``heun``, ``pc-em-langevin``, ``pc-ancestral-langevin``, ``pc-sscs-langevin`` ``2n``
+``torchsde-srk``                                                              ``3n``
+``rk4``                                                                       ``4n``
+``ode``, ``adaptive-em``, ``adaptive-sscs``                                   the solver's choice
+============================================================================= ===================
+
+plus the final step: one more with ``denoise=True`` (the Euler step, eq. 107), none with
+``denoise="score-free"`` (:func:`score_free_denoise`, for processes whose noise does not reach the data,
+e.g. CLD: an NFE-``n`` sampler then takes ``n`` steps) or ``denoise=False``. (torchsde's ``sdeint`` also
+evaluates the drift once per call to check shapes; those calls are not counted.)
+A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`` or a
 :class:`~splitdyn.interop.ReferenceSolver` can be passed instead of a name.
 """
 
@@ -29,7 +54,9 @@ from typing import Callable
 
 import torch
 
-from .checks import check_flag
+from .checks import check_flag, check_positive
+from .linalg import apply_matrix
+from .linear_sde import LinearSDEBase
 from .grids import check_grid
 from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
@@ -40,11 +67,12 @@ from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
 from .steps.exact_flow import ExactLinearFlow
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
+from .steps.unipc import UniPC
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
 from .steps.noise import NoiseSource
 from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step"]
+__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step", "score_free_denoise", "DENOISE_MODES"]
 
 
 def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
@@ -101,8 +129,12 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     **{f"ei-sde-{q}": partial(ExponentialSDE, order=q) for q in (1, 2, 3)},
     **{f"gddim-{q}": partial(NoiseExponentialODE, order=q) for q in (1, 2, 3)},
     "dpmpp-1": partial(ExponentialODE, order=1, interpolation="log_snr"),
-    "dpmpp-2m": partial(ExponentialODE, order=2, interpolation="log_snr"),
+    "dpmpp-2m": partial(ExponentialODE, order=2, interpolation="log_snr", linear_rule="bh2"),
+    "dpmpp-2m-midpoint": partial(ExponentialODE, order=2, interpolation="log_snr", linear_rule="bh2"),
+    "dpmpp-2m-heun": partial(ExponentialODE, order=2, interpolation="log_snr"),
     "dpmpp-3m": partial(ExponentialODE, order=3, interpolation="log_snr"),
+    **{f"unipc-{q}": partial(UniPC, order=q, variant="bh2") for q in (1, 2, 3)},
+    **{f"unipc-{q}-{v}": partial(UniPC, order=q, variant=v) for q in (1, 2, 3) for v in ("bh1", "bh2")},
     "ancestral": ReverseDiffusion,
     "pc-em-langevin": pc_step,
     "pc-ancestral-langevin": partial(pc_step, predictor="ancestral"),
@@ -161,6 +193,51 @@ def _reverse_times(grid, T: float) -> list[float]:
     return times
 
 
+#: The values of :func:`sample`'s ``denoise``: ``True`` (or ``"euler"``), ``"score-free"`` and ``False``.
+DENOISE_MODES = (True, False, "euler", "score-free")
+
+
+def score_free_denoise(process, u: torch.Tensor, eps: float) -> torch.Tensor:
+    r"""The denoising step from forward time :math:`\epsilon` to 0 without a score evaluation.
+
+    The denoising Euler step (paper eq. 107) is :math:`u_0 = u_\epsilon - \epsilon F(\epsilon)u_\epsilon +
+    \epsilon\,GG^\top(\epsilon)\,s(u_\epsilon, \epsilon)`. Where the noise does not reach the data component
+    (row 0 of :math:`GG^\top` is zero: CLD's :math:`x`) the score drops out of the data's update, which is
+    then exact without a network call: for CLD :math:`x_0 = x_\epsilon - \epsilon\beta M^{-1}v_\epsilon`
+    (eq. 109). This map returns :math:`u_\epsilon - \epsilon F(\epsilon)u_\epsilon`: its data component
+    equals the Euler step's; the other components (CLD's :math:`v`) lack the score term and are not the
+    denoised ones.
+
+    Parameters
+    ----------
+    process:
+        A linear forward SDE (:class:`~splitdyn.linear_sde.LinearSDEBase`) whose diffusion does not reach the
+        data component.
+    u:
+        States ``(batch, k, *event)`` at forward time ``eps``.
+    eps:
+        The cutoff :math:`\epsilon > 0`.
+
+    Raises
+    ------
+    ValueError
+        When the noise reaches the data component (VP, VE: the data's update needs the score; use the Euler
+        step, one evaluation).
+    """
+    eps = _check_score_free(process, eps)
+    return u - eps * apply_matrix(process.drift_matrix(eps).to(u.dtype), u)
+
+
+def _check_score_free(process, eps: float) -> float:
+    eps = check_positive("eps", eps)
+    if not isinstance(process, LinearSDEBase):
+        raise TypeError(f"process must be a linear forward SDE (splitdyn.LinearSDEBase), got {type(process).__name__}")
+    if bool(process.diffusion_covariance(eps)[0].ne(0).any()):
+        raise ValueError(f"the noise of {type(process).__name__} reaches its data component, so the denoising "
+                         "step needs the score: use denoise=True (one evaluation)")
+    return eps
+
+
 def sample(
     process,
     score: ScoreFunction,
@@ -169,7 +246,7 @@ def sample(
     *,
     step="em",
     score_components: Sequence[int] | None = None,
-    denoise: bool = True,
+    denoise: bool | str = True,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
@@ -203,7 +280,10 @@ def sample(
         Components the score returns; default ``process.score_components`` if defined (CLD: the velocity,
         ``[1]``), else all.
     denoise:
-        Finish with the denoising step of size :math:`\epsilon = T - \tau_n` (one more NFE).
+        The last step, from forward time :math:`\epsilon = T - \tau_n` to 0: ``True`` or ``"euler"``, the
+        denoising Euler step (eq. 107, one more NFE); ``"score-free"``, :func:`score_free_denoise` (no NFE: the
+        data component is the Euler step's where the noise does not reach it, CLD's :math:`x` by eq. 109;
+        refused for VP/VE); ``False``, none (the state at :math:`\epsilon`).
     generator, dtype, device:
         For the prior draw and the noise (``dtype``/``device`` only when ``initial`` is a shape).
     progress:
@@ -235,7 +315,11 @@ def sample(
         ``state`` (denoised if asked), ``nfe`` (see :mod:`splitdyn.integrate`), ``times``, and the saved
         ``trajectory``.
     """
-    check_flag("denoise", denoise)
+    if isinstance(denoise, str):
+        if denoise not in DENOISE_MODES:
+            raise ValueError(f"denoise must be True, False, 'euler' or 'score-free', got {denoise!r}")
+    else:
+        denoise = check_flag("denoise", denoise)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
     if not hasattr(process, "T") or not hasattr(process, "num_components"):
@@ -263,6 +347,8 @@ def sample(
             raise ValueError("grid is required for this sampler (e.g. splitdyn.grids.UniformGrid(n))")
         times = _reverse_times(grid, T)
         eps = T - times[-1]
+        if denoise == "score-free" and eps > 0:
+            _check_score_free(process, eps)  # refused before the run, not after
         if isinstance(solver, ReferenceSolver):
             with no_grad:
                 solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
@@ -274,11 +360,13 @@ def sample(
     if denoise:
         if not eps > 0:
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")
+        score_free = denoise == "score-free"
         with torch.no_grad() if not differentiable else contextlib.nullcontext():
-            state = reverse.denoise(solution.state, eps)
+            state = (score_free_denoise(process, solution.state, eps) if score_free
+                     else reverse.denoise(solution.state, eps))
         if not bool(torch.isfinite(state).all()):
             raise DivergenceError("the denoised sample contains NaN or inf: the score failed at forward time eps")
         solution.state = state
-        solution.nfe += 1
+        solution.nfe += 0 if score_free else 1
     return solution
 

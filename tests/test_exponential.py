@@ -18,8 +18,9 @@ from splitdyn import (ExponentialODE, ExponentialSDE, Intervals, NoiseExponentia
                       ProbabilityFlowHeun, ProbabilityFlowRK4, ReverseSDE, VPSDE, apply_matrix, integrate, sample)
 from splitdyn.integrate import plan_step
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
-from splitdyn.steps.exponential import exponential_tables
-from splitdyn.steps.exponential_weights import DiffusionGeometry, log_quadrature
+from splitdyn.steps.exponential import exponential_tables, weight_integrand
+from splitdyn.steps.exponential_weights import (DiffusionGeometry, cumulative_products, interpolation_variable,
+                                                lagrange_basis, log_quadrature)
 from splitdyn_cld import CLD
 
 F64 = torch.float64
@@ -277,3 +278,34 @@ def test_named_samplers_build_the_documented_steps():
         assert type(step) is cls and step.order == order and step.interpolation == variable
     assert type(sampler_step("heun", reverse)) is ProbabilityFlowHeun
     assert type(sampler_step("rk4", reverse)) is ProbabilityFlowRK4
+
+
+def test_cumulative_products_by_doubling_equal_the_sequential_products():
+    steps = torch.linalg.matrix_exp(0.1 * torch.randn(37, 3, 3, generator=torch.Generator().manual_seed(0), dtype=F64))
+    current, expected = torch.eye(3, dtype=F64), []
+    for step in steps:
+        current = step @ current
+        expected.append(current)
+    assert (cumulative_products(steps) - torch.stack(expected)).abs().max().item() < 1e-13
+
+
+@pytest.mark.parametrize("kind", ["ode", "sde", "noise"])
+@pytest.mark.parametrize("name, process, components", processes(), ids=["CLD", "VP"])
+def test_batched_planning_equals_the_per_step_loop(kind, name, process, components):
+    """The tables batched over the steps equal a step-by-step quadrature and Lagrange basis to 1e-13."""
+    geometry = DiffusionGeometry(process, score_components=components)
+    t, s = forward_steps(12)
+    variable = "log_snr" if name == "VP" and kind == "ode" else "time"
+    rho = interpolation_variable(process, variable)
+    tables = exponential_tables(kind, geometry, t, s, 3, variable)
+    tau, omega = log_quadrature(t, s)
+    left, values = weight_integrand(kind, geometry, s, tau, "R")
+    for i in range(len(t)):
+        tau_i, omega_i = log_quadrature(t[i: i + 1], s[i: i + 1])  # this step's rule alone
+        P = tau_i.shape[1]
+        assert torch.equal(tau_i[0], tau[i, :P]) and torch.equal(omega_i[0], omega[i, :P])
+        assert not omega[i, P:].any()
+        q = min(3, i + 1)
+        basis = lagrange_basis(rho(t[i - q + 1: i + 1].flip(0))[None], rho(tau_i))[0]
+        expected = left[i] @ torch.einsum("p,jp,pkm->jkm", omega_i[0], basis, values[i, :P])
+        assert relative(tables["W"][i, :q], expected) < 1e-13

@@ -47,6 +47,7 @@ from splitdyn.steps import REGISTRY
 from splitdyn_cld import CLD
 from _mcmc_order_cases import MCMC_ORDER_TABLE
 from order_cases_pc import PC_ORDER_CASES
+from order_cases_fewstep import FEWSTEP_ORDER_CASES
 
 F64 = torch.float64
 
@@ -180,6 +181,8 @@ ORDER_TABLE = {
 
 ORDER_TABLE.update(MCMC_ORDER_TABLE)  # the splitdyn.mcmc steps (tests/_mcmc_order_cases.py)
 for _name, _cases in PC_ORDER_CASES.items():  # predictor-corrector steps (tests/order_cases_pc.py)
+    ORDER_TABLE.setdefault(_name, []).extend(_cases)
+for _name, _cases in FEWSTEP_ORDER_CASES.items():  # UniPC, DPM-Solver++ midpoint (tests/order_cases_fewstep.py)
     ORDER_TABLE.setdefault(_name, []).extend(_cases)
 
 

@@ -1,5 +1,5 @@
 """Steps of the sampler core: the protocol, drifts, exact flows, Euler-type steps, compositions, exponential
-integrators and fixed-grid Runge-Kutta steps of the probability flow.
+integrators (UniPC included) and fixed-grid Runge-Kutta steps of the probability flow.
 
 See :mod:`splitdyn.steps.base` for the protocol every step follows (declared ``nfe`` and orders, plans).
 """
@@ -10,6 +10,7 @@ from .drift import CallableDrift, Drift, DriftPlan
 from .euler import EulerDrift, EulerMaruyama
 from .exact_flow import ExactLinearFlow
 from .exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
+from .unipc import UniPC
 from .runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
 from .noise import BrownianNoise, NoiseSource
 from .predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
@@ -41,4 +42,5 @@ __all__ = [
     "splitting",
     "strang",
     "trotter",
+    "UniPC",
 ]

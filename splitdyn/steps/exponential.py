@@ -15,7 +15,9 @@ warm-up) and :math:`\ell_j` its Lagrange basis polynomial in :math:`t` or in the
 - :class:`ExponentialODE` (probability flow): :math:`K = R_sR_t^{-1}`,
   :math:`b = -\tfrac12GG^\top\Sigma^{-1}\varphi`; for the VP SDE with ``interpolation="log_snr"`` this is
   DPM-Solver++ (1, 2M, 3M; Lu et al. 2022), the 2M variant being the exact integral of the linear
-  interpolant (the reference code's ``solver_type="taylor"``).
+  interpolant (the reference code's ``solver_type="taylor"``, diffusers' ``"heun"``) or, with
+  ``linear_rule="bh2"``, the ``"midpoint"`` form (:func:`linear_rule_weights`: UniPC's two-node rules, for
+  any ``k``).
 - :class:`ExponentialSDE` (reverse SDE): :math:`K = \Sigma_s\Phi(t, s)^\top\Sigma_t^{-1}`,
   :math:`b = -GG^\top\Sigma^{-1}\varphi`, and noise with the posterior covariance
   :math:`P = (I - K\Phi(t,s))\Sigma_s(I - K\Phi(t,s))^\top + KQ(t,s)K^\top`: at order 1 the exact
@@ -43,12 +45,14 @@ from .exponential_weights import DiffusionGeometry, interpolation_variable, lagr
 if TYPE_CHECKING:  # pragma: no cover
     from ..reverse import ReverseSDE
 
-__all__ = ["ExponentialODE", "ExponentialSDE", "NoiseExponentialODE", "exponential_tables"]
+__all__ = ["ExponentialODE", "ExponentialSDE", "NoiseExponentialODE", "exponential_tables", "lagrange_weights",
+           "linear_rule_weights", "check_linear_rule", "check_linear_reverse", "weight_integrand", "LINEAR_RULES"]
 
 F64 = torch.float64
 
 
-def _check_reverse(reverse):
+def check_linear_reverse(reverse):
+    """``reverse`` if it is a reverse SDE (or probability flow) of a linear forward SDE; else a TypeError."""
     for attr in ("sde", "evaluate_score", "score_components", "T"):
         if not hasattr(reverse, attr):
             raise TypeError(f"reverse must be a splitdyn.ReverseSDE (or ProbabilityFlowODE), got {type(reverse).__name__}")
@@ -57,29 +61,109 @@ def _check_reverse(reverse):
     return reverse
 
 
-def _integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, tau: torch.Tensor, factor: str):
-    """Left factor ``(n, k, k)`` and integrand values ``(n, P, k, m)`` of the weights (see the module docstring)."""
+def weight_integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, tau: torch.Tensor, factor: str,
+                     factors: torch.Tensor | None = None):
+    """Left factor ``(n, k, k)`` and integrand values ``(n, P, k, m)`` of the weights (see the module docstring).
+
+    ``factors``: :math:`R` at ``torch.cat([s, tau.reshape(-1)])`` if already computed (one integration of
+    :meth:`~splitdyn.steps.exponential_weights.DiffusionGeometry.factor` serves a whole plan)."""
     sde = geometry.sde
     n, P = tau.shape
+    if factors is None and (kind == "ode" or (kind == "noise" and factor == "R")):
+        factors = geometry.factor(torch.cat([s, tau.reshape(-1)]))
     phi, Sigma, Prec = geometry.precision(tau)
     F, GGt = geometry.drift(tau)
     if kind == "ode":
-        R = geometry.factor(torch.cat([s, tau.reshape(-1)]))
         b = -0.5 * GGt @ Prec @ phi[..., None]
-        return R[:n], torch.linalg.solve(R[n:].reshape(n, P, *R.shape[1:]), b)
+        return factors[:n], torch.linalg.solve(factors[n:].reshape(n, P, *factors.shape[1:]), b)
     Phi_tau_s = sde.transition_matrix(tau, s[:, None].expand(n, P))
     if kind == "sde":
         _, Sigma_s = geometry.marginal(s)
         b = -GGt @ Prec @ phi[..., None]
         return Sigma_s, Phi_tau_s.transpose(-1, -2) @ (Prec @ b)
-    K = geometry.factor(tau.reshape(-1)).reshape(n, P, geometry.k, geometry.k) if factor == "R" \
-        else torch.linalg.cholesky(Sigma)
+    K = factors[n:].reshape(n, P, geometry.k, geometry.k) if factor == "R" else torch.linalg.cholesky(Sigma)
     eye = torch.eye(geometry.k, dtype=F64).expand(n, -1, -1)
     return eye, torch.linalg.solve(Phi_tau_s, 0.5 * GGt @ torch.linalg.inv(K).transpose(-1, -2))
 
 
+#: The rules for the weights of two-node steps (:func:`linear_rule_weights`).
+LINEAR_RULES = ("exact", "bh1", "bh2")
+
+
+def check_linear_rule(rule: str, kind: str = "ode") -> str:
+    """``rule`` if it is one of :data:`LINEAR_RULES` (``"bh1"``/``"bh2"`` for ``kind="ode"`` only)."""
+    if rule not in LINEAR_RULES:
+        raise ValueError(f"linear_rule must be one of {LINEAR_RULES}, got {rule!r}")
+    if rule != "exact" and kind != "ode":
+        raise ValueError(f"linear_rule={rule!r} applies to the probability-flow ODE with data prediction only")
+    return rule
+
+
+def lagrange_weights(left: torch.Tensor, values: torch.Tensor, omega: torch.Tensor, tau: torch.Tensor, rho,
+                     nodes: list[torch.Tensor], width: int) -> torch.Tensor:
+    r"""Weights :math:`w_j = \text{left}_i\int \ell_j(\rho(\tau))\,\text{values}_i(\tau)\,d\tau` of the
+    Lagrange basis through the node times ``nodes[i]`` (``(q_i,)``, any order) of each step, by the quadrature
+    ``(tau, omega)``; ``(n, width, k, m)``, zero beyond each step's ``q_i`` nodes. Batched over the steps with
+    the same number of nodes."""
+    n = tau.shape[0]
+    k, m = values.shape[-2], values.shape[-1]
+    W = torch.zeros(n, width, k, m, dtype=F64)
+    sizes = torch.tensor([len(x) for x in nodes], dtype=torch.long)
+    for q in sizes.unique().tolist():
+        rows = (sizes == q).nonzero().flatten()
+        node_rho = rho(torch.stack([nodes[i] for i in rows.tolist()]))  # (r, q)
+        basis = lagrange_basis(node_rho, rho(tau[rows]))  # (r, q, P)
+        W[rows, :q] = left[rows][:, None] @ torch.einsum("rp,rjp,rpkm->rjkm", omega[rows], basis, values[rows])
+    return W
+
+
+def _rho_rate(geometry: DiffusionGeometry, variable: str, t: torch.Tensor) -> torch.Tensor:
+    r""":math:`d\rho/dt`: 1 for ``"time"``; for ``"log_snr"`` (``k = 1``, :math:`\lambda = \log(\varphi/\sqrt\Sigma)`)
+    :math:`\dot\lambda = F - \dot\Sigma/2\Sigma = -g^2/2\Sigma`."""
+    if variable == "time":
+        return torch.ones_like(t)
+    _, Sigma = geometry.marginal(t)
+    _, GGt = geometry.drift(t)
+    return -0.5 * GGt[..., 0, 0] / Sigma[..., 0, 0]
+
+
+def linear_rule_weights(rule: str, geometry: DiffusionGeometry, variable: str, left: torch.Tensor,
+                        values: torch.Tensor, omega: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                        other: torch.Tensor) -> torch.Tensor:
+    r"""UniPC's two-node weights ``(n, 2, k, 1)`` of a probability-flow step :math:`t \to s` on the estimates at
+    :math:`t` (first) and at ``other`` (a previous node, or :math:`s` itself for the corrector).
+
+    With :math:`h = \rho_s - \rho_t` in the interpolation variable :math:`\rho`, the linear interpolant
+    :math:`\hat x_0(\rho) = m_0 + \frac{\rho - \rho_t}{h}D` with :math:`D = (m_1 - m_0)/r`,
+    :math:`r = (\rho_\text{other} - \rho_t)/h`, integrates to :math:`w\,m_0 + w_D D` with the total weight
+    :math:`w = \int_t^s K(s,\tau)b(\tau)\,d\tau` (order 1's) and :math:`w_D = \int_t^s K(s,\tau)b(\tau)
+    \frac{\rho(\tau) - \rho_t}{h}\,d\tau` (``"exact"``). UniPC (Zhao et al. 2023) replaces :math:`w_D` by
+    :math:`\tfrac12 B`, the integral with the weight frozen (a consistent change: :math:`D = O(h)` and
+    :math:`w_D - \tfrac12 B = O(h^2)`):
+
+    - ``"bh2"``: :math:`B = w`, the polynomial's mean over the step (:math:`B(h) = e^h - 1` for VP; this is
+      DPM-Solver++(2M)'s ``"midpoint"`` form);
+    - ``"bh1"``: :math:`B = h\,b(s)/\dot\rho(s)`, the weight density in :math:`\rho` frozen at the end
+      point (:math:`B(h) = h` for VP, where :math:`b(s)/\dot\lambda(s) = \alpha_s`).
+    """
+    check_linear_rule(rule)
+    rho = interpolation_variable(geometry.sde, variable)
+    w = left @ torch.einsum("rp,rpkm->rkm", omega, values)
+    h = rho(s) - rho(t)
+    if rule == "bh2":
+        B = w
+    else:
+        phi, _, Prec = geometry.precision(s)
+        _, GGt = geometry.drift(s)
+        b = -0.5 * GGt @ Prec @ phi[..., None]
+        B = (h / _rho_rate(geometry, variable, s))[:, None, None] * b
+    r = ((rho(other) - rho(t)) / h)[:, None, None]
+    return torch.stack([w - 0.5 * B / r, 0.5 * B / r], 1)
+
+
 def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, s: torch.Tensor, order: int,
-                       variable: str = "time", factor: str = "R") -> dict[str, torch.Tensor]:
+                       variable: str = "time", factor: str = "R",
+                       linear_rule: str = "exact") -> dict[str, torch.Tensor]:
     r"""Float64 tables of an exponential integrator over the steps :math:`t_i \to s_i` (forward times, a grid).
 
     Parameters
@@ -97,6 +181,10 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
     variable, factor:
         The interpolation variable (``"time"``, ``"log_snr"``) and, for ``kind="noise"``, the factor of the
         noise (``"R"`` or ``"cholesky"``).
+    linear_rule:
+        The weights of the steps that use two nodes (``kind="ode"`` only): ``"exact"`` (the integral of the
+        linear interpolant) or UniPC's ``"bh1"`` / ``"bh2"`` (see :func:`linear_rule_weights`; ``"bh2"`` is
+        DPM-Solver++(2M)'s ``"midpoint"`` form).
 
     Returns
     -------
@@ -110,24 +198,28 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
         raise ValueError(f"kind must be 'ode', 'sde' or 'noise', got {kind!r}")
     if not isinstance(geometry, DiffusionGeometry):
         raise TypeError(f"geometry must be a DiffusionGeometry, got {type(geometry).__name__}")
+    check_linear_rule(linear_rule, kind)
     order = check_count("order", order)
     n, k = len(t), geometry.k
     rho = interpolation_variable(geometry.sde, variable)
     tau, omega = log_quadrature(t, s)
-    left, values = _integrand(kind, geometry, s, tau, factor)
-    m = values.shape[-1]
-    W = torch.zeros(n, order, k, m, dtype=F64)
-    for i in range(n):
-        q = min(order, i + 1)
-        nodes = rho(t[i - q + 1: i + 1].flip(0))[None]  # t_i, t_{i-1}, ...
-        basis = lagrange_basis(nodes, rho(tau[i: i + 1]))[0]  # (q, P)
-        W[i, :q] = left[i] @ torch.einsum("p,jp,pkm->jkm", omega[i], basis, values[i])
+    R_all = None  # R at s, tau and t from one integration
+    if kind == "ode" or (kind == "noise" and factor == "R"):
+        R_all = geometry.factor(torch.cat([s, tau.reshape(-1), t]))
+    left, values = weight_integrand(kind, geometry, s, tau, factor, None if R_all is None else R_all[:-n])
+    nodes = [t[max(0, i - order + 1): i + 1].flip(0) for i in range(n)]  # t_i, t_{i-1}, ... (warm-up: fewer)
+    W = lagrange_weights(left, values, omega, tau, rho, nodes, order)
+    if linear_rule != "exact":
+        two = [i for i in range(n) if len(nodes[i]) == 2]
+        if two:
+            W[two, :2] = linear_rule_weights(linear_rule, geometry, variable, left[two], values[two], omega[two],
+                                             t[two], s[two], t[[i - 1 for i in two]])
     phi_t, Sigma_t = geometry.marginal(t)
     D, E = geometry.tweedie(t)
     noise = torch.zeros(n, k, k, dtype=F64)
     if kind == "ode":
-        R = geometry.factor(torch.cat([t, s]))
-        K = torch.linalg.solve(R[:n].transpose(-1, -2), R[n:].transpose(-1, -2)).transpose(-1, -2)
+        R_t, R_s = R_all[-n:], R_all[:n]
+        K = torch.linalg.solve(R_t.transpose(-1, -2), R_s.transpose(-1, -2)).transpose(-1, -2)
     else:
         Phi, Q = geometry.sde.kernel(t, s)
         if kind == "sde":
@@ -138,7 +230,7 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
             noise = _psd_factor(0.5 * (P + P.transpose(-1, -2)))
         else:
             K = torch.linalg.inv(Phi)
-            F = geometry.factor(t) if factor == "R" else torch.linalg.cholesky(Sigma_t)
+            F = R_all[-n:] if factor == "R" else torch.linalg.cholesky(Sigma_t)
             Finv = torch.linalg.inv(F)
             D, E = Finv @ (torch.eye(k, dtype=F64) - phi_t[..., None] @ D), -Finv @ phi_t[..., None] @ E
     return {"K": K, "W": W, "noise": noise, "history": (D, E)}
@@ -162,7 +254,8 @@ class _ExponentialPlan(Plan):
         s = T - (intervals.starts + intervals.spans)
         if bool((s <= 0).any()):
             raise ValueError("exponential integrators stop at a forward cutoff eps > 0 (then denoise)")
-        tables = exponential_tables(step.kind, step.geometry, t, s, step.order, step.interpolation, step.factor)
+        tables = exponential_tables(step.kind, step.geometry, t, s, step.order, step.interpolation, step.factor,
+                                    step.linear_rule)
         W = tables["W"]
         D, E = tables["history"]
         main = [tables["K"] + W[:, 0] @ D, W[:, 0] @ E] + [W[:, j] for j in range(1, step.order)]
@@ -231,8 +324,8 @@ class _ExponentialStep(Step):
     strong_order = None
 
     def __init__(self, reverse: "ReverseSDE", order: int = 2, *, interpolation: str = "time",
-                 initial_covariance=None, factor: str = "R") -> None:
-        self.reverse = _check_reverse(reverse)
+                 initial_covariance=None, factor: str = "R", linear_rule: str = "exact") -> None:
+        self.reverse = check_linear_reverse(reverse)
         self.order = check_count("order", order)
         if self.order > 3:
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
@@ -242,6 +335,7 @@ class _ExponentialStep(Step):
         if factor != "R" and self.kind != "noise":
             raise ValueError("factor (the noise's square root) applies to NoiseExponentialODE only")
         self.interpolation, self.factor = interpolation, factor
+        self.linear_rule = check_linear_rule(linear_rule, self.kind)
         self.geometry = DiffusionGeometry(reverse.sde, initial_covariance, reverse.score_components)
         self.nfe = 1
 
@@ -255,7 +349,8 @@ class _ExponentialStep(Step):
         return _ExponentialPlan(self, intervals, like)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(order={self.order}, interpolation={self.interpolation!r})"
+        rule = "" if self.linear_rule == "exact" else f", linear_rule={self.linear_rule!r}"
+        return f"{type(self).__name__}(order={self.order}, interpolation={self.interpolation!r}{rule})"
 
 
 class ExponentialODE(_ExponentialStep):
@@ -271,6 +366,11 @@ class ExponentialODE(_ExponentialStep):
         ``"time"`` (polynomial in :math:`t`) or ``"log_snr"`` (in :math:`\lambda`: DPM-Solver++ for VP).
     initial_covariance:
         :math:`\Sigma_0` (default: the process's, e.g. CLD's :math:`\mathrm{diag}(0, \gamma M)`).
+    linear_rule:
+        Weights of the steps with two nodes (order 2, and order 3's warm-up): ``"exact"`` (the integral of the
+        linear interpolant: DPM-Solver++(2M)'s ``"heun"``/Taylor form for VP with ``"log_snr"``), ``"bh2"``
+        (DPM-Solver++(2M)'s ``"midpoint"`` form, diffusers' default) or ``"bh1"`` (UniPC's :math:`B(h) = h`);
+        see :func:`linear_rule_weights`.
     """
 
     kind = "ode"

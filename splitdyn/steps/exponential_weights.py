@@ -41,6 +41,7 @@ __all__ = [
     "log_quadrature",
     "lagrange_basis",
     "interpolation_variable",
+    "cumulative_products",
     "GAUSS_NODES",
     "PANEL_WIDTH",
     "MAGNUS_STEP",
@@ -152,23 +153,26 @@ class DiffusionGeometry:
         pieces = torch.ceil(gaps.abs() / MAGNUS_STEP).clamp_min(1).to(torch.long)
         starts = torch.repeat_interleave(knots[:-1], pieces)
         h = torch.repeat_interleave(gaps / pieces, pieces)
-        offsets = torch.cat([torch.arange(int(p), dtype=F64) for p in pieces.tolist()]) if len(pieces) else h
+        first = torch.repeat_interleave(torch.cumsum(pieces, 0) - pieces, pieces)
+        offsets = (torch.arange(int(pieces.sum()), dtype=torch.long) - first).to(F64)
         a = starts + offsets * h
         c = math.sqrt(3.0) / 6.0
         S1, S2 = self._skew_rate(a + (0.5 - c) * h), self._skew_rate(a + (0.5 + c) * h)
         hh = h[:, None, None]
         omega = 0.5 * hh * (S1 + S2) + (math.sqrt(3.0) / 12.0) * hh**2 * (S2 @ S1 - S1 @ S2)
-        steps = torch.linalg.matrix_exp(omega)
-        ends = torch.cumsum(pieces, 0).tolist()
-        U = [torch.eye(self.k, dtype=F64)]
-        current, j = U[0], 0
-        for end in ends:
-            while j < end:
-                current = steps[j] @ current
-                j += 1
-            U.append(current)
-        U = torch.stack(U)[inverse]
+        products = cumulative_products(torch.linalg.matrix_exp(omega))
+        U = torch.cat([torch.eye(self.k, dtype=F64)[None], products[torch.cumsum(pieces, 0) - 1]])[inverse]
         return L @ U.reshape(*t.shape, self.k, self.k)
+
+
+def cumulative_products(steps: torch.Tensor) -> torch.Tensor:
+    """``C[j] = steps[j] @ ... @ steps[0]`` for ``(N, k, k)`` matrices, by recursive doubling (log N batched
+    products instead of N sequential ones)."""
+    C, d = steps, 1
+    while d < len(C):
+        C = torch.cat([C[:d], C[d:] @ C[:-d]])
+        d *= 2
+    return C
 
 
 def log_quadrature(t_from: torch.Tensor, t_to: torch.Tensor, width: float = PANEL_WIDTH,
@@ -185,16 +189,15 @@ def log_quadrature(t_from: torch.Tensor, t_to: torch.Tensor, width: float = PANE
     a, b = t_from.log(), t_to.log()
     panels = torch.ceil((b - a).abs() / width).clamp_min(1).to(torch.long)
     x, w = _gauss_legendre(nodes)
-    P = int(panels.max()) * nodes
-    tau = torch.empty(len(a), P, dtype=F64)
-    weight = torch.zeros(len(a), P, dtype=F64)
-    for i, p in enumerate(panels.tolist()):
-        edges = a[i] + (b[i] - a[i]) * torch.arange(p + 1, dtype=F64) / p
-        mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * (edges[1:] - edges[:-1])
-        ell = (mid[:, None] + half[:, None] * x).reshape(-1)
-        tau[i] = t_to[i]
-        tau[i, : p * nodes] = ell.exp()
-        weight[i, : p * nodes] = (half[:, None] * w).reshape(-1) * ell.exp()
+    j = torch.arange(int(panels.max()), dtype=F64)  # panel index, (J,); panels j >= p_i are padding
+    p = panels.to(F64)[:, None]
+    lower = a[:, None] + (b - a)[:, None] * j / p
+    upper = a[:, None] + (b - a)[:, None] * (j + 1) / p
+    mid, half = 0.5 * (upper + lower), 0.5 * (upper - lower)  # (n, J)
+    ell = mid[..., None] + half[..., None] * x  # (n, J, nodes)
+    used = (j < p)[..., None].expand_as(ell)
+    tau = torch.where(used, ell.exp(), t_to[:, None, None]).reshape(len(a), -1)
+    weight = torch.where(used, half[..., None] * w * ell.exp(), torch.zeros((), dtype=F64)).reshape(len(a), -1)
     return tau, weight
 
 
