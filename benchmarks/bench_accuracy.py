@@ -150,7 +150,7 @@ class SlicedW2:
         self.sorted = torch.sort((reference.to(F64) @ self.theta).T.contiguous(), dim=1).values  # rows: fast
 
     def __call__(self, x: torch.Tensor) -> float:
-        if x.shape[0] != self.sorted.shape[0]:
+        if x.shape[0] != self.sorted.shape[1]:
             raise ValueError("SlicedW2 needs samples of the reference's size")
         px = torch.sort((x.to(F64) @ self.theta).T.contiguous(), dim=1).values
         return math.sqrt(((px - self.sorted).square().sum() / x.shape[0] / self.theta.shape[1]).item())
@@ -213,28 +213,27 @@ def peer(kind: str, order: int, variant: str, grid: str):
     return run
 
 
-#: (sampler, grids, main): the grids each sampler runs on ("optimised" calibrates one); a main sampler runs at
-#: every NFE, the others at the NFE of the targets (<= 10) only
+#: (sampler, grids, budgets): the grids each sampler runs on ("optimised" calibrates one) and at which NFE
+#: ("all": every NFE of the run; "low": the NFE of the targets, <= 10). The list is trimmed to what a 2-core run
+#: can afford; the quadratic grid is kept for SSCS and EM (their paper's grid).
 CLD_SAMPLERS = [
-    ("ei-ode-3", ("power-3", "power-4", "quadratic", "log-snr", "optimised"), True),
-    ("unipc-3", ("power-3", "power-4", "log-snr", "optimised"), True),
-    ("unipc-2", ("power-3", "power-4", "log-snr", "optimised"), True),
-    ("ei-ode-2", ("power-4",), False),
-    ("ei-sde-2", ("power-3", "power-4"), True),
+    ("ei-ode-3", ("power-3", "power-4", "log-snr", "optimised"), "all"),
+    ("unipc-3", ("power-4", "optimised"), "all"),
+    ("unipc-2", ("power-4", "optimised"), "all"),
+    ("unipc-3-bh1", ("power-4",), "low"),
+    ("ei-sde-2", ("power-4",), "all"),
 ]
 VP_SAMPLERS = [
-    ("ei-ode-3", ("power-3", "quadratic", "log-snr", "optimised"), True),
-    ("unipc-3-bh1", ("power-3", "log-snr", "optimised"), True),
-    ("unipc-2-bh1", ("power-3", "log-snr"), False),
-    ("unipc-3-bh2", ("power-3", "log-snr"), False),
-    ("unipc-2-bh2", ("power-3", "log-snr"), False),
-    ("dpmpp-2m-midpoint", ("power-3", "log-snr"), True),
-    ("dpmpp-2m-heun", ("power-3", "log-snr"), False),
-    ("dpmpp-2m", ("log-snr",), False),
-    ("dpmpp-3m", ("power-3", "log-snr"), False),
+    ("ei-ode-3", ("power-3", "log-snr", "optimised"), "all"),
+    ("unipc-3-bh1", ("power-3", "optimised"), "all"),
+    ("unipc-2-bh1", ("power-3",), "low"),
+    ("unipc-3-bh2", ("power-3",), "low"),
+    ("dpmpp-2m-midpoint", ("power-3", "log-snr"), "low"),
+    ("dpmpp-2m-heun", ("log-snr",), "low"),
+    ("dpmpp-3m", ("log-snr",), "low"),
 ]
 PEERS = [("dpmpp", 2, "midpoint", "DPM-Solver++ 2M midpoint"), ("dpmpp", 2, "heun", "DPM-Solver++ 2M heun"),
-         ("dpmpp", 3, "midpoint", "DPM-Solver++ 3M midpoint"), ("dpmpp", 3, "heun", "DPM-Solver++ 3M heun"),
+         ("dpmpp", 3, "midpoint", "DPM-Solver++ 3M"),
          ("unipc", 2, "bh1", "UniPC-2 bh1"), ("unipc", 3, "bh1", "UniPC-3 bh1"),
          ("unipc", 2, "bh2", "UniPC-2 bh2"), ("unipc", 3, "bh2", "UniPC-3 bh2"),
          ("deis", 2, "logrho", "DEIS-2"), ("deis", 3, "logrho", "DEIS-3")]
@@ -247,19 +246,20 @@ def configs(args) -> list[Config]:
     low = [n for n in nfe if n <= 10] or nfe
     out: list[Config] = []
     for process, table in (("CLD", CLD_SAMPLERS), ("VP", VP_SAMPLERS)):
-        for sampler, grids, main in table:
+        for sampler, grids, budgets in table:
             if sampler not in SAMPLERS or sampler not in args.samplers:
                 continue
             for grid in grids:
                 if grid not in args.grids:
                     continue
                 out.append(Config(f"{process} {sampler} ({grid})", "ours", process, ours(process, sampler, grid),
-                                  nfe if main else low, sampler, grid))
+                                  nfe if budgets == "all" else low, sampler, grid))
     if "sscs" in args.samplers:
         out.append(Config("CLD SSCS (quadratic)", "ours", "CLD", ours("CLD", "sscs", "quadratic"),
-                          sorted(set(nfe) | {50}), "sscs", "quadratic"))
+                          sorted({n for n in nfe if n >= 10} | {50}), "sscs", "quadratic"))
     if "em" in args.samplers:
-        out.append(Config("CLD EM (quadratic)", "ours", "CLD", ours("CLD", "em", "quadratic"), nfe, "em", "quadratic"))
+        out.append(Config("CLD EM (quadratic)", "ours", "CLD", ours("CLD", "em", "quadratic"),
+                          [n for n in nfe if n >= 10], "em", "quadratic"))
     if args.no_peers:
         return out
     if importlib.util.find_spec("diffusers") is None:
