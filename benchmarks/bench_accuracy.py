@@ -58,7 +58,8 @@ from typing import Callable, NamedTuple
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, markdown_table, mean_se, verdict_at_most, verdict_not_worse, write_results  # noqa: E402
+from _common import (RESULTS, SlicedW2, machine, markdown_table, mean_se, verdict_at_most, verdict_not_worse,  # noqa: E402
+                     write_results)
 
 from splitdyn import PowerGrid, QuadraticGrid, VPSDE, sample  # noqa: E402
 from splitdyn.grid_search import search_grid  # noqa: E402
@@ -138,22 +139,6 @@ class Setup:
         print(f"  optimised grid {process} {sampler} {steps} steps: D {result.history[0]:.3g} ({result.start}) -> "
               f"{result.discrepancy:.3g} in {result.evaluations} runs, {time.perf_counter() - start:.0f} s", flush=True)
         return result.grid.times.tolist()
-
-
-class SlicedW2:
-    """``wasserstein_sliced(x, reference, generator=seed)`` for samples of the reference's size, with the
-    reference's sorted projections computed once (the same directions and the same value; tested)."""
-
-    def __init__(self, reference: torch.Tensor, projections: int = 256, seed: int = 0):
-        theta = torch.randn(reference.shape[1], projections, generator=torch.Generator().manual_seed(seed), dtype=F64)
-        self.theta = theta / theta.norm(dim=0, keepdim=True)
-        self.sorted = torch.sort((reference.to(F64) @ self.theta).T.contiguous(), dim=1).values  # rows: fast
-
-    def __call__(self, x: torch.Tensor) -> float:
-        if x.shape[0] != self.sorted.shape[1]:
-            raise ValueError("SlicedW2 needs samples of the reference's size")
-        px = torch.sort((x.to(F64) @ self.theta).T.contiguous(), dim=1).values
-        return math.sqrt(((px - self.sorted).square().sum() / x.shape[0] / self.theta.shape[1]).item())
 
 
 class Config(NamedTuple):
