@@ -103,8 +103,7 @@ class Model:
     def run(self, sampler: str, grid: str, nfe: int, n: int, seed: int):
         steps = self.steps(nfe)
         g = self.grid(grid, steps, sampler)
-        shape = (n, 2) if self.kind == "CLD" else (n, 2)
-        initial = self.process.prior_sample(shape, torch.Generator().manual_seed(seed), dtype=F64)
+        initial = self.process.prior_sample((n, 2), torch.Generator().manual_seed(seed), dtype=F64)
         sol = sample(self.process, self.score, initial, g, step=sampler, denoise=False,
                      generator=torch.Generator().manual_seed(seed + 1000))
         return self.finish(sol.state), sol.nfe + (0 if self.kind == "CLD" else 1)

@@ -116,21 +116,18 @@ def _sample_named(model, count: int, args, final: str, generator, device) -> tup
             raise ValueError(f"--grid-file {args.grid_file}: cannot read a saved grid ({exc})") from None
         if abs(grid.T - float(cld.T)) > 1e-12:
             raise ValueError(f"--grid-file {args.grid_file}: its horizon T = {grid.T} is not the model's {float(cld.T)}")
-        eps = grid.eps
     else:
-        grid, eps = build_grid(args.grid, args.steps, cld, args.eps), args.eps
+        grid = build_grid(args.grid, args.steps, cld, args.eps)
     step = sampler_step(args.sampler, ReverseSDE(cld, model.score, cld.score_components))
     if isinstance(step, ReferenceSolver):
         raise ValueError(f"--sampler {args.sampler} picks its own steps: use a fixed-grid sampler")
     outputs, nfes = [], []
     for start in range(0, count, args.batch_size):
         n = min(args.batch_size, count - start)
-        result = sample(cld, model.score, (n, *model.image_shape), grid, step=step,
-                        denoise=args.denoise and final == "denoise", generator=generator, device=device,
-                        dtype=torch.float32)
-        x, v = result.state[:, 0], result.state[:, 1]
-        if final == "score-free" and args.denoise:  # eq. 109: no score on x
-            x = x - eps * float(cld.beta(eps)) / float(cld.mass) * v
+        denoise = (final if final == "score-free" else True) if args.denoise else False  # eq. 109 / eq. 107
+        result = sample(cld, model.score, (n, *model.image_shape), grid, step=step, denoise=denoise,
+                        generator=generator, device=device, dtype=torch.float32)
+        x = result.state[:, 0]
         outputs.append(x.clamp(-1, 1).float().cpu())
         nfes.append(result.nfe)
     images = torch.cat(outputs) if outputs else torch.empty(0, *model.image_shape)
