@@ -64,7 +64,7 @@ from _common import (RESULTS, SlicedW2, machine, markdown_table, mean_se, verdic
 from splitdyn import PowerGrid, QuadraticGrid, VPSDE, sample  # noqa: E402
 from splitdyn.grid_search import search_grid  # noqa: E402
 from splitdyn.grids import GivenGrid, InformationLogSNR, LogSNRGrid  # noqa: E402
-from splitdyn.metrics import mode_weight_error, wasserstein_sliced  # noqa: E402
+from splitdyn.metrics import mode_weight_error  # noqa: E402
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture, random_mixture  # noqa: E402
 from splitdyn.sample import SAMPLERS  # noqa: E402
 from splitdyn.steps.exponential_weights import DiffusionGeometry  # noqa: E402
@@ -202,18 +202,16 @@ def peer(kind: str, order: int, variant: str, grid: str):
 #: ("all": every NFE of the run; "low": the NFE of the targets, <= 10). The list is trimmed to what a 2-core run
 #: can afford; the quadratic grid is kept for SSCS and EM (their paper's grid).
 CLD_SAMPLERS = [
-    ("ei-ode-3", ("power-3", "power-4", "log-snr", "optimised"), "all"),
+    ("ei-ode-3", ("power-3", "power-4", "optimised"), "all"),
     ("unipc-3", ("power-4", "optimised"), "all"),
-    ("unipc-2", ("power-4", "optimised"), "all"),
-    ("unipc-3-bh1", ("power-4",), "low"),
-    ("ei-sde-2", ("power-4",), "all"),
+    ("unipc-2", ("optimised",), "low"),
+    ("ei-sde-2", ("power-4",), "low"),
 ]
 VP_SAMPLERS = [
     ("ei-ode-3", ("power-3", "log-snr", "optimised"), "all"),
-    ("unipc-3-bh1", ("power-3", "optimised"), "all"),
+    ("unipc-3-bh1", ("power-3", "optimised"), "low"),
     ("unipc-2-bh1", ("power-3",), "low"),
-    ("unipc-3-bh2", ("power-3",), "low"),
-    ("dpmpp-2m-midpoint", ("power-3", "log-snr"), "low"),
+    ("dpmpp-2m-midpoint", ("log-snr",), "low"),
     ("dpmpp-2m-heun", ("log-snr",), "low"),
     ("dpmpp-3m", ("log-snr",), "low"),
 ]
@@ -222,6 +220,8 @@ PEERS = [("dpmpp", 2, "midpoint", "DPM-Solver++ 2M midpoint"), ("dpmpp", 2, "heu
          ("unipc", 2, "bh1", "UniPC-2 bh1"), ("unipc", 3, "bh1", "UniPC-3 bh1"),
          ("unipc", 2, "bh2", "UniPC-2 bh2"), ("unipc", 3, "bh2", "UniPC-3 bh2"),
          ("deis", 2, "logrho", "DEIS-2"), ("deis", 3, "logrho", "DEIS-3")]
+#: peers also run on the log-SNR grid (all run on power-3, the better grid for every peer in earlier runs)
+PEERS_ON_LOG_SNR = ("DPM-Solver++ 2M midpoint", "UniPC-3 bh1", "UniPC-2 bh1")
 GRIDS = ("power-3", "power-4", "quadratic", "log-snr", "optimised")
 
 
@@ -231,6 +231,8 @@ def configs(args) -> list[Config]:
     low = [n for n in nfe if n <= 10] or nfe
     out: list[Config] = []
     for process, table in (("CLD", CLD_SAMPLERS), ("VP", VP_SAMPLERS)):
+        if process not in args.processes:
+            continue
         for sampler, grids, budgets in table:
             if sampler not in SAMPLERS or sampler not in args.samplers:
                 continue
@@ -239,13 +241,13 @@ def configs(args) -> list[Config]:
                     continue
                 out.append(Config(f"{process} {sampler} ({grid})", "ours", process, ours(process, sampler, grid),
                                   nfe if budgets == "all" else low, sampler, grid))
-    if "sscs" in args.samplers:
+    if "sscs" in args.samplers and "CLD" in args.processes:
         out.append(Config("CLD SSCS (quadratic)", "ours", "CLD", ours("CLD", "sscs", "quadratic"),
                           sorted({n for n in nfe if n >= 10} | {50}), "sscs", "quadratic"))
-    if "em" in args.samplers:
+    if "em" in args.samplers and "CLD" in args.processes:
         out.append(Config("CLD EM (quadratic)", "ours", "CLD", ours("CLD", "em", "quadratic"),
                           [n for n in nfe if n >= 10], "em", "quadratic"))
-    if args.no_peers:
+    if args.no_peers or "VP" not in args.processes:
         return out
     if importlib.util.find_spec("diffusers") is None:
         print("diffusers is not installed (pip install splitdyn[bench]): the peers are left out", flush=True)
@@ -253,7 +255,7 @@ def configs(args) -> list[Config]:
     for kind, order, variant, name in PEERS:
         if args.peers is not None and name not in args.peers:
             continue
-        for grid in ("log-snr", "power-3"):
+        for grid in ("power-3", "log-snr") if name in PEERS_ON_LOG_SNR else ("power-3",):
             out.append(Config(f"VP diffusers {name} ({grid})", "peer", "VP", peer(kind, order, variant, grid),
                               low, name, grid))
     return out
@@ -267,13 +269,12 @@ def run_problem(name: str, args):
     n = args.samples if name == "mixture2d" else args.samples_64d
     if name == "mixture64d":
         args = argparse.Namespace(**{**vars(args), "nfe": args.nfe_64d})
-    projections = lambda: torch.Generator().manual_seed(0)  # noqa: E731  the same directions for every SW2
 
     def data(seed):
         return mixture.sample(n, torch.Generator().manual_seed(seed), dtype=F64)
 
     pairs = [(data(FLOOR_SEEDS + i), data(FLOOR_SEEDS + 1000 + i)) for i in range(args.floor_draws)]
-    floor_sw2 = [wasserstein_sliced(a, b, generator=projections()) for a, b in pairs]
+    floor_sw2 = [SlicedW2(b, args.projections)(a) for a, b in pairs]
     floor_mode = [mode_weight_error(a, mixture) for a, _ in pairs]
     floor_nll = [(-mixture.log_prob(a)).mean().item() for a, _ in pairs]
     floor = {"sw2": mean_se(floor_sw2), "sw2_draws": floor_sw2, "mode_weight_error": mean_se(floor_mode),
@@ -282,7 +283,7 @@ def run_problem(name: str, args):
     print(f"{name}: floor SW2 {f_mean:.4g} +- {f_se:.2g} (sd {statistics.stdev(floor_sw2):.2g}, "
           f"{args.floor_draws} pairs of {n}); data -log p {floor['nll'][0]:.4f}", flush=True)
     references = {seed: data(REFERENCE_SEEDS + seed) for seed in args.seeds}
-    distance = {seed: SlicedW2(r) for seed, r in references.items()}
+    distance = {seed: SlicedW2(r, args.projections) for seed, r in references.items()}
     reference_nll = {seed: (-mixture.log_prob(r)).mean().item() for seed, r in references.items()}
     rows = []
     for config in configs(args):
@@ -427,16 +428,25 @@ def plot(rows, floor, name, path):
 def report_problem(name: str, args, argv) -> None:
     """Run one problem and write its tables, JSON and plot."""
     out = Path(args.out or RESULTS)
-    rows, floor, grids = run_problem(name, args)
     stem = f"accuracy_{name}" + ("_quick" if args.quick else "")  # a quick run never replaces a full one
-    if args.append and (out / f"{stem}.json").exists():
-        old = json.loads((out / f"{stem}.json").read_text())
-        if old["floor"]["sw2_draws"] != floor["sw2_draws"] or old["settings"]["seeds"] != args.seeds:
-            raise SystemExit(f"--append: {stem}.json has another floor or other seeds; run it again in full")
-        new = {r["method"] for r in rows}
-        rows = [r for r in old["results"] if r["method"] not in new] + rows
-        grids = {**old.get("optimised_grids", {}), **grids}
-        argv = (old["settings"].get("argv") or []) + ["+"] + (sys.argv[1:] if argv is None else argv)
+    if args.combine:  # the parts of one run made by parallel processes (--part), same floor and seeds
+        parts = [json.loads(p.read_text()) for p in sorted(out.glob(f"{stem}.part-*.json"))]
+        if not parts:
+            raise SystemExit(f"--combine: no {stem}.part-*.json in {out}")
+        floor = parts[0]["floor"]
+        if any(p["floor"] != floor or p["seeds"] != parts[0]["seeds"] for p in parts):
+            raise SystemExit("--combine: the parts have other floors or seeds")
+        rows = [r for p in parts for r in p["results"]]
+        grids = {k: v for p in parts for k, v in p["optimised_grids"].items()}
+        argv = [word for p in parts for word in ["+"] + p["argv"]][1:]
+        args.seeds = parts[0]["seeds"]
+    else:
+        rows, floor, grids = run_problem(name, args)
+        if args.part:
+            (out / f"{stem}.part-{args.part}.json").write_text(json.dumps(
+                {"floor": floor, "seeds": args.seeds, "results": rows, "optimised_grids": grids,
+                 "argv": sys.argv[1:] if argv is None else list(argv)}))
+            return
     ok = [r for r in rows if "error" not in r]
     labels = list(dict.fromkeys(r["method"] for r in rows))
     budgets = sorted({r["nfe"] for r in ok})
@@ -493,8 +503,13 @@ def main(argv=None):
                         default=list(dict.fromkeys([s for s, _, _ in CLD_SAMPLERS + VP_SAMPLERS] + ["sscs", "em"])))
     parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--peers", nargs="*", default=None, help="peer configurations by name (default all)")
-    parser.add_argument("--append", action="store_true", help="add the configurations of this run to the existing "
-                        "results file of each problem (rows of the same name are replaced; same floor and seeds)")
+    parser.add_argument("--part", help="write this run's rows to <stem>.part-PART.json only (parallel processes; "
+                        "then --combine)")
+    parser.add_argument("--combine", action="store_true", help="merge the <stem>.part-*.json files of each problem "
+                        "and write the results (runs nothing)")
+    parser.add_argument("--processes", nargs="+", default=["CLD", "VP"], choices=["CLD", "VP"],
+                        help="which processes' samplers (and peers, for VP) run")
+    parser.add_argument("--projections", type=int, default=128, help="random directions of the sliced W2")
     parser.add_argument("--no-peers", action="store_true", help="skip diffusers")
     parser.add_argument("--quick", action="store_true",
                         help="2-D problem, NFE 5 and 10, 2,000 samples, 2 seeds, a few samplers (make bench, tests)")

@@ -189,7 +189,7 @@ def search_grid(
     event_shape: Sequence[int],
     batch: int = 512,
     eps: float = 1e-3,
-    denoise: bool = False,
+    denoise: bool | str = False,
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reference_steps: int = 256,
     reference=None,
@@ -212,8 +212,8 @@ def search_grid(
     step:
         A fixed-grid sampler: a name in :data:`~splitdyn.sample.SAMPLERS`, a Step or a factory.
     nfe:
-        The budget of score evaluations of one run. The grid has ``(nfe - denoise) // step.nfe`` steps; a budget
-        that allows no step is refused.
+        The budget of score evaluations of one run. The grid has ``(nfe - e) // step.nfe`` steps (``e = 1`` with
+        the denoising Euler step, else 0); a budget that allows no step is refused.
     event_shape:
         The event shape of the samples (e.g. ``(2,)``).
     batch:
@@ -221,7 +221,8 @@ def search_grid(
     eps:
         The forward-time cutoff where the grid ends.
     denoise:
-        Finish each run with the denoising step (one more NFE, counted in the budget).
+        The final step of each run, as in :func:`~splitdyn.sample.sample`: ``True`` the denoising Euler step (one
+        more NFE, counted in the budget), ``"score-free"`` the score-free one (CLD, no NFE), ``False`` none.
     finish:
         A map from the final state ``(batch, k, *event)`` to the output that is compared (default its data
         component ``state[:, 0]``); e.g. CLD's score-free update :math:`x_0 = x_\epsilon - \epsilon\beta M^{-1}v_\epsilon`.
@@ -254,17 +255,20 @@ def search_grid(
     evaluations_per_point = check_count("evaluations_per_point", evaluations_per_point, minimum=2)
     tolerance = check_nonnegative("tolerance", tolerance)
     shape = (batch, *[check_count("event_shape", s) for s in event_shape])
+    if not (isinstance(denoise, bool) or denoise == "score-free"):
+        raise ValueError(f"denoise must be True, False or 'score-free', got {denoise!r}")
+    extra = 1 if denoise is True else 0  # evaluations of the final step
     if not hasattr(process, "prior_sample"):
         raise TypeError(f"{type(process).__name__} has no prior_sample: the calibration batch comes from the prior")
     initial = process.prior_sample(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=F64)
-    objective = _objective(process, score, step, initial, eps, int(seed), bool(denoise), finish, score_components,
+    objective = _objective(process, score, step, initial, eps, int(seed), denoise, finish, score_components,
                            levy_area)
     per_step = int(getattr(objective.step, "nfe", 1))
-    steps = (nfe - int(bool(denoise))) // max(per_step, 1)
+    steps = (nfe - extra) // max(per_step, 1)
     if steps < 1:
         raise ValueError(f"nfe = {nfe} is below what the sampler needs: one step costs {per_step} evaluation(s)"
-                         + (" and the denoising step one more" if denoise else "")
-                         + f", so the budget must be at least {per_step + int(bool(denoise))}")
+                         + (" and the denoising step one more" if extra else "")
+                         + f", so the budget must be at least {per_step + extra}")
     ref_times = (_times(reference, T) if reference is not None
                  else PowerGrid(check_count("reference_steps", reference_steps), 3.0, eps).reverse_times(T))
     if abs(ref_times[-1].item() - (T - eps)) > 1e-12 * max(1.0, T):

@@ -75,6 +75,16 @@ def test_search_is_deterministic_for_a_seed_and_returns_a_valid_saveable_grid():
     assert c.discrepancy != a.discrepancy  # the seed fixes the calibration batch
 
 
+def test_score_free_final_step_costs_no_evaluation():
+    cld = CLD()
+    score = DiffusedGaussianMixture(diamond_mixture(), cld, cld.initial_covariance()).score_fn([1])
+    result = search_grid(cld, score, "ei-ode-2", 3, event_shape=(2,), denoise="score-free",
+                         **{**SMALL, "sweeps": 1, "evaluations_per_point": 3, "reference_steps": 24})
+    assert result.steps == 3 and result.nfe == 3
+    with pytest.raises(ValueError, match="denoise"):
+        search_grid(cld, score, "ei-ode-2", 3, event_shape=(2,), denoise="yes", **SMALL)
+
+
 def test_search_refuses_budgets_below_what_the_sampler_needs():
     vp, score = diamond_vp()
     with pytest.raises(ValueError, match="nfe = 1 is below what the sampler needs.*at least 2"):
