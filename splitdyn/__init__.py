@@ -15,7 +15,7 @@ from .linear_sde import LinearSDE, LinearSDEBase, TimeVaryingLinearSDE, stationa
 from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
-from .sample import SAMPLERS, pc_step, sample, score_free_denoise, split_step
+from .sample import SAMPLERS, pc_step, sample, score_free_denoise, split_step, tweedie_denoise
 from .steps.adaptive import AdaptiveSampler
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
 from .score_matching import NoisePredictionScore, score_from_noise_prediction
@@ -84,6 +84,7 @@ __all__ = [
     "SAMPLERS",
     "sample",
     "score_free_denoise",
+    "tweedie_denoise",
     "UniPC",
     "CapturedLoop",
     "PowerGrid",

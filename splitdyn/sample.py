@@ -37,7 +37,8 @@ sampler                                                                       ev
 ``ode``, ``adaptive-em``, ``adaptive-sscs``                                   the solver's choice
 ============================================================================= ===================
 
-plus the final step: one more with ``denoise=True`` (the Euler step, eq. 107), none with
+plus the final step: one more with ``denoise=True`` (the Euler step, eq. 107) or ``"tweedie"`` (the data
+prediction at :math:`\epsilon`, :func:`tweedie_denoise`: for VP the natural last step), none with
 ``denoise="score-free"`` (:func:`score_free_denoise`, for processes whose noise does not reach the data,
 e.g. CLD: an NFE-``n`` sampler then takes ``n`` steps) or ``denoise=False``. (torchsde's ``sdeint`` also
 evaluates the drift once per call to check shapes; those calls are not counted.)
@@ -67,12 +68,14 @@ from .steps.composition import strang, trotter
 from .steps.euler import EulerDrift, EulerMaruyama
 from .steps.exact_flow import ExactLinearFlow
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
+from .steps.exponential_weights import DiffusionGeometry
 from .steps.unipc import UniPC
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
 from .steps.noise import NoiseSource
 from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step", "score_free_denoise", "DENOISE_MODES"]
+__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step", "score_free_denoise", "tweedie_denoise",
+           "DENOISE_MODES"]
 
 
 def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
@@ -193,8 +196,9 @@ def _reverse_times(grid, T: float) -> list[float]:
     return times
 
 
-#: The values of :func:`sample`'s ``denoise``: ``True`` (or ``"euler"``), ``"score-free"`` and ``False``.
-DENOISE_MODES = (True, False, "euler", "score-free")
+#: The values of :func:`sample`'s ``denoise``: ``True`` (or ``"euler"``), ``"score-free"``, ``"tweedie"`` and
+#: ``False``.
+DENOISE_MODES = (True, False, "euler", "score-free", "tweedie")
 
 
 def score_free_denoise(process, u: torch.Tensor, eps: float) -> torch.Tensor:
@@ -226,6 +230,37 @@ def score_free_denoise(process, u: torch.Tensor, eps: float) -> torch.Tensor:
     """
     eps = _check_score_free(process, eps)
     return u - eps * apply_matrix(process.drift_matrix(eps).to(u.dtype), u)
+
+
+def tweedie_denoise(reverse: ReverseSDE, u: torch.Tensor, eps: float) -> torch.Tensor:
+    r"""The data prediction :math:`\hat x_0 = E[x_0 \mid u_\epsilon]` as the last step (one score evaluation).
+
+    Tweedie's identity :math:`\nabla\log p_\epsilon(u) = -\Sigma_\epsilon^{-1}(u - \varphi_\epsilon\hat x_0)`
+    gives :math:`\hat x_0` from the score (of the score components alone,
+    :meth:`~splitdyn.steps.exponential_weights.DiffusionGeometry.tweedie`). It is the data-prediction
+    samplers' step from the last node to :math:`t = 0` (DDIM's, and diffusers' last step with
+    ``final_sigmas_type="zero"``): for VP an NFE-``n`` sampler takes ``n - 1`` steps and this one. Returns
+    ``u`` with its data component (0) replaced by :math:`\hat x_0`; the other components (CLD's :math:`v`)
+    are left at :math:`\epsilon`.
+
+    Parameters
+    ----------
+    reverse:
+        The :class:`~splitdyn.reverse.ReverseSDE` of a linear forward SDE (its score and score components).
+    u:
+        States ``(batch, k, *event)`` at forward time ``eps``.
+    eps:
+        The cutoff :math:`\epsilon > 0`.
+    """
+    if not isinstance(reverse, ReverseSDE):
+        raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
+    eps = check_positive("eps", eps)
+    if not isinstance(reverse.sde, LinearSDEBase):
+        raise TypeError(f"the Tweedie estimate needs a linear forward SDE, got {type(reverse.sde).__name__}")
+    geometry = DiffusionGeometry(reverse.sde, score_components=reverse.score_components)
+    D, E = geometry.tweedie(torch.tensor(eps, dtype=torch.float64))
+    x0 = apply_matrix(D.to(u.dtype), u) + apply_matrix(E.to(u.dtype), reverse.evaluate_score(u, eps))
+    return torch.cat([x0, u[:, 1:]], dim=1)
 
 
 def _check_score_free(process, eps: float) -> float:
@@ -283,7 +318,9 @@ def sample(
         The last step, from forward time :math:`\epsilon = T - \tau_n` to 0: ``True`` or ``"euler"``, the
         denoising Euler step (eq. 107, one more NFE); ``"score-free"``, :func:`score_free_denoise` (no NFE: the
         data component is the Euler step's where the noise does not reach it, CLD's :math:`x` by eq. 109;
-        refused for VP/VE); ``False``, none (the state at :math:`\epsilon`).
+        refused for VP/VE); ``"tweedie"``, :func:`tweedie_denoise` (one NFE: the data component becomes
+        :math:`E[x_0 \mid u_\epsilon]`, the data-prediction samplers' step to 0); ``False``, none (the state at
+        :math:`\epsilon`).
     generator, dtype, device:
         For the prior draw and the noise (``dtype``/``device`` only when ``initial`` is a shape).
     progress:
@@ -317,7 +354,7 @@ def sample(
     """
     if isinstance(denoise, str):
         if denoise not in DENOISE_MODES:
-            raise ValueError(f"denoise must be True, False, 'euler' or 'score-free', got {denoise!r}")
+            raise ValueError(f"denoise must be True, False, 'euler', 'score-free' or 'tweedie', got {denoise!r}")
     else:
         denoise = check_flag("denoise", denoise)
     check_flag("fuse", fuse)
@@ -362,8 +399,12 @@ def sample(
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")
         score_free = denoise == "score-free"
         with torch.no_grad() if not differentiable else contextlib.nullcontext():
-            state = (score_free_denoise(process, solution.state, eps) if score_free
-                     else reverse.denoise(solution.state, eps))
+            if score_free:
+                state = score_free_denoise(process, solution.state, eps)
+            elif denoise == "tweedie":
+                state = tweedie_denoise(reverse, solution.state, eps)
+            else:
+                state = reverse.denoise(solution.state, eps)
         if not bool(torch.isfinite(state).all()):
             raise DivergenceError("the denoised sample contains NaN or inf: the score failed at forward time eps")
         solution.state = state

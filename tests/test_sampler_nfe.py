@@ -1,7 +1,7 @@
 """NFE of every named sampler: ``solution.nfe`` equals the documented count and the score calls actually made.
 
 The documented table is the one in :mod:`splitdyn.sample` (evaluations per step of an ``n``-step grid, plus one
-for the Euler denoising step, none for ``denoise="score-free"``). Scores are counted by wrapping them, once.
+for the Euler denoising step or the Tweedie estimate, none for ``denoise="score-free"``). Scores are counted by wrapping them, once.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from splitdyn import SAMPLERS, VPSDE, UniformGrid, apply_matrix, sample
+from splitdyn import SAMPLERS, VPSDE, ReverseSDE, UniformGrid, apply_matrix, sample, tweedie_denoise
 from splitdyn_cld import CLD
 
 F64 = torch.float64
@@ -59,7 +59,7 @@ def test_every_named_sampler_has_a_documented_count():
     assert set(PER_STEP) == set(SAMPLERS), "a sampler was added or removed without its NFE entry"
 
 
-@pytest.mark.parametrize("denoise", [False, True, "score-free"])
+@pytest.mark.parametrize("denoise", [False, True, "score-free", "tweedie"])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_nfe_of_every_named_sampler_is_the_documented_count(name, denoise):
     if denoise == "score-free" and name in VP_ONLY:
@@ -71,7 +71,7 @@ def test_nfe_of_every_named_sampler_is_the_documented_count(name, denoise):
     grid = None if adaptive else UniformGrid(STEPS, 1e-3)
     solution = sample(process, score, (16, 2), grid, step=name, denoise=denoise, dtype=F64,
                       generator=torch.Generator().manual_seed(0), divergence_factor=None)
-    final = 1 if denoise is True else 0
+    final = 1 if denoise is True or denoise == "tweedie" else 0
     if not adaptive:
         assert solution.nfe == PER_STEP[name] * STEPS + final
     assert score.calls == solution.nfe + SHAPE_CHECKS.get(name, 0)
@@ -83,7 +83,7 @@ def test_score_free_final_step_is_refused_for_vp_before_any_evaluation():
         sample(process, score, (4, 2), UniformGrid(4, 1e-3), step="ei-ode-2", denoise="score-free")
     assert score.calls == 0
     with pytest.raises(ValueError, match="denoise"):
-        sample(process, score, (4, 2), UniformGrid(4, 1e-3), step="ei-ode-2", denoise="tweedie")
+        sample(process, score, (4, 2), UniformGrid(4, 1e-3), step="ei-ode-2", denoise="ddim")
     with pytest.raises(TypeError, match="denoise"):
         sample(process, score, (4, 2), UniformGrid(4, 1e-3), step="ei-ode-2", denoise=1)
 
@@ -101,3 +101,17 @@ def test_score_free_final_step_gives_the_euler_step_data_component_of_cld():
     assert torch.equal(free.state[:, 0], euler.state[:, 0])
     assert (free.state[:, 0] - expected).abs().max().item() < 1e-14
     assert free.nfe == euler.nfe - 1 == 5
+
+
+@pytest.mark.parametrize("name", ["VP", "CLD"])
+def test_tweedie_final_step_is_the_gaussian_posterior_mean_of_the_data(name):
+    """N(0, S0) data: E[x_0 | u_eps] = c0 phi^T Sigma_eps^{-1} u with Sigma_eps the marginal covariance."""
+    process, score = problem("dpmpp-2m" if name == "VP" else "em")
+    eps = 1e-3
+    u = torch.randn(64, process.num_components, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    out = tweedie_denoise(ReverseSDE(process, score, score.components), u, eps)
+    Phi, Q = process.kernel(eps)
+    marginal = Phi @ score.S0 @ Phi.T + Q
+    row = score.S0[0, 0] * Phi[:, 0] @ torch.linalg.inv(marginal)  # Cov(x_0, u) Var(u)^{-1}
+    assert (out[:, 0] - torch.einsum("k,bkd->bd", row, u)).abs().max().item() < 1e-10
+    assert torch.equal(out[:, 1:], u[:, 1:]) and score.calls == 1

@@ -72,8 +72,9 @@ def weight_integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, ta
     if factors is None and (kind == "ode" or (kind == "noise" and factor == "R")):
         factors = geometry.factor(torch.cat([s, tau.reshape(-1)]))
     phi, Sigma, Prec = geometry.precision(tau)
-    F, GGt = geometry.drift(tau)
+    _, GGt = geometry.drift(tau)
     if kind == "ode":
+        assert factors is not None
         b = -0.5 * GGt @ Prec @ phi[..., None]
         return factors[:n], torch.linalg.solve(factors[n:].reshape(n, P, *factors.shape[1:]), b)
     Phi_tau_s = sde.transition_matrix(tau, s[:, None].expand(n, P))
@@ -81,7 +82,11 @@ def weight_integrand(kind: str, geometry: DiffusionGeometry, s: torch.Tensor, ta
         _, Sigma_s = geometry.marginal(s)
         b = -GGt @ Prec @ phi[..., None]
         return Sigma_s, Phi_tau_s.transpose(-1, -2) @ (Prec @ b)
-    K = factors[n:].reshape(n, P, geometry.k, geometry.k) if factor == "R" else torch.linalg.cholesky(Sigma)
+    if factor == "R":
+        assert factors is not None
+        K = factors[n:].reshape(n, P, geometry.k, geometry.k)
+    else:
+        K = torch.linalg.cholesky(Sigma)
     eye = torch.eye(geometry.k, dtype=F64).expand(n, -1, -1)
     return eye, torch.linalg.solve(Phi_tau_s, 0.5 * GGt @ torch.linalg.inv(K).transpose(-1, -2))
 
@@ -218,6 +223,7 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
     D, E = geometry.tweedie(t)
     noise = torch.zeros(n, k, k, dtype=F64)
     if kind == "ode":
+        assert R_all is not None
         R_t, R_s = R_all[-n:], R_all[:n]
         K = torch.linalg.solve(R_t.transpose(-1, -2), R_s.transpose(-1, -2)).transpose(-1, -2)
     else:
@@ -230,7 +236,7 @@ def exponential_tables(kind: str, geometry: DiffusionGeometry, t: torch.Tensor, 
             noise = _psd_factor(0.5 * (P + P.transpose(-1, -2)))
         else:
             K = torch.linalg.inv(Phi)
-            F = R_all[-n:] if factor == "R" else torch.linalg.cholesky(Sigma_t)
+            F = torch.linalg.cholesky(Sigma_t) if R_all is None else R_all[-n:]
             Finv = torch.linalg.inv(F)
             D, E = Finv @ (torch.eye(k, dtype=F64) - phi_t[..., None] @ D), -Finv @ phi_t[..., None] @ E
     return {"K": K, "W": W, "noise": noise, "history": (D, E)}

@@ -39,7 +39,7 @@ an ``n``-step grid costs ``n`` evaluations.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -62,7 +62,7 @@ def unipc_orders(n: int, order: int, lower_order_final: bool = False) -> list[in
 
 
 def unipc_tables(geometry: DiffusionGeometry, t: torch.Tensor, s: torch.Tensor, order: int, variant: str = "bh2",
-                 variable: str = "time", lower_order_final: bool = False) -> dict[str, torch.Tensor]:
+                 variable: str = "time", lower_order_final: bool = False) -> dict[str, Any]:
     r"""Float64 tables of UniPC over the steps :math:`t_i \to s_i` (forward times of a grid, ``t[i + 1] = s[i]``).
 
     Returns
@@ -118,7 +118,8 @@ class _UniPCPlan(Plan):
         tables = unipc_tables(step.geometry, t, s, step.order, step.variant, step.interpolation,
                               step.lower_order_final)
         q = step.order
-        K, D, E = tables["K"], *tables["history"]
+        K = tables["K"]
+        D, E = tables["history"]
         Kc = torch.cat([torch.eye(K.shape[-1], dtype=F64)[None], K[:-1]])
         self.tables = tables
         self.predictor = AffineMap([K] + [tables["predictor"][:, j] for j in range(q)], like)
