@@ -337,8 +337,38 @@ def paired(a, b, key):
     return mean_se([f(r[key]) - f(by_seed[r["seed"]][key]) for r in a["per_seed"] if r["seed"] in by_seed])
 
 
-def targets(rows, floor, name) -> list[str]:
-    """Issue 21's targets on this problem, each with its verdict and the numbers behind it."""
+def error_budget(setup: "Setup", process: str, sampler: str, grid: str, nfe: int, n: int = 2000,
+                 refine: int = 8) -> str:
+    """Where the pathwise error of a configuration comes from: the RMS distance of its samples to the converged
+    solution of the same sampler (256 power-3 steps, same prior draws), and how much of its mean square is
+    removed by refining one step alone (``refine`` sub-steps, more NFE). Deterministic samplers only."""
+    steps = nfe if process == "CLD" else nfe - 1
+    times = setup.grid(process, grid, steps, sampler).reverse_times(1.0)
+    proc, score = (setup.cld, setup.cld_score) if process == "CLD" else (setup.vp, setup.vp_score)
+    finish = setup.cld_x0 if process == "CLD" else setup.vp_x0
+    initial = proc.prior_sample((n, setup.d), torch.Generator().manual_seed(4242), dtype=F64)
+
+    def out(tau):
+        return finish(sample(proc, score, initial, tau, step=sampler, denoise=False).state)
+
+    reference = out(PowerGrid(256, 3.0, EPS).reverse_times(1.0))
+    total = ((out(times) - reference) ** 2).sum(-1).mean().item()
+    shares = []
+    for i in range(steps):
+        fine = torch.cat([times[:i], torch.linspace(times[i].item(), times[i + 1].item(), refine + 1, dtype=F64),
+                          times[i + 2:]])
+        shares.append(1.0 - ((out(fine) - reference) ** 2).sum(-1).mean().item() / total)
+    order = sorted(range(steps), key=lambda i: -shares[i])[:3]
+    t = 1.0 - times
+    parts = ", ".join(f"step {i + 1} (t {t[i].item():.3g} -> {t[i + 1].item():.3g}) {100 * shares[i]:.0f}%"
+                      for i in order)
+    return (f"error budget of {process} {sampler} ({grid}) at NFE {nfe}: RMS distance to the converged solution "
+            f"{math.sqrt(total):.3g}; refining one step alone removes of its mean square: {parts}")
+
+
+def targets(rows, floor, name, setup=None) -> list[str]:
+    """Issue 21's targets on this problem, each with its verdict and the numbers behind it (and, with
+    ``setup``, the error budget of the best configuration where a target is not met)."""
     out = []
     limits = {"mixture2d": [("CLD", 10, 1.2, 0.15), ("CLD", 5, 2.0, None)],
               "mixture64d": [("CLD", 10, 1.3, None), ("VP", 10, 1.2, None)]}[name]
@@ -351,6 +381,11 @@ def targets(rows, floor, name) -> list[str]:
                 f"{b['ratio']:.2f} +- {b['ratio_se']:.2f}x")
         if not verdict.startswith("met"):
             text += f"; {b['ratio'] / limit:.2f}x the limit"
+            if setup is not None and b["sampler"] not in ("ei-sde-2", "sscs", "em"):
+                try:
+                    text += "; " + error_budget(setup, process, b["sampler"], b["grid"], nfe)
+                except (RuntimeError, ValueError, KeyError) as error:
+                    text += f"; error budget failed: {error}"
         text += ")"
         if gap_limit is not None:
             g = verdict_at_most(abs(b["nll_gap"]), b["nll_gap_se"], gap_limit)
@@ -462,7 +497,9 @@ def report_problem(name: str, args, argv) -> None:
         gaps.append([label] + [f"{cells[b]['nll_gap']:+.3f} ± {cells[b]['nll_gap_se']:.3f}" if b in cells else ""
                                for b in budgets])
     gap_table = markdown_table(["-log p_data gap, nats (mean ± s.e.)"] + [f"NFE {b}" for b in budgets], gaps)
-    checks = targets(rows, floor, name)
+    setup = Setup(problem(name))
+    setup.grids.update(grids)
+    checks = targets(rows, floor, name, setup)
     detail = markdown_table(["method", "NFE", "SW2", "SW2/floor", "± s.e.", "-log p gap", "± s.e.", "mode err",
                              "± s.e.", "s/run"],
                             [[r["method"], r["nfe"], r["sw2"], r["ratio"], r["ratio_se"], r["nll_gap"],
