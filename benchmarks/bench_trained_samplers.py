@@ -238,7 +238,7 @@ def main(argv=None):
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--floor-draws", type=int, default=5)
+    parser.add_argument("--floor-draws", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="NFE 5/10, 1,000 samples, 2 seeds, EI-ODE-3 only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)

@@ -48,3 +48,16 @@ def test_cached_sliced_w2_equals_the_library_metric():
     x, y = torch.randn(500, 3, generator=g, dtype=torch.float64), torch.randn(500, 3, generator=g, dtype=torch.float64)
     expected = wasserstein_sliced(x, y + 0.1, generator=torch.Generator().manual_seed(0))
     assert abs(common.SlicedW2(y + 0.1)(x) - expected) < 1e-12 * expected
+
+
+def test_report_builds_the_guidance_table_from_the_result_files(tmp_path, monkeypatch):
+    report = load_script(Path("benchmarks") / "report.py", "bench_report")
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.guidance() is None
+    entry = {"process": "CLD", "nfe": 10, "sampler": "unipc-3", "grid": "optimised", "ratio": 1.04}
+    (tmp_path / "accuracy_mixture2d.json").write_text(json.dumps({"guidance": [entry]}))
+    (tmp_path / "trained_samplers_quick.json").write_text(json.dumps(
+        {"guidance": [{**entry, "sampler": "ei-sde-2", "grid": "power-4", "ratio": 1.5}]}))
+    markdown, rst = report.guidance()
+    assert "| CLD | 10 | unipc-3, optimised grid (1.04x floor) | ei-sde-2, power-4 grid (1.50x floor) |" in markdown
+    assert "(quick run)" in markdown and ".. list-table::" in rst
