@@ -33,7 +33,9 @@ Samplers (``NFE`` counts score evaluations)
 - **Peers** (VP, diffusers): ``DPMSolverMultistepScheduler`` (DPM-Solver++, 2M and 3M, ``solver_type``
   midpoint and heun), ``UniPCMultistepScheduler`` (bh1 and bh2, orders 2 and 3, corrector on) and
   ``DEISMultistepScheduler`` (orders 2 and 3), each with its default ``lower_order_final=True``, on the
-  log-SNR and power-3 grids. The continuous VP is handed to a scheduler through its sigma table: after
+  power-3 grid (and the best-known ones also on the log-SNR grid). DEIS cannot step to sigma = 0 (its updates
+  take log sigma of the next node): it takes NFE - 1 steps to eps and ends with the Tweedie estimate there,
+  like ours. The continuous VP is handed to a scheduler through its sigma table: after
   ``set_timesteps(NFE)`` its ``sigmas`` are replaced by sigma(t)/alpha(t) of our VP at the NFE grid nodes
   (T down to eps) followed by 0, so that its alpha_t = 1/sqrt(1 + sigma^2), sigma_t = sigma alpha_t are our
   alpha(t), sigma(t) and its last update returns its own x_0 prediction from the node at eps. The model it
@@ -186,14 +188,20 @@ def peer(kind: str, order: int, variant: str, grid: str):
         t = vp.T - setup.grid("VP", grid, nfe - 1).reverse_times(vp.T)  # nfe nodes from T down to eps
         alpha, sigma = vp.alpha(t), vp.sigma(t)
         scheduler = diffusers_scheduler(kind, order, variant)
-        scheduler.set_timesteps(nfe)
-        if len(scheduler.timesteps) != nfe:
-            raise RuntimeError(f"{kind}: {len(scheduler.timesteps)} timesteps for NFE {nfe}")
-        scheduler.sigmas = torch.cat([sigma / alpha, torch.zeros(1, dtype=F64)])  # final sigma 0: x0 at eps
+        # DEIS's updates take log(sigma) of the next node, so it cannot step to sigma = 0: it takes nfe - 1 steps to
+        # eps and ends with the Tweedie estimate there (one evaluation), like ours
+        steps = nfe - 1 if kind == "deis" else nfe
+        scheduler.set_timesteps(steps)
+        if len(scheduler.timesteps) != steps:
+            raise RuntimeError(f"{kind}: {len(scheduler.timesteps)} timesteps for {steps} steps")
+        end = [] if kind == "deis" else [torch.zeros(1, dtype=F64)]  # sigma 0: its own x0 prediction at eps
+        scheduler.sigmas = torch.cat([sigma / alpha] + end)
         x = torch.randn(n, setup.d, generator=torch.Generator().manual_seed(seed), dtype=F64)
         for i, timestep in enumerate(scheduler.timesteps):
             noise = -sigma[i] * setup.vp_score(x.to(F64)[:, None], float(t[i]))[:, 0]  # epsilon prediction
             x = scheduler.step(noise, timestep, x).prev_sample
+        if kind == "deis":
+            return setup.vp_x0(x.to(F64)[:, None]), nfe
         return x.to(F64), nfe
     return run
 
@@ -261,8 +269,21 @@ def configs(args) -> list[Config]:
     return out
 
 
+def selected(args) -> list[Config]:
+    """The configurations of the run, restricted to ``--methods`` when given."""
+    chosen = configs(args)
+    if args.methods:
+        unknown = set(args.methods) - {c.label for c in chosen}
+        if unknown:
+            raise SystemExit(f"--methods: unknown configurations {sorted(unknown)}")
+        chosen = [c for c in chosen if c.label in args.methods]
+    return chosen
+
+
 def run_problem(name: str, args):
     setup = Setup(problem(name))
+    if args.grids_from:  # optimised grids of an earlier run (same calibration): no new search
+        setup.grids.update(json.loads(Path(args.grids_from).read_text()).get("optimised_grids", {}))
     if args.quick:
         setup.calibration = {"batch": 128, "sweeps": 1, "evaluations_per_point": 4, "reference_steps": 64}
     mixture = setup.mixture
@@ -286,7 +307,7 @@ def run_problem(name: str, args):
     distance = {seed: SlicedW2(r, args.projections) for seed, r in references.items()}
     reference_nll = {seed: (-mixture.log_prob(r)).mean().item() for seed, r in references.items()}
     rows = []
-    for config in configs(args):
+    for config in selected(args):
         for budget in config.budgets:
             per_seed, start = [], time.perf_counter()
             try:
@@ -463,7 +484,7 @@ def plot(rows, floor, name, path):
 def report_problem(name: str, args, argv) -> None:
     """Run one problem and write its tables, JSON and plot."""
     out = Path(args.out or RESULTS)
-    stem = f"accuracy_{name}" + ("_quick" if args.quick else "")  # a quick run never replaces a full one
+    stem = f"accuracy_{name}" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
     if args.combine:  # the parts of one run made by parallel processes (--part), same floor and seeds
         parts = [json.loads(p.read_text()) for p in sorted(out.glob(f"{stem}.part-*.json"))]
         if not parts:
@@ -471,7 +492,7 @@ def report_problem(name: str, args, argv) -> None:
         floor = parts[0]["floor"]
         if any(p["floor"] != floor or p["seeds"] != parts[0]["seeds"] for p in parts):
             raise SystemExit("--combine: the parts have other floors or seeds")
-        rows = [r for p in parts for r in p["results"]]
+        rows = list({(r["method"], r["budget"]): r for p in parts for r in p["results"]}.values())  # later parts win
         grids = {k: v for p in parts for k, v in p["optimised_grids"].items()}
         argv = [word for p in parts for word in ["+"] + p["argv"]][1:]
         args.seeds = parts[0]["seeds"]
@@ -547,6 +568,9 @@ def main(argv=None):
     parser.add_argument("--processes", nargs="+", default=["CLD", "VP"], choices=["CLD", "VP"],
                         help="which processes' samplers (and peers, for VP) run")
     parser.add_argument("--projections", type=int, default=128, help="random directions of the sliced W2")
+    parser.add_argument("--tag", help="suffix of the result files (accuracy_<problem>_<tag>), e.g. a focused run")
+    parser.add_argument("--grids-from", help="a results JSON whose optimised grids to reuse (no new search)")
+    parser.add_argument("--methods", nargs="+", help="run only these configurations (labels as in the tables)")
     parser.add_argument("--no-peers", action="store_true", help="skip diffusers")
     parser.add_argument("--quick", action="store_true",
                         help="2-D problem, NFE 5 and 10, 2,000 samples, 2 seeds, a few samplers (make bench, tests)")
