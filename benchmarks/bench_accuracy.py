@@ -33,9 +33,9 @@ Samplers (``NFE`` counts score evaluations)
 - **Peers** (VP, diffusers): ``DPMSolverMultistepScheduler`` (DPM-Solver++, 2M and 3M, ``solver_type``
   midpoint and heun), ``UniPCMultistepScheduler`` (bh1 and bh2, orders 2 and 3, corrector on) and
   ``DEISMultistepScheduler`` (orders 2 and 3), each with its default ``lower_order_final=True``, on the
-  power-3 grid (and the best-known ones also on the log-SNR grid). DEIS cannot step to sigma = 0 (its updates
-  take log sigma of the next node): it takes NFE - 1 steps to eps and ends with the Tweedie estimate there,
-  like ours. The continuous VP is handed to a scheduler through its sigma table: after
+  power-3 grid (and the best-known ones also on the log-SNR grid). DEIS and UniPC bh1 cannot step to
+  sigma = 0 (DEIS takes log sigma of the next node; bh1's B(h) = h is infinite there: NaN samples): they take
+  NFE - 1 steps to eps and end with the Tweedie estimate there, like ours. The continuous VP is handed to a scheduler through its sigma table: after
   ``set_timesteps(NFE)`` its ``sigmas`` are replaced by sigma(t)/alpha(t) of our VP at the NFE grid nodes
   (T down to eps) followed by 0, so that its alpha_t = 1/sqrt(1 + sigma^2), sigma_t = sigma alpha_t are our
   alpha(t), sigma(t) and its last update returns its own x_0 prediction from the node at eps. The model it
@@ -188,19 +188,20 @@ def peer(kind: str, order: int, variant: str, grid: str):
         t = vp.T - setup.grid("VP", grid, nfe - 1).reverse_times(vp.T)  # nfe nodes from T down to eps
         alpha, sigma = vp.alpha(t), vp.sigma(t)
         scheduler = diffusers_scheduler(kind, order, variant)
-        # DEIS's updates take log(sigma) of the next node, so it cannot step to sigma = 0: it takes nfe - 1 steps to
-        # eps and ends with the Tweedie estimate there (one evaluation), like ours
-        steps = nfe - 1 if kind == "deis" else nfe
+        # DEIS's updates take log(sigma) of the next node, and UniPC bh1's B(h) = h is infinite at sigma = 0 (NaN
+        # samples): those two take nfe - 1 steps to eps and end with the Tweedie estimate there (one evaluation)
+        at_eps = kind == "deis" or (kind == "unipc" and variant == "bh1")
+        steps = nfe - 1 if at_eps else nfe
         scheduler.set_timesteps(steps)
         if len(scheduler.timesteps) != steps:
             raise RuntimeError(f"{kind}: {len(scheduler.timesteps)} timesteps for {steps} steps")
-        end = [] if kind == "deis" else [torch.zeros(1, dtype=F64)]  # sigma 0: its own x0 prediction at eps
+        end = [] if at_eps else [torch.zeros(1, dtype=F64)]  # sigma 0: its own x0 prediction at eps
         scheduler.sigmas = torch.cat([sigma / alpha] + end)
         x = torch.randn(n, setup.d, generator=torch.Generator().manual_seed(seed), dtype=F64)
         for i, timestep in enumerate(scheduler.timesteps):
             noise = -sigma[i] * setup.vp_score(x.to(F64)[:, None], float(t[i]))[:, 0]  # epsilon prediction
             x = scheduler.step(noise, timestep, x).prev_sample
-        if kind == "deis":
+        if at_eps:
             return setup.vp_x0(x.to(F64)[:, None]), nfe
         return x.to(F64), nfe
     return run
