@@ -110,9 +110,9 @@ class Model:
         return self.finish(sol.state), sol.nfe + (0 if self.kind == "CLD" else 1)
 
 
-def configurations(kind: str, nfes, quick: bool):
+def configurations(kind: str, nfes, quick: bool, override=None):
     out = []
-    for sampler, grids in CLD_SAMPLERS if kind == "CLD" else VP_SAMPLERS:
+    for sampler, grids in (override or (CLD_SAMPLERS if kind == "CLD" else VP_SAMPLERS)):
         if sampler not in SAMPLERS or (quick and sampler != "ei-ode-3"):
             continue
         out += [(sampler, grid, [10] if grid == "optimised" else nfes) for grid in grids]
@@ -132,11 +132,12 @@ def run_dataset(name: str, folder: Path, args):
     references = {seed: draw(5000 + seed) for seed in args.seeds}
     distance = {seed: SlicedW2(r) for seed, r in references.items()}
     rows = []
-    for file in ("cld.pt", "vpsde.pt"):
+    for file in [f for kind, f in (("CLD", "cld.pt"), ("VP", "vpsde.pt")) if kind in args.kinds]:
         model = Model(folder / file, args.quick)
         print(f"{name} {model.kind} ({model.steps_trained} training steps): floor SW2 {floor[0]:.4g} +- {floor[1]:.2g}",
               flush=True)
-        for sampler, grid, nfes in configurations(model.kind, args.nfe, args.quick):
+        override = [(s.split(":")[0], tuple(s.split(":")[1:]) or ("power-3",)) for s in args.samplers or []]
+        for sampler, grid, nfes in configurations(model.kind, args.nfe, args.quick, override):
             for nfe in nfes:
                 per_seed, start = [], time.perf_counter()
                 for seed in args.seeds:
@@ -239,6 +240,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--floor-draws", type=int, default=20)
+    parser.add_argument("--kinds", nargs="+", default=["CLD", "VP"], choices=["CLD", "VP"], help="which models run")
+    parser.add_argument("--samplers", nargs="+", help="SAMPLER:GRID[:GRID...] to run instead of the default lists "
+                        "(the reference line is always added)")
+    parser.add_argument("--tag", help="suffix of the result files (trained_samplers_<tag>)")
     parser.add_argument("--quick", action="store_true", help="NFE 5/10, 1,000 samples, 2 seeds, EI-ODE-3 only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -272,7 +277,7 @@ def main(argv=None):
                       "Targets (issue 21):", "", *[f"- {c}" for c in checks], "", gap_table])
     print(text)
     out = Path(args.out or RESULTS)
-    stem = "trained_samplers" + ("_quick" if args.quick else "")
+    stem = "trained_samplers" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
     write_results(stem, {"issue": 21, "settings": {k: v for k, v in vars(args).items() if k != "out"},
                          "floors": floors, "targets": checks, "guidance": guidance(rows), "results": rows}, text, out)
     plot(rows, out / f"{stem}.png")
