@@ -450,7 +450,7 @@ def guidance_rows(rows, nfes) -> list[dict]:
         for nfe in nfes:
             cells = sorted((r for r in rows if r["process"] == process and r["family"] == "ours" and r["nfe"] == nfe
                             and "error" not in r), key=lambda r: r["ratio"])
-            if cells:
+            if len(cells) > 1:  # a budget where only the reference line ran gives no advice
                 top = cells[0]
                 out.append({"process": process, "nfe": nfe, "sampler": top["sampler"], "grid": top["grid"],
                             "ratio": top["ratio"], "ratio_se": top["ratio_se"], "nll_gap": top["nll_gap"],

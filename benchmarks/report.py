@@ -74,7 +74,8 @@ def result_files(prefixes) -> list[Path]:
     """The JSON results with these prefixes; a ``*_quick`` file only where no full run of it exists."""
     files = [p for prefix in prefixes for p in sorted(RESULTS.glob(f"{prefix}_*.json"))]
     names = {p.stem for p in files}
-    return [p for p in files if not (p.stem.endswith("_quick") and p.stem[: -len("_quick")] in names)]
+    return [p for p in files if ".part-" not in p.stem
+            and not (p.stem.endswith("_quick") and p.stem[: -len("_quick")] in names)]
 
 
 def targets() -> list[str]:
@@ -108,6 +109,8 @@ def targets() -> list[str]:
         data = json.loads(path.read_text())
         out += [f"- {path.stem} (issue {data.get('issue', 11)}): {line}." for line in data.get("targets", [])]
         results, floor = data["results"], data.get("floor", {})
+        if data.get("issue", 11) != 11:  # issue 5's SSCS-vs-Euler check reads the older files' raw means only
+            continue
         for metric in ("sw2", "nll"):
             floor_text = f"; a fresh data sample scores {floor[metric]:.3g}" if metric in floor else ""
             for grid in ("uniform", "quadratic"):
