@@ -21,7 +21,9 @@ the ``"midpoint"`` form, diffusers' default, also named ``"dpmpp-2m-midpoint"``;
 exact integral of the linear interpolant, the ``"heun"``/Taylor form; see :mod:`splitdyn.steps.exponential`)
 and ``"unipc-p"`` / ``"unipc-p-bh1"`` / ``"unipc-p-bh2"`` (UniPC with predictor order ``p`` = 1, 2, 3 and
 weak order ``p + 1``, polynomials in :math:`t`, any linear SDE; unsuffixed is ``"bh2"``, diffusers' default;
-:mod:`splitdyn.steps.unipc`).
+:mod:`splitdyn.steps.unipc`) and ``"unipc-p-bh1-lof"`` / ``"unipc-p-bh2-lof"`` (``p`` = 2, 3: with
+``lower_order_final``, diffusers' default, the predictor's order falling to 1 on the last steps: weak order
+2, but the best at NFE 5 with exact scores, see :doc:`/concepts/exponential_integrators`).
 
 **NFE** of an ``n``-step grid (score evaluations; ``tests/test_sampler_nfe.py`` checks every name against
 this table and against the calls actually made):
@@ -138,6 +140,8 @@ SAMPLERS: dict[str, Callable[[ReverseSDE], Step | ReferenceSolver]] = {
     "dpmpp-3m": partial(ExponentialODE, order=3, interpolation="log_snr"),
     **{f"unipc-{q}": partial(UniPC, order=q, variant="bh2") for q in (1, 2, 3)},
     **{f"unipc-{q}-{v}": partial(UniPC, order=q, variant=v) for q in (1, 2, 3) for v in ("bh1", "bh2")},
+    **{f"unipc-{q}-{v}-lof": partial(UniPC, order=q, variant=v, lower_order_final=True)
+       for q in (2, 3) for v in ("bh1", "bh2")},
     "ancestral": ReverseDiffusion,
     "pc-em-langevin": pc_step,
     "pc-ancestral-langevin": partial(pc_step, predictor="ancestral"),

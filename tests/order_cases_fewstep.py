@@ -8,10 +8,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from order_cases_pc import cld_problem, vp_problem
 
 from splitdyn import ExponentialODE, PowerGrid, UniPC
 from splitdyn.integrate import plan_step
-from order_cases_pc import cld_problem, vp_problem
 
 F64 = torch.float64
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from splitdyn import SAMPLERS, VPSDE, ReverseSDE, UniformGrid, apply_matrix, sample, tweedie_denoise
+from splitdyn import (
+    SAMPLERS,
+    VPSDE,
+    ReverseSDE,
+    UniformGrid,
+    apply_matrix,
+    sample,
+    tweedie_denoise,
+)
 from splitdyn_cld import CLD
 
 F64 = torch.float64
@@ -21,6 +29,7 @@ PER_STEP = {
     **{f"{family}-{q}": 1 for family in ("ei-ode", "ei-sde", "gddim") for q in (1, 2, 3)},
     **{name: 1 for name in ("dpmpp-1", "dpmpp-2m", "dpmpp-2m-midpoint", "dpmpp-2m-heun", "dpmpp-3m")},
     **{f"unipc-{q}{v}": 1 for q in (1, 2, 3) for v in ("", "-bh1", "-bh2")},
+    **{f"unipc-{q}-{v}-lof": 1 for q in (2, 3) for v in ("bh1", "bh2")},
     **{name: 2 for name in ("heun", "pc-em-langevin", "pc-ancestral-langevin", "pc-sscs-langevin")},
     "torchsde-srk": 3,
     "rk4": 4,
@@ -59,21 +68,28 @@ def test_every_named_sampler_has_a_documented_count():
     assert set(PER_STEP) == set(SAMPLERS), "a sampler was added or removed without its NFE entry"
 
 
-@pytest.mark.parametrize("denoise", [False, True, "score-free", "tweedie"])
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_nfe_of_every_named_sampler_is_the_documented_count(name, denoise):
-    if denoise == "score-free" and name in VP_ONLY:
-        pytest.skip("VP has no score-free final step (refused: see the next test)")
-    adaptive = PER_STEP[name] is None
-    if adaptive and denoise is not False:
-        pytest.skip("the final step's count does not depend on the sampler: checked on the fixed-grid ones")
+def run(name, denoise):
+    """(solution, counted score) of ``name`` on an STEPS-step grid (adaptive samplers: their own steps)."""
     process, score = problem(name)
-    grid = None if adaptive else UniformGrid(STEPS, 1e-3)
+    grid = None if PER_STEP[name] is None else UniformGrid(STEPS, 1e-3)
     solution = sample(process, score, (16, 2), grid, step=name, denoise=denoise, dtype=F64,
                       generator=torch.Generator().manual_seed(0), divergence_factor=None)
-    final = 1 if denoise is True or denoise == "tweedie" else 0
-    if not adaptive:
-        assert solution.nfe == PER_STEP[name] * STEPS + final
+    return solution, score
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_nfe_of_every_named_sampler_is_the_documented_count(name):
+    solution, score = run(name, False)
+    if PER_STEP[name] is not None:
+        assert solution.nfe == PER_STEP[name] * STEPS
+    assert score.calls == solution.nfe + SHAPE_CHECKS.get(name, 0)
+
+
+@pytest.mark.parametrize("denoise, final", [(True, 1), ("euler", 1), ("tweedie", 1), ("score-free", 0)])
+@pytest.mark.parametrize("name", ["em", "sscs", "heun", "ei-sde-2", "unipc-3", "torchsde-euler"])
+def test_the_final_step_adds_its_documented_count(name, denoise, final):
+    solution, score = run(name, denoise)
+    assert solution.nfe == PER_STEP[name] * STEPS + final
     assert score.calls == solution.nfe + SHAPE_CHECKS.get(name, 0)
 
 
@@ -92,7 +108,7 @@ def test_score_free_final_step_gives_the_euler_step_data_component_of_cld():
     """eq. 109: x_0 = x_eps - eps beta M^-1 v_eps, equal to the Euler denoising step's x for any score."""
     cld, score = problem("ei-ode-2")
     initial = cld.prior_sample((32, 3), torch.Generator().manual_seed(1), dtype=F64)
-    kwargs = dict(step="unipc-2", dtype=F64)
+    kwargs = {"step": "unipc-2", "dtype": F64}
     free = sample(cld, score, initial, UniformGrid(5, 1e-3), denoise="score-free", **kwargs)
     euler = sample(cld, score, initial, UniformGrid(5, 1e-3), denoise=True, **kwargs)
     raw = sample(cld, score, initial, UniformGrid(5, 1e-3), denoise=False, **kwargs).state

@@ -10,11 +10,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from splitdyn import (ExponentialODE, ExponentialSDE, LogSNRGrid, PowerGrid, ReverseSDE, UniPC, VPSDE, integrate,
-                      sample)
+from splitdyn import (
+    VPSDE,
+    ExponentialODE,
+    ExponentialSDE,
+    LogSNRGrid,
+    PowerGrid,
+    ReverseSDE,
+    UniPC,
+    integrate,
+    sample,
+)
 from splitdyn.integrate import plan_step
 from splitdyn.oracles import DiffusedGaussianMixture, diamond_mixture
-from splitdyn.steps.exponential import exponential_tables, linear_rule_weights, log_quadrature, weight_integrand
+from splitdyn.steps.exponential import (
+    exponential_tables,
+    linear_rule_weights,
+    log_quadrature,
+    weight_integrand,
+)
 from splitdyn.steps.exponential_weights import DiffusionGeometry
 from splitdyn.steps.unipc import unipc_orders, unipc_tables
 from splitdyn_cld import CLD

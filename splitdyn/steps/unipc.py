@@ -45,8 +45,17 @@ import torch
 
 from ..checks import check_count, check_flag
 from .base import AffineMap, Intervals, Plan, Step
-from .exponential import check_linear_reverse, weight_integrand, lagrange_weights, linear_rule_weights
-from .exponential_weights import DiffusionGeometry, interpolation_variable, log_quadrature
+from .exponential import (
+    check_linear_reverse,
+    lagrange_weights,
+    linear_rule_weights,
+    weight_integrand,
+)
+from .exponential_weights import (
+    DiffusionGeometry,
+    interpolation_variable,
+    log_quadrature,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..reverse import ReverseSDE
