@@ -22,11 +22,16 @@ Protocol
 Samplers (``NFE`` counts score evaluations)
 -------------------------------------------
 - CLD (M = 0.25, Gamma = 1, beta = 4, gamma = 0.04, eps = 1e-3): NFE steps on the grid, then the score-free
-  data update of eq. 109, x_0 = x_eps - eps beta M^-1 v_eps. Ours: exponential integrators ``ei-ode-q``,
-  ``ei-sde-2``, and the UniPC / DPM-Solver++ steps where the library has them, on the power-3, power-4,
-  quadratic and log-SNR grids (the log-SNR of CLD is ``splitdyn.grids.InformationLogSNR``) and on an
-  optimised grid; SSCS and EM on the quadratic grid (SSCS at NFE 50 is the reference line).
+  data update of eq. 109, x_0 = x_eps - eps beta M^-1 v_eps. Ours (``CLD_SAMPLERS``): ``ei-ode-3``, UniPC
+  (``unipc-3``, ``unipc-2``, ``unipc-3-bh1-lof``) and ``ei-sde-2`` on power grids and on optimised grids;
+  SSCS and EM on the quadratic grid (SSCS at NFE 50 is the reference line). The lists are trimmed to what a
+  shared 2-core CPU affords in one session; the closed-form log-SNR grid of CLD
+  (``splitdyn.grids.InformationLogSNR``) is among the candidates every optimised grid starts from.
 - VP (beta 0.1 -> 20, eps = 1e-3): NFE - 1 steps, then one Tweedie denoising evaluation x_0 = E[x_0 | x_eps].
+  Ours (``VP_SAMPLERS``): ``ei-ode-3``, UniPC (bh1, orders 2 and 3), both DPM-Solver++(2M) forms and 3M, on
+  power-3, log-SNR and optimised grids.
+- Parallel runs: ``--processes CLD --part a`` and ``--processes VP --part b`` write part files (same floor and
+  seeds), ``--combine`` merges them and writes the results.
 - **Optimised grids** (``splitdyn.grid_search.search_grid``) are calibrated on prior draws of a separate seed
   (``CALIBRATION_SEED``, never an evaluation seed) against 256 power-3 steps of the same sampler, and then
   evaluated like every other grid on the evaluation seeds. They are written into the JSON for reuse.
@@ -35,7 +40,8 @@ Samplers (``NFE`` counts score evaluations)
   ``DEISMultistepScheduler`` (orders 2 and 3), each with its default ``lower_order_final=True``, on the
   power-3 grid (and the best-known ones also on the log-SNR grid). DEIS and UniPC bh1 cannot step to
   sigma = 0 (DEIS takes log sigma of the next node; bh1's B(h) = h is infinite there: NaN samples): they take
-  NFE - 1 steps to eps and end with the Tweedie estimate there, like ours. The continuous VP is handed to a scheduler through its sigma table: after
+  NFE - 1 steps to eps and end with the Tweedie estimate there, like ours. The continuous VP is handed to a
+  scheduler through its sigma table: after
   ``set_timesteps(NFE)`` its ``sigmas`` are replaced by sigma(t)/alpha(t) of our VP at the NFE grid nodes
   (T down to eps) followed by 0, so that its alpha_t = 1/sqrt(1 + sigma^2), sigma_t = sigma alpha_t are our
   alpha(t), sigma(t) and its last update returns its own x_0 prediction from the node at eps. The model it
@@ -215,11 +221,13 @@ CLD_SAMPLERS = [
     ("unipc-3", ("power-4", "optimised"), "all"),
     ("unipc-2", ("optimised",), "low"),
     ("ei-sde-2", ("power-4",), "low"),
+    ("unipc-3-bh1-lof", ("power-4", "optimised"), "low"),
 ]
 VP_SAMPLERS = [
     ("ei-ode-3", ("power-3", "log-snr", "optimised"), "all"),
     ("unipc-3-bh1", ("power-3", "optimised"), "low"),
     ("unipc-2-bh1", ("power-3",), "low"),
+    ("unipc-3-bh1-lof", ("power-3", "optimised"), "low"),
     ("dpmpp-2m-midpoint", ("log-snr",), "low"),
     ("dpmpp-2m-heun", ("log-snr",), "low"),
     ("dpmpp-3m", ("log-snr",), "low"),
