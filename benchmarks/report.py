@@ -189,7 +189,7 @@ def main() -> None:
     checks = targets()
     if checks:
         md += ["## Targets", "", *checks, ""]
-        rst_bench += ["Targets", "-------", "", *checks, ""]
+        rst_bench += ["Targets", "-------", "", *[c.replace("|", "\\|") for c in checks], ""]  # no substitutions
     for path in result_files(("step_cost", "accuracy", "trained", "gpu", "digits", "mcmc", "adaptive",
                               "noise_source", "ablation")):
         data = json.loads(path.read_text())
