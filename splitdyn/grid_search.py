@@ -137,6 +137,8 @@ class _Objective:
         return out.to(F64).reshape(out.shape[0], -1)
 
     def __call__(self, times: torch.Tensor) -> float:
+        if self.reference is None:
+            raise RuntimeError("the reference run must come first")
         self.evaluations += 1
         value = ((self.run(times) - self.reference) ** 2).sum(-1).mean().item()
         return value if math.isfinite(value) else math.inf
