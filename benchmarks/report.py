@@ -74,7 +74,8 @@ def result_files(prefixes) -> list[Path]:
     """The JSON results with these prefixes; a ``*_quick`` file only where no full run of it exists."""
     files = [p for prefix in prefixes for p in sorted(RESULTS.glob(f"{prefix}_*.json"))]
     names = {p.stem for p in files}
-    return [p for p in files if not (p.stem.endswith("_quick") and p.stem[: -len("_quick")] in names)]
+    return [p for p in files if ".part-" not in p.stem
+            and not (p.stem.endswith("_quick") and p.stem[: -len("_quick")] in names)]
 
 
 def targets() -> list[str]:
@@ -101,10 +102,15 @@ def targets() -> list[str]:
                 f"missed (worst {worst[key]:.2f}x at batch {worst['batch']:.0e}, {worst['threads']} thread(s))")
             out.append(f"- {path.stem}: torchsde euler at least 3x slower than our {label} at every batch: "
                        f"**{verdict}**.")
+    for path in result_files(("trained",)):
+        data = json.loads(path.read_text())
+        out += [f"- {path.stem} (issue {data.get('issue', 21)}): {line}." for line in data.get("targets", [])]
     for path in result_files(("accuracy",)):
         data = json.loads(path.read_text())
-        out += [f"- {path.stem} (issue 11): {line}." for line in data.get("targets", [])]
+        out += [f"- {path.stem} (issue {data.get('issue', 11)}): {line}." for line in data.get("targets", [])]
         results, floor = data["results"], data.get("floor", {})
+        if data.get("issue", 11) != 11:  # issue 5's SSCS-vs-Euler check reads the older files' raw means only
+            continue
         for metric in ("sw2", "nll"):
             floor_text = f"; a fresh data sample scores {floor[metric]:.3g}" if metric in floor else ""
             for grid in ("uniform", "quadratic"):
@@ -131,6 +137,39 @@ def targets() -> list[str]:
     return out
 
 
+def guidance() -> tuple[str, str] | None:
+    """Which sampler and grid to use at each budget, from the benchmarks' ``guidance`` entries (issue 21):
+    markdown and reStructuredText, or ``None`` when no result file has them."""
+    columns = []  # (title, {(process, nfe): text})
+    for stems, title in ((["accuracy_mixture2d"], "exact score, 2-D mixture"),
+                         (["accuracy_mixture64d"], "exact score, 64-D mixture"),
+                         (sorted(p.stem for p in RESULTS.glob("trained_samplers*.json") if not p.stem.endswith("_quick"))
+                          or ["trained_samplers"], "trained toy models (diamond, swiss roll)")):
+        paths = [RESULTS / f"{stem}.json" for stem in stems]
+        paths = [p if p.exists() else p.with_name(p.stem + "_quick.json") for p in paths]
+        paths = [p for p in paths if p.exists()]
+        best: dict = {}
+        for path in paths:
+            for e in json.loads(path.read_text()).get("guidance", []):
+                key = (e["process"], e["nfe"])
+                if key not in best or e["ratio"] < best[key]["ratio"]:
+                    best[key] = e
+        if best:
+            quick = any(p.stem.endswith("_quick") for p in paths)
+            columns.append((title + (" (quick run)" if quick else ""),
+                            {k: f"{e['sampler']}, {e['grid']} grid ({e['ratio']:.2f}x floor)" for k, e in best.items()}))
+    if not columns:
+        return None
+    keys = sorted({k for _, cells in columns for k in cells})
+    headers = ["process", "NFE"] + [title for title, _ in columns]
+    rows = [[process, nfe] + [cells.get((process, nfe), "") for _, cells in columns] for process, nfe in keys]
+    note = ("Best configuration of ours at each budget by mean SW2 / floor over the seeds (the value in brackets), "
+            "from the accuracy benchmark (exact scores) and the trained-model benchmark; 'optimised' is a grid from "
+            "splitdyn.grid_search for that sampler and budget. Within the standard errors several configurations "
+            "often tie: see the full tables.")
+    return (note + "\n\n" + md_table(headers, rows), note + "\n\n" + rst_table(headers, rows))
+
+
 def main() -> None:
     GENERATED.mkdir(parents=True, exist_ok=True)
     md = ["# Benchmark results", "",
@@ -150,9 +189,9 @@ def main() -> None:
     checks = targets()
     if checks:
         md += ["## Targets", "", *checks, ""]
-        rst_bench += ["Targets", "-------", "", *checks, ""]
-    for path in result_files(("step_cost", "accuracy", "gpu", "digits", "mcmc", "adaptive", "noise_source",
-                              "ablation")):
+        rst_bench += ["Targets", "-------", "", *[c.replace("|", "\\|") for c in checks], ""]  # no substitutions
+    for path in result_files(("step_cost", "accuracy", "trained", "gpu", "digits", "mcmc", "adaptive",
+                              "noise_source", "ablation")):
         data = json.loads(path.read_text())
         data.setdefault("machine", "not recorded in the JSON (see the command's page)")
         if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
@@ -179,6 +218,11 @@ def main() -> None:
         if png.exists():
             shutil.copyfile(png, GENERATED / png.name)
             rst_bench += [f".. image:: /_generated/{png.name}", "   :width: 600px", ""]
+    advice = guidance()
+    if advice is not None:
+        (RESULTS / "sampler_guidance.md").write_text("# Which sampler and grid at which budget\n\n" + advice[0])
+        md[4:4] = ["## Which sampler and grid at which budget", "", advice[0], ""]
+    (GENERATED / "sampler_guidance.rst").write_text(advice[1] if advice is not None else "(No results yet.)\n")
     (RESULTS / "README.md").write_text("\n".join(md) + "\n")
     (GENERATED / "benchmarks.rst").write_text("\n".join(rst_bench) + "\n" if rst_bench else "(No results yet.)\n")
     (GENERATED / "table8.rst").write_text("\n".join(rst_t8) + "\n" if rst_t8 else "(No results yet.)\n")
