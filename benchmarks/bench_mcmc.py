@@ -60,7 +60,7 @@ def cost_rows(name, chains, steps, rounds):
                 lambda: hand_ula(grad, x, steps, s["ula"], g)),
         "MALA": (lambda: run_chain(MALA(U), u1, steps, s["mala"], generator=g, keep=False),
                  lambda: hand_mala(energy, grad, x, steps, s["mala"], g)),
-        f"HMC (L={L})": (lambda: run_chain(HMC(U, L), u1, steps, s["hmc"], generator=g, keep=False),
+        f"HMC (L={L})": (lambda: run_chain(HMC(U, L, jitter=0.0), u1, steps, s["hmc"], generator=g, keep=False),
                          lambda: hand_hmc(energy, grad, x, steps, s["hmc"], L, g)),
         "BAOAB": (lambda: run_chain(kinetic_langevin(U, "BAOAB"), u2, steps, s["baoab"], generator=g, keep=False),
                   lambda: hand_baoab(grad, x, torch.zeros_like(x), steps, s["baoab"], g)),
@@ -99,7 +99,7 @@ def ours_ess(name, chains, steps, burn_in, thin):
     U = Potential(energy, grad)
     x = initial(name, chains, seed=2)
     L = s["leapfrog"]
-    runs = {"MALA": (MALA(U), x[:, None], s["mala"], 1), f"HMC (L={L})": (HMC(U, L), x[:, None], s["hmc"], L),
+    runs = {"MALA": (MALA(U), x[:, None], s["mala"], 1), f"HMC (L={L})": (HMC(U, L, jitter=0.0), x[:, None], s["hmc"], L),
             "BAOAB": (kinetic_langevin(U, "BAOAB"), torch.stack((x, torch.zeros_like(x)), 1), s["baoab"], 1)}
     rows = []
     for sampler, (step, u, h, grads) in runs.items():

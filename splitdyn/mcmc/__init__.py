@@ -6,6 +6,8 @@ r"""Markov chain Monte Carlo with Langevin dynamics for a user's potential (the 
 - :mod:`~splitdyn.mcmc.annealed`: annealed Langevin dynamics (NCSN) with a VE score;
 - :mod:`~splitdyn.mcmc.underdamped`: kinetic Langevin parts A, B, O and their splittings (BAOAB, OBABO, ...);
 - :mod:`~splitdyn.mcmc.metropolis` and :mod:`~splitdyn.mcmc.hamiltonian`: MALA, HMC and generalized HMC;
+- :mod:`~splitdyn.mcmc.state` and :mod:`~splitdyn.mcmc.metric`: the explicit chain state (position, energy,
+  gradient) and the mass matrix;
 - :mod:`~splitdyn.mcmc.run`: :func:`run_chain` (no horizon, acceptance bookkeeping);
 - :mod:`~splitdyn.mcmc.diagnostics`: ESS, R-hat (optional ``arviz-stats``), trace plots.
 
@@ -15,27 +17,34 @@ Every sampler is a :class:`~splitdyn.steps.base.Step`, so :func:`splitdyn.integr
 from .annealed import AnnealedLangevin, annealed_langevin, geometric_noise_levels
 from .diagnostics import effective_sample_size, plot_chains, rhat, summarize
 from .hamiltonian import GHMC, HMC, hamiltonian, leapfrog
+from .metric import MassMatrix
 from .metropolis import MALA, MetropolisPlan
 from .overdamped import SGLD, ULA, sgld_grid
 from .run import ChainResult, run_chain, with_momentum
+from .state import ChainState, CountedPotential, TransitionInfo
 from .targets import LogDensity, Potential, StochasticGradient, as_potential
-from .underdamped import ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts
+from .underdamped import (ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts,
+                          refresh_momentum)
 
 __all__ = [
     "AnnealedLangevin",
     "ChainResult",
+    "ChainState",
+    "CountedPotential",
     "ForceDrift",
     "GHMC",
     "HMC",
     "KineticLangevin",
     "LogDensity",
     "MALA",
+    "MassMatrix",
     "MetropolisPlan",
     "MomentumOU",
     "PositionDrift",
     "Potential",
     "SGLD",
     "StochasticGradient",
+    "TransitionInfo",
     "ULA",
     "annealed_langevin",
     "as_potential",
@@ -46,6 +55,7 @@ __all__ = [
     "langevin_parts",
     "leapfrog",
     "plot_chains",
+    "refresh_momentum",
     "rhat",
     "run_chain",
     "sgld_grid",
