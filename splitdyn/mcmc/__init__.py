@@ -8,12 +8,15 @@ r"""Markov chain Monte Carlo with Langevin dynamics for a user's potential (the 
 - :mod:`~splitdyn.mcmc.metropolis` and :mod:`~splitdyn.mcmc.hamiltonian`: MALA, HMC and generalized HMC;
 - :mod:`~splitdyn.mcmc.state` and :mod:`~splitdyn.mcmc.metric`: the explicit chain state (position, energy,
   gradient) and the mass matrix;
+- :mod:`~splitdyn.mcmc.adaptation`: warm-up (dual averaging, windowed mass matrix, jitter/ChEES, energy-error
+  tuning of kinetic Langevin);
 - :mod:`~splitdyn.mcmc.run`: :func:`run_chain` (no horizon, acceptance bookkeeping);
 - :mod:`~splitdyn.mcmc.diagnostics`: ESS, R-hat (optional ``arviz-stats``), trace plots.
 
 Every sampler is a :class:`~splitdyn.steps.base.Step`, so :func:`splitdyn.integrate` runs it too.
 """
 
+from .adaptation import TARGET_ACCEPTANCE, WarmupResult, tuned_step, warmup
 from .annealed import AnnealedLangevin, annealed_langevin, geometric_noise_levels
 from .diagnostics import effective_sample_size, plot_chains, rhat, summarize
 from .hamiltonian import GHMC, HMC, hamiltonian, leapfrog
@@ -43,9 +46,11 @@ __all__ = [
     "PositionDrift",
     "Potential",
     "SGLD",
+    "TARGET_ACCEPTANCE",
     "StochasticGradient",
     "TransitionInfo",
     "ULA",
+    "WarmupResult",
     "annealed_langevin",
     "as_potential",
     "effective_sample_size",
@@ -59,6 +64,8 @@ __all__ = [
     "rhat",
     "run_chain",
     "sgld_grid",
+    "tuned_step",
+    "warmup",
     "summarize",
     "with_momentum",
 ]

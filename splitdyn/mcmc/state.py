@@ -68,8 +68,8 @@ class TransitionInfo(NamedTuple):
         Boolean decisions.
     proposal:
         The proposed position (for trajectory-length adaptation), or ``None``.
-    velocity:
-        :math:`M^{-1}p` at the end of the proposal's trajectory (Hamiltonian kernels), else ``None``.
+    momentum:
+        The momentum :math:`p` at the end of the proposal's trajectory (Hamiltonian kernels), else ``None``.
 
     The energy error :math:`H(\text{proposal}) - H(\text{current}) = -\log\alpha` (property
     ``energy_error``) above 1000 (as in Stan) marks a divergent trajectory.
@@ -78,7 +78,7 @@ class TransitionInfo(NamedTuple):
     log_acceptance: torch.Tensor
     accepted: torch.Tensor
     proposal: torch.Tensor | None = None
-    velocity: torch.Tensor | None = None
+    momentum: torch.Tensor | None = None
 
     @property
     def energy_error(self) -> torch.Tensor:
