@@ -18,12 +18,12 @@ Every sampler is a :class:`~splitdyn.steps.base.Step`, so :func:`splitdyn.integr
 
 from .adaptation import TARGET_ACCEPTANCE, WarmupResult, tuned_step, warmup
 from .annealed import AnnealedLangevin, annealed_langevin, geometric_noise_levels
-from .diagnostics import effective_sample_size, plot_chains, rhat, summarize
+from .diagnostics import effective_sample_size, plot_chains, plot_ranks, rhat, summarize
 from .hamiltonian import GHMC, HMC, hamiltonian, leapfrog
 from .metric import MassMatrix
 from .metropolis import MALA, MetropolisPlan
 from .overdamped import SGLD, ULA, sgld_grid
-from .run import ChainResult, run_chain, with_momentum
+from .run import THRESHOLDS, ChainResult, MCMCWarning, run_chain, with_momentum
 from .state import ChainState, CountedPotential, TransitionInfo
 from .targets import LogDensity, Potential, StochasticGradient, as_potential
 from .underdamped import (ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts,
@@ -40,6 +40,7 @@ __all__ = [
     "KineticLangevin",
     "LogDensity",
     "MALA",
+    "MCMCWarning",
     "MassMatrix",
     "MetropolisPlan",
     "MomentumOU",
@@ -47,6 +48,7 @@ __all__ = [
     "Potential",
     "SGLD",
     "TARGET_ACCEPTANCE",
+    "THRESHOLDS",
     "StochasticGradient",
     "TransitionInfo",
     "ULA",
@@ -60,6 +62,7 @@ __all__ = [
     "langevin_parts",
     "leapfrog",
     "plot_chains",
+    "plot_ranks",
     "refresh_momentum",
     "rhat",
     "run_chain",
