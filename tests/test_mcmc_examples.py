@@ -30,3 +30,11 @@ def test_examples_explain_themselves_with_help(capsys):
     with pytest.raises(SystemExit) as info:
         example.main(["--help"])
     assert info.value.code == 0 and "banana" in capsys.readouterr().out
+
+
+def test_the_minibatch_example_runs_on_a_small_data_set_and_centres_on_the_map():
+    example = load_example("mcmc_sg_logistic")
+    results = example.main(["--rows", "4000", "--batch", "200", "--steps", "300", "--chains", "8", "--features", "3"])
+    for name, result in results.items():
+        assert bool(torch.isfinite(result["out"].samples).all())
+        assert result["max_z"] < 1.0, (name, result["max_z"])  # means within a Laplace sd of the MAP

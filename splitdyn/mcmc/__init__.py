@@ -25,7 +25,7 @@ from .metropolis import MALA, MetropolisPlan
 from .overdamped import SGLD, ULA, sgld_grid
 from .run import THRESHOLDS, ChainResult, MCMCWarning, run_chain, with_momentum
 from .state import ChainState, CountedPotential, TransitionInfo
-from .stochastic_gradient import minibatch_gradient
+from .stochastic_gradient import minibatch_gradient, noisy_potential
 from .targets import LogDensity, Potential, StochasticGradient, as_potential
 from .underdamped import (ForceDrift, KineticLangevin, MomentumOU, PositionDrift, kinetic_langevin, langevin_parts,
                           refresh_momentum)
@@ -63,6 +63,7 @@ __all__ = [
     "langevin_parts",
     "leapfrog",
     "minibatch_gradient",
+    "noisy_potential",
     "plot_chains",
     "plot_ranks",
     "refresh_momentum",

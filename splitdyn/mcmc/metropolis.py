@@ -135,7 +135,10 @@ class MetropolisPlan(Plan):
         return self.kernel.transition(state, self.spans[i], generator, potential=self.potential)
 
     def __call__(self, u, i, generator=None):
-        state, info = self.transition(self.state(u), i, generator)
+        state = self.cache.lookup(u)
+        if state is None:
+            state = self.kernel.state_of(u, self.potential)
+        state, info = self.transition(state, i, generator)
         self.record(info)
         return self.cache.remember(state.as_tensor(), state)
 

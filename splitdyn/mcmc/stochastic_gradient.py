@@ -12,7 +12,14 @@ For a posterior :math:`\pi(x) \propto p(x)\prod_{i=1}^N p(y_i \mid x)` the poten
 over when it is exhausted, so a shuffling loader reshuffles every epoch), and the scale uses the size of the
 batch actually drawn. With a constant step, SGLD's stationary law is wider than the posterior (the gradient
 noise adds to the injected noise); for a Gaussian posterior (a linear gradient) its mean is still exact, which
-``tests/test_mcmc_sg.py`` checks. A decreasing schedule (:func:`~splitdyn.mcmc.sgld_grid`) removes the bias.
+``tests/test_mcmc_sg.py`` checks. A decreasing schedule (:func:`~splitdyn.mcmc.sgld_grid`, passed to
+:func:`~splitdyn.mcmc.run_chain` as its ``grid``) removes the bias.
+
+:func:`noisy_potential` turns the estimate into a :class:`~splitdyn.mcmc.targets.Potential` whose gradient is
+the estimate, so the kinetic Langevin splittings run on minibatches: ``kinetic_langevin(noisy_potential(g),
+"BAOAB", friction)`` is stochastic-gradient kinetic Langevin (SGHMC of Chen, Fox & Guestrin 2014 with the
+exact O part instead of their Euler friction; the first-same-as-last reuse of the force means one minibatch
+per step). It has no energy, so Metropolis kernels refuse it with a clear error.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ from typing import Callable
 import torch
 
 from ..checks import check_callable, check_count
-from .targets import StochasticGradient
+from .targets import Potential, StochasticGradient
 
-__all__ = ["minibatch_gradient"]
+__all__ = ["minibatch_gradient", "noisy_potential"]
 
 
 class _Minibatches:
@@ -84,3 +91,32 @@ def minibatch_gradient(log_likelihood: Callable, loader, n_data: int,
     if log_prior is not None:
         check_callable("log_prior", log_prior, "a callable log p(x) -> (chains,)")
     return StochasticGradient(_Minibatches(log_likelihood, loader, n_data, log_prior))
+
+
+class _NoEnergy:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a noisy_potential has no energy (only a stochastic gradient): use it with unadjusted "
+                        "kernels (SGLD, ULA, kinetic_langevin), not with MALA, HMC or GHMC")
+
+
+class _EstimateAsGradient:
+    def __init__(self, gradient: StochasticGradient) -> None:
+        self.estimate = gradient
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.estimate(x, None)
+
+
+def noisy_potential(gradient: StochasticGradient) -> Potential:
+    """A :class:`~splitdyn.mcmc.targets.Potential` whose gradient is the stochastic estimate ``gradient`` (for
+    the kinetic Langevin splittings on minibatches; it has no energy).
+
+    Parameters
+    ----------
+    gradient:
+        A :class:`~splitdyn.mcmc.targets.StochasticGradient`, e.g. from :func:`minibatch_gradient` (its
+        randomness is its own, e.g. the loader's shuffling).
+    """
+    if not isinstance(gradient, StochasticGradient):
+        raise TypeError(f"gradient must be a splitdyn.mcmc.StochasticGradient, got {type(gradient).__name__}")
+    return Potential(_NoEnergy(), _EstimateAsGradient(gradient))
