@@ -97,7 +97,7 @@ def summarize(result: Any, thresholds: dict | None = None) -> dict:
         if not math.isfinite(max_rhat):
             new.append("R-hat is not finite for some coordinates (a chain that never moved, or constant draws)")
         elif max_rhat > limits["rhat"]:
-            new.append(f"max R-hat {max_rhat:.3g} is above {limits['rhat']}: the chains disagree (not mixed, or "
+            new.append(f"max R-hat {max_rhat:.4g} is above {limits['rhat']}: the chains disagree (not mixed, or "
                        "too short); run longer or warm up")
     else:
         r_hat = torch.full(ess.shape, math.nan, dtype=torch.float64)
