@@ -60,6 +60,9 @@ class ChainState(NamedTuple):
 class TransitionInfo(NamedTuple):
     r"""What one Metropolis-Hastings transition reports, per chain.
 
+    The energy error :math:`H(\text{proposal}) - H(\text{current}) = -\log\alpha` (property
+    ``energy_error``) above 1000 (as in Stan) marks a divergent trajectory.
+
     Attributes
     ----------
     log_acceptance:
@@ -70,9 +73,6 @@ class TransitionInfo(NamedTuple):
         The proposed position (for trajectory-length adaptation), or ``None``.
     momentum:
         The momentum :math:`p` at the end of the proposal's trajectory (Hamiltonian kernels), else ``None``.
-
-    The energy error :math:`H(\text{proposal}) - H(\text{current}) = -\log\alpha` (property
-    ``energy_error``) above 1000 (as in Stan) marks a divergent trajectory.
     """
 
     log_acceptance: torch.Tensor
