@@ -270,16 +270,15 @@ def make_reference(name: str, chains: int = 8, warmup_steps: int = 2000, draws: 
     logdensity, dim = jax_posterior(name)
     key = jax.random.PRNGKey(seed)
     positions = []
-    min_ess = []
     t0 = time.perf_counter()
-    for chain in range(chains):
+    for _ in range(chains):
         key, k_init, k_warm, k_run = jax.random.split(key, 4)
         x0 = 0.1 * jax.random.normal(k_init, (dim,), dtype=jnp.float64)
         adaptation = blackjax.window_adaptation(blackjax.nuts, logdensity)
         (state, parameters), _ = adaptation.run(k_warm, x0, num_steps=warmup_steps)
         kernel = blackjax.nuts(logdensity, **parameters).step
 
-        def one(state, k):
+        def one(state, k, kernel=kernel):
             state, _ = kernel(k, state)
             return state, state.position
 

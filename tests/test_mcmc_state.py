@@ -93,8 +93,9 @@ def test_scalar_diagonal_and_dense_metrics_agree_draw_for_draw(kind):
     x = 0.5 * torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
     states = []
     for form in forms:
-        step = {"MALA": lambda: MALA(DOUBLE_WELL, **form), "HMC": lambda: HMC(DOUBLE_WELL, 3, **form),
-                "GHMC": lambda: GHMC(DOUBLE_WELL, **form), "BAOAB": lambda: kinetic_langevin(DOUBLE_WELL, **form)}[kind]()
+        factory = {"MALA": lambda f: MALA(DOUBLE_WELL, **f), "HMC": lambda f: HMC(DOUBLE_WELL, 3, **f),
+                   "GHMC": lambda f: GHMC(DOUBLE_WELL, **f), "BAOAB": lambda f: kinetic_langevin(DOUBLE_WELL, **f)}
+        step = factory[kind](form)
         u = x[:, None] if kind in ("MALA", "HMC") else torch.stack((x, torch.ones_like(x)), 1)
         states.append(run_chain(step, u, 20, 0.1, generator=torch.Generator().manual_seed(1)).state)
     assert torch.allclose(states[0], states[1], rtol=1e-12, atol=1e-12)
