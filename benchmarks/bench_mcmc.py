@@ -12,6 +12,17 @@ chains, CPU, float32, one thread for torch and for XLA alike.
    leapfrog steps (blackjax jit-compiled, ``vmap`` over chains, ``lax.scan`` over steps; its compile time is
    reported apart). Our BAOAB is listed too (it has no blackjax counterpart here).
 
+3. **After warm-up** (``--adapted``; 4 and 1000 chains): our :func:`~splitdyn.mcmc.warmup` (dual averaging,
+   diagonal mass matrix from pooled windowed variances, jittered HMC; energy-error tuning for BAOAB) then a
+   run, against blackjax's ``window_adaptation`` (per chain, ``vmap``) with HMC of the same mean number of
+   leapfrog steps and with NUTS: bulk and tail ESS (arviz-stats, the same estimator for both) per gradient
+   counted over all chains, warm-up cost in gradients, acceptance and, for the Gaussian, the largest relative
+   variance error (Monte-Carlo error included). blackjax has no warm-up for MALA; ours is listed alone.
+   Results in ``benchmarks/results/mcmc_adapted_cpu.{json,md}``.
+4. **Reference posteriors** (``--make-reference``): long blackjax NUTS runs of the breast-cancer logistic
+   regression and eight-schools models of ``examples/``, written as means and standard deviations to
+   ``benchmarks/results/mcmc_reference_*.json`` (read by the examples and ``tests/test_mcmc_reference.py``).
+
 Needs the optional extras ``mcmc`` (arviz-stats) and ``bench`` (blackjax, jax[cpu]); without blackjax the ESS
 part runs ours only and says so. Run ``python benchmarks/bench_mcmc.py --help``. Results go to
 ``benchmarks/results/mcmc_cpu.{json,md,png}`` (``mcmc_cpu_quick`` with ``--quick``).

@@ -15,6 +15,7 @@ from _scripts import load_example
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
+@pytest.mark.slow  # 1800 iterations of 16 chains each, for the heavy left tail of log tau (3-5 s on an idle core)
 @pytest.mark.parametrize("model, sampler", [("eight_schools", "GHMC"), ("eight_schools", "BAOAB"),
                                             ("logistic_breast_cancer", "GHMC")])
 def test_tuned_samplers_match_the_reference_posterior(model, sampler):
