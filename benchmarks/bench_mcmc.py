@@ -195,13 +195,16 @@ def adapted_row(library, name, chains, sampler, samples, gradients, warmup_gradi
 
 
 def ours_adapted(name, chains, warmup_steps, steps):
-    """Our warm-up (dual averaging / energy tuner, diagonal mass matrix) then a run: MALA, HMC, BAOAB."""
+    """Our warm-up (dual averaging / energy tuner, diagonal mass matrix) then a run: MALA, HMC with a fixed and
+    with a jittered number of leapfrog steps (the same mean), BAOAB."""
     s = SETTINGS[name]
     energy, grad = torch_target(name, DTYPE)
     U = Potential(energy, grad)
     x = initial(name, chains, seed=4)
     rows = []
-    for sampler, step, u in (("MALA", MALA(U), x[:, None]), (f"HMC (L={s['leapfrog']})", HMC(U, s["leapfrog"]), x[:, None]),
+    L = s["leapfrog"]
+    for sampler, step, u in (("MALA", MALA(U), x[:, None]), (f"HMC (L={L})", HMC(U, L, jitter=0.0), x[:, None]),
+                             (f"HMC (L={L}, jittered)", HMC(U, L), x[:, None]),
                              ("BAOAB", kinetic_langevin(U, "BAOAB"), torch.stack((x, torch.zeros_like(x)), 1))):
         g = torch.Generator().manual_seed(5)
         t0 = time.perf_counter()

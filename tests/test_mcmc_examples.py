@@ -27,12 +27,12 @@ def test_posterior_examples_warm_up_report_diagnostics_and_plot(name, tmp_path):
     if "breast_cancer" in name:
         pytest.importorskip("sklearn")  # ships the data set (the 'images' extra)
     example = load_example(name)
-    results = example.main(["--samplers", "HMC", "BAOAB", "--steps", "60", "--warmup", "80", "--chains", "4",
-                            "--leapfrog", "4", "--out", str(tmp_path)])
+    results = example.main(["--samplers", "GHMC", "--steps", "60", "--warmup", "80", "--chains", "4",
+                            "--out", str(tmp_path)])
     for result in results.values():
         assert bool(torch.isfinite(result["out"].samples).all()) and result["tuned"].step_size > 0
         assert "warnings" in result["summary"]
-    assert len(list(tmp_path.glob("*_ranks.png"))) == len(list(tmp_path.glob("*_trace.png"))) == 2
+    assert len(list(tmp_path.glob("*_ranks.png"))) == len(list(tmp_path.glob("*_trace.png"))) == 1
 
 
 def test_the_100d_example_after_warm_up_matches_the_exact_moments(tmp_path):
