@@ -142,7 +142,9 @@ class WindowedCovariance:
 
     def reset(self) -> None:
         """Forget the draws."""
-        self.n, self.mean, self.m2 = 0, None, None
+        self.n = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:
         """Add the positions ``(chains, *event)`` of one iteration."""
@@ -151,7 +153,7 @@ class WindowedCovariance:
         mean_b = flat.mean(0)
         centred = flat - mean_b
         m2_b = centred.T @ centred if self.dense else centred.square().sum(0)
-        if self.mean is None:
+        if self.mean is None or self.m2 is None:
             self.n, self.mean, self.m2 = nb, mean_b, m2_b
             return
         n = self.n + nb
@@ -163,7 +165,7 @@ class WindowedCovariance:
 
     def estimate(self, regularise: bool = True) -> torch.Tensor:
         """The (co)variance, regularised towards ``1e-3 I`` as in Stan (float64, flat event)."""
-        if self.n < 2:
+        if self.n < 2 or self.m2 is None:
             raise ValueError("a variance estimate needs at least 2 draws")
         cov = self.m2 / (self.n - 1)
         if not regularise:

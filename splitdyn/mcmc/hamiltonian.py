@@ -309,6 +309,8 @@ class GHMC(Step):
             refresh = (decay, math.sqrt(max(0.0, 1.0 - decay * decay)))
         m = self.mass_matrix
         q = state.position
+        if state.momentum is None:
+            raise ValueError("a GHMC state must carry a momentum (GHMC.init draws one)")
         p = refresh_momentum(state.momentum, refresh[0], refresh[1], generator, m)
         decision, q1, p1, U1, g1, log_alpha = _metropolised_leapfrog(
             potential, state, p, step_size, n_leapfrog or self.n_leapfrog, m, generator)

@@ -121,13 +121,14 @@ class MetropolisPlan(Plan):
     def record(self, info: TransitionInfo) -> None:
         """Add one transition's decisions, acceptance probabilities and divergences to the counts."""
         clean = torch.nan_to_num(info.log_acceptance, nan=-math.inf)
-        if self.accepted is None:
-            self.accepted = torch.zeros_like(clean)
-            self.acceptance_probability = torch.zeros_like(clean)
-            self.divergences = torch.zeros_like(clean)
-        self.accepted.add_(info.accepted)
-        self.divergences.add_(clean < -DIVERGENCE_THRESHOLD)
-        self.acceptance_probability.add_(clean.clamp_(max=0.0).exp_())
+        accepted, probability, divergences = self.accepted, self.acceptance_probability, self.divergences
+        if accepted is None or probability is None or divergences is None:
+            accepted = self.accepted = torch.zeros_like(clean)
+            probability = self.acceptance_probability = torch.zeros_like(clean)
+            divergences = self.divergences = torch.zeros_like(clean)
+        accepted.add_(info.accepted)
+        divergences.add_(clean < -DIVERGENCE_THRESHOLD)
+        probability.add_(clean.clamp_(max=0.0).exp_())
         self.proposals += 1
 
     def transition(self, state: ChainState, i: int, generator) -> tuple[ChainState, TransitionInfo]:

@@ -223,7 +223,8 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
     if not bool(torch.isfinite(u).all()):
         raise DivergenceError(f"the chain diverged: non-finite states after {n_steps} steps; take a smaller step_size")
     rate = probability = divergences = None
-    if isinstance(plan, MetropolisPlan) and plan.proposals:
+    if (isinstance(plan, MetropolisPlan) and plan.proposals and plan.acceptance_probability is not None
+            and plan.divergences is not None):
         rate = plan.acceptance_rate()
         probability = plan.acceptance_probability.detach().to("cpu", torch.float64) / plan.proposals
         divergences = plan.divergences.detach().to("cpu", torch.float64)

@@ -370,7 +370,7 @@ class KineticLangevin(Step):
         scalar = self.mass_matrix.kind == "scalar"
         self.mass = 1.0 / self.mass_matrix.scalar if scalar else None
         self.composition = splitting(sequence, langevin_parts(self.potential, self.friction,
-                                                              self.mass if scalar else 1.0))
+                                                              1.0 / self.mass_matrix.scalar if scalar else 1.0))
         self.letters = [c for c in sequence if not c.isspace()]
         self.fractions = [f for _, f in self.composition.steps]
         self.sequence = "".join(self.letters)
