@@ -171,3 +171,6 @@ def test_bad_warmup_arguments_are_refused_naming_them():
         warmup(MALA(GAUSS10), start(4, 10, False), trajectory="chees")
     with pytest.raises(ValueError, match=r"\(chains, 2"):
         warmup(GHMC(GAUSS10), start(4, 10, False))
+    with pytest.raises(TypeError, match="progress"):
+        warmup(MALA(GAUSS10), start(4, 10, False), 30, progress="yes")
+    assert warmup(MALA(GAUSS10), start(4, 10, False), 30, progress=True).step_size > 0

@@ -289,7 +289,7 @@ def _mean_acceptance(info: TransitionInfo) -> float:
 def warmup(step, u: torch.Tensor, n_steps: int = 1000, *, step_size: float | None = None,
            target_acceptance: float | None = None, mass_matrix: str | None = "diagonal",
            trajectory: str = "jitter", energy_variance: float = 5e-4,
-           generator: torch.Generator | None = None) -> WarmupResult:
+           generator: torch.Generator | None = None, progress: bool = False) -> WarmupResult:
     r"""Tune ``step``'s step size and mass matrix (and HMC's trajectory length) in ``n_steps`` warm-up iterations.
 
     Parameters
@@ -316,6 +316,8 @@ def warmup(step, u: torch.Tensor, n_steps: int = 1000, *, step_size: float | Non
         Kinetic Langevin only: the target :math:`\xi^\star` of :math:`\mathrm E[\Delta E^2]/d`.
     generator:
         ``torch.Generator`` on ``u``'s device (the warm-up is deterministic given it).
+    progress:
+        Show a tqdm progress bar.
 
     Returns
     -------
@@ -350,9 +352,21 @@ def warmup(step, u: torch.Tensor, n_steps: int = 1000, *, step_size: float | Non
         step_size = check_positive("step_size", step_size)
     energy_variance = check_positive("energy_variance", energy_variance)
     if kind == "KineticLangevin":
-        return _warmup_kinetic(step, u, n_steps, step_size, mass_matrix, energy_variance, generator)
+        return _warmup_kinetic(step, u, n_steps, step_size, mass_matrix, energy_variance, generator,
+                               _iterations(n_steps, progress))
     target = TARGET_ACCEPTANCE[kind] if target_acceptance is None else float(target_acceptance)
-    return _warmup_metropolis(step, kind, u, n_steps, step_size, target, mass_matrix, trajectory, generator)
+    return _warmup_metropolis(step, kind, u, n_steps, step_size, target, mass_matrix, trajectory, generator,
+                              _iterations(n_steps, progress))
+
+
+def _iterations(n_steps: int, progress: bool):
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    if not progress:
+        return range(n_steps)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(n_steps), desc="warm-up", leave=False)
 
 
 def _phases(n_steps: int, adapt_mass: bool):
@@ -387,7 +401,7 @@ def _transition(kernel, kind, state, h, generator, potential, k, n_leapfrog=None
     return kernel.transition(state, h, generator, potential=potential)
 
 
-def _warmup_metropolis(step, kind, u, n_steps, step_size, target, mass_matrix, trajectory, generator):
+def _warmup_metropolis(step, kind, u, n_steps, step_size, target, mass_matrix, trajectory, generator, iterations):
     counter = _Counter()
     potential = CountedPotential(step.potential, counter)
     kernel = step
@@ -406,7 +420,7 @@ def _warmup_metropolis(step, kind, u, n_steps, step_size, target, mass_matrix, t
         if chees:
             trace["trajectory_length"] = []
         final_acceptance = []
-        for t in range(n_steps):
+        for t in iterations:
             n_leapfrog, u_t = None, 1.0
             if chees:
                 u_t = van_der_corput(t + 1)
@@ -471,7 +485,8 @@ def _chees_terms(before: torch.Tensor, info: TransitionInfo, metric: MassMatrix,
     return chees, 2.0 * u_t * float((w * diff * (c1 * v1).sum(1)).sum())
 
 
-def _warmup_kinetic(step: KineticLangevin, u, n_steps, step_size, mass_matrix, energy_variance, generator):
+def _warmup_kinetic(step: KineticLangevin, u, n_steps, step_size, mass_matrix, energy_variance, generator,
+                    iterations):
     from ..steps.base import Intervals
 
     event = tuple(u.shape[2:])
@@ -493,7 +508,7 @@ def _warmup_kinetic(step: KineticLangevin, u, n_steps, step_size, mass_matrix, e
     plan = new_plan(kernel, h)
     state = u
     with torch.no_grad():
-        for t in range(n_steps):
+        for t in iterations:
             state = plan(state, 0, generator)
             xi = float(plan.energy_error.to(torch.float64).square().mean()) / d
             if not math.isfinite(xi) or not bool(torch.isfinite(state).all()):
