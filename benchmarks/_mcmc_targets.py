@@ -106,3 +106,45 @@ def hand_baoab(grad, q, p, n, h, g, friction=1.0):
         f = grad(q)
         p.add_(f, alpha=-0.5 * h)
     return q, p
+
+
+# --- real posteriors (the models of examples/mcmc_logistic_breast_cancer.py and examples/mcmc_eight_schools.py) ---
+EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
+EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
+
+
+def breast_cancer_design():
+    """(X with an intercept column, y) of scikit-learn's breast-cancer data, features standardised (float64)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    X = torch.as_tensor(data.data, dtype=torch.float64)
+    X = (X - X.mean(0)) / X.std(0)
+    return torch.cat([torch.ones(X.shape[0], 1, dtype=torch.float64), X], 1), torch.as_tensor(data.target,
+                                                                                              dtype=torch.float64)
+
+
+def jax_posterior(name: str):
+    """``(log density of one position, dimension)`` in JAX for ``breast_cancer`` or ``eight_schools``."""
+    import jax
+    import jax.numpy as jnp
+
+    if name == "breast_cancer":
+        X, y = breast_cancer_design()
+        X, y = jnp.asarray(X.numpy()), jnp.asarray(y.numpy())
+
+        def logdensity(beta):
+            logits = X @ beta
+            return jnp.sum(y * logits - jax.nn.softplus(logits)) - 0.5 * jnp.sum(beta**2)
+
+        return logdensity, X.shape[1]
+    Y, S = jnp.asarray(EIGHT_SCHOOLS_Y), jnp.asarray(EIGHT_SCHOOLS_SIGMA)
+
+    def logdensity(z):
+        mu, log_tau, eta = z[0], z[1], z[2:]
+        tau = jnp.exp(log_tau)
+        theta = mu + tau * eta
+        return (jnp.sum(-0.5 * ((Y - theta) / S) ** 2) - 0.5 * (mu / 5.0) ** 2 - jnp.log1p((tau / 5.0) ** 2)
+                + log_tau - 0.5 * jnp.sum(eta**2))
+
+    return logdensity, 10

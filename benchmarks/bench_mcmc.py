@@ -12,6 +12,17 @@ chains, CPU, float32, one thread for torch and for XLA alike.
    leapfrog steps (blackjax jit-compiled, ``vmap`` over chains, ``lax.scan`` over steps; its compile time is
    reported apart). Our BAOAB is listed too (it has no blackjax counterpart here).
 
+3. **After warm-up** (``--adapted``; 4 and 1000 chains): our :func:`~splitdyn.mcmc.warmup` (dual averaging,
+   diagonal mass matrix from pooled windowed variances, jittered HMC; energy-error tuning for BAOAB) then a
+   run, against blackjax's ``window_adaptation`` (per chain, ``vmap``) with HMC of the same mean number of
+   leapfrog steps and with NUTS: bulk and tail ESS (arviz-stats, the same estimator for both) per gradient
+   counted over all chains, warm-up cost in gradients, acceptance and, for the Gaussian, the largest relative
+   variance error (Monte-Carlo error included). blackjax has no warm-up for MALA; ours is listed alone.
+   Results in ``benchmarks/results/mcmc_adapted_cpu.{json,md}``.
+4. **Reference posteriors** (``--make-reference``): long blackjax NUTS runs of the breast-cancer logistic
+   regression and eight-schools models of ``examples/``, written as means and standard deviations to
+   ``benchmarks/results/mcmc_reference_*.json`` (read by the examples and ``tests/test_mcmc_reference.py``).
+
 Needs the optional extras ``mcmc`` (arviz-stats) and ``bench`` (blackjax, jax[cpu]); without blackjax the ESS
 part runs ours only and says so. Run ``python benchmarks/bench_mcmc.py --help``. Results go to
 ``benchmarks/results/mcmc_cpu.{json,md,png}`` (``mcmc_cpu_quick`` with ``--quick``).
@@ -32,11 +43,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, markdown_table, write_results  # noqa: E402
 from _mcmc_targets import (SETTINGS, hand_baoab, hand_hmc, hand_mala, hand_ula, jax_logdensity,  # noqa: E402
-                           torch_target)
+                           jax_posterior, torch_target)
 
 from splitdyn import splitting  # noqa: E402
 from splitdyn.mcmc import (HMC, MALA, ULA, Potential, effective_sample_size, kinetic_langevin,  # noqa: E402
-                           langevin_parts, run_chain)
+                           langevin_parts, run_chain, warmup)
 
 DTYPE = torch.float32
 
@@ -60,7 +71,7 @@ def cost_rows(name, chains, steps, rounds):
                 lambda: hand_ula(grad, x, steps, s["ula"], g)),
         "MALA": (lambda: run_chain(MALA(U), u1, steps, s["mala"], generator=g, keep=False),
                  lambda: hand_mala(energy, grad, x, steps, s["mala"], g)),
-        f"HMC (L={L})": (lambda: run_chain(HMC(U, L), u1, steps, s["hmc"], generator=g, keep=False),
+        f"HMC (L={L})": (lambda: run_chain(HMC(U, L, jitter=0.0), u1, steps, s["hmc"], generator=g, keep=False),
                          lambda: hand_hmc(energy, grad, x, steps, s["hmc"], L, g)),
         "BAOAB": (lambda: run_chain(kinetic_langevin(U, "BAOAB"), u2, steps, s["baoab"], generator=g, keep=False),
                   lambda: hand_baoab(grad, x, torch.zeros_like(x), steps, s["baoab"], g)),
@@ -99,7 +110,7 @@ def ours_ess(name, chains, steps, burn_in, thin):
     U = Potential(energy, grad)
     x = initial(name, chains, seed=2)
     L = s["leapfrog"]
-    runs = {"MALA": (MALA(U), x[:, None], s["mala"], 1), f"HMC (L={L})": (HMC(U, L), x[:, None], s["hmc"], L),
+    runs = {"MALA": (MALA(U), x[:, None], s["mala"], 1), f"HMC (L={L})": (HMC(U, L, jitter=0.0), x[:, None], s["hmc"], L),
             "BAOAB": (kinetic_langevin(U, "BAOAB"), torch.stack((x, torch.zeros_like(x)), 1), s["baoab"], 1)}
     rows = []
     for sampler, (step, u, h, grads) in runs.items():
@@ -159,6 +170,149 @@ def ess_row(library, name, chains, sampler, ess, gradients, seconds, rate, compi
     return row
 
 
+def bulk_tail_ess(samples) -> tuple[float, float]:
+    """Minimum over coordinates of the bulk and the tail ESS (arviz-stats, the same estimator for both libraries)."""
+    from arviz_stats.base import array_stats
+
+    x = samples.detach().to("cpu", torch.float64)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(2, 1, 0).numpy()
+    bulk = array_stats.ess(x, chain_axis=-2, draw_axis=-1, method="bulk")
+    tail = array_stats.ess(x, chain_axis=-2, draw_axis=-1, method="tail", prob=(0.05, 0.95))
+    return float(bulk.min()), float(tail.min())
+
+
+def adapted_row(library, name, chains, sampler, samples, gradients, warmup_gradients, seconds, rate, bias=None):
+    bulk, tail = bulk_tail_ess(samples)
+    row = {"library": library, "target": name, "chains": chains, "sampler": sampler, "bulk_ess": bulk,
+           "tail_ess": tail, "bulk_ess_per_gradient": bulk / gradients, "tail_ess_per_gradient": tail / gradients,
+           "warmup_gradients": warmup_gradients, "gradients": gradients, "seconds": seconds, "acceptance": rate,
+           "variance_bias": bias}
+    print(f"{name:>14} {chains:>5} chains {library:>9} {sampler:>14}: bulk ESS/grad {bulk / gradients:.2e} tail "
+          f"{tail / gradients:.2e}  warm-up {warmup_gradients:>9} grads  acceptance "
+          f"{rate if rate is None else round(rate, 3)}" + ("" if bias is None else f"  variance bias {bias:.3f}"),
+          flush=True)
+    return row
+
+
+def ours_adapted(name, chains, warmup_steps, steps):
+    """Our warm-up (dual averaging / energy tuner, diagonal mass matrix) then a run: MALA, HMC with a fixed and
+    with a jittered number of leapfrog steps (the same mean), BAOAB."""
+    s = SETTINGS[name]
+    energy, grad = torch_target(name, DTYPE)
+    U = Potential(energy, grad)
+    x = initial(name, chains, seed=4)
+    rows = []
+    L = s["leapfrog"]
+    for sampler, step, u in (("MALA", MALA(U), x[:, None]), (f"HMC (L={L})", HMC(U, L, jitter=0.0), x[:, None]),
+                             (f"HMC (L={L}, jittered)", HMC(U, L), x[:, None]),
+                             ("BAOAB", kinetic_langevin(U, "BAOAB"), torch.stack((x, torch.zeros_like(x)), 1))):
+        g = torch.Generator().manual_seed(5)
+        t0 = time.perf_counter()
+        tuned = warmup(step, u, warmup_steps, generator=g)
+        out = run_chain(tuned.step, tuned.state, steps, tuned.step_size, generator=g)
+        seconds = time.perf_counter() - t0
+        bias = None
+        if name == "gaussian_100d":
+            from _mcmc_targets import STDS_100D
+
+            bias = float((out.samples.to(torch.float64).reshape(-1, 100).var(0) / STDS_100D**2 - 1).abs().max())
+        rate = None if out.acceptance_probability is None else float(out.acceptance_probability.mean())
+        rows.append(adapted_row("splitdyn", name, chains, sampler, out.samples, out.nfe * chains, tuned.nfe * chains,
+                                seconds, rate, bias))
+    return rows
+
+
+def blackjax_adapted(name, chains, warmup_steps, steps):
+    """blackjax's window_adaptation (per chain, vmapped) then HMC with the same mean L, and NUTS."""
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    s = SETTINGS[name]
+    logdensity = jax_logdensity(name)
+    x = jnp.asarray(initial(name, chains, seed=4).numpy())
+    rows = []
+    for sampler, algorithm, extra in ((f"HMC (L={s['leapfrog']})", blackjax.hmc, {"num_integration_steps": s["leapfrog"]}),
+                                      ("NUTS", blackjax.nuts, {})):
+        t0 = time.perf_counter()
+
+        def adapt(key, x0, algorithm=algorithm, extra=extra):
+            adaptation = blackjax.window_adaptation(algorithm, logdensity, **extra)
+            (state, parameters), info = adaptation.run(key, x0, num_steps=warmup_steps)
+            return state, parameters, info.info.num_integration_steps.sum()
+
+        keys = jax.random.split(jax.random.PRNGKey(5), chains)
+        states, parameters, warm_grads = jax.jit(jax.vmap(adapt))(keys, x)
+
+        def run_one(key, state, parameters, algorithm=algorithm, extra=extra):
+            kernel = algorithm(logdensity, **{**extra, **parameters}).step
+
+            def one(state, k):
+                state, info = kernel(k, state)
+                return state, (state.position, info.acceptance_rate, info.num_integration_steps)
+
+            return jax.lax.scan(one, state, jax.random.split(key, steps))[1]
+
+        positions, acceptance, grads = jax.jit(jax.vmap(run_one))(jax.random.split(jax.random.PRNGKey(6), chains), states,
+                                                                    parameters)
+        positions.block_until_ready()
+        seconds = time.perf_counter() - t0
+        samples = torch.as_tensor(np.array(positions)).transpose(0, 1)  # (draws, chains, dim)
+        bias = None
+        if name == "gaussian_100d":
+            from _mcmc_targets import STDS_100D
+
+            bias = float((samples.to(torch.float64).reshape(-1, 100).var(0) / STDS_100D**2 - 1).abs().max())
+        rows.append(adapted_row("blackjax", name, chains, sampler, samples, int(np.asarray(grads).sum()),
+                                int(np.asarray(warm_grads).sum()), seconds, float(np.asarray(acceptance).mean()), bias))
+    return rows
+
+
+def make_reference(name: str, chains: int = 8, warmup_steps: int = 2000, draws: int = 25_000, seed: int = 0,
+                   out: str | None = None) -> dict:
+    """A long NUTS run with blackjax's window adaptation (float64), saved as the means and standard deviations
+    of every coordinate in ``benchmarks/results/mcmc_reference_<name>.json`` with the settings and ESS."""
+    import json
+
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    logdensity, dim = jax_posterior(name)
+    key = jax.random.PRNGKey(seed)
+    positions = []
+    t0 = time.perf_counter()
+    for _ in range(chains):
+        key, k_init, k_warm, k_run = jax.random.split(key, 4)
+        x0 = 0.1 * jax.random.normal(k_init, (dim,), dtype=jnp.float64)
+        adaptation = blackjax.window_adaptation(blackjax.nuts, logdensity)
+        (state, parameters), _ = adaptation.run(k_warm, x0, num_steps=warmup_steps)
+        kernel = blackjax.nuts(logdensity, **parameters).step
+
+        def one(state, k, kernel=kernel):
+            state, _ = kernel(k, state)
+            return state, state.position
+
+        _, chain_positions = jax.lax.scan(jax.jit(one), state, jax.random.split(k_run, draws))
+        positions.append(np.asarray(chain_positions))
+    samples = torch.as_tensor(np.stack(positions, 1))  # (draws, chains, dim)
+    ess = effective_sample_size(samples)
+    result = {"target": name, "mean": samples.mean((0, 1)).tolist(), "sd": samples.std((0, 1)).tolist(),
+              "min_ess": float(ess.min()), "mcse_mean_max": float((samples.std((0, 1)) / ess.sqrt()).max()),
+              "sampler": "blackjax NUTS, window_adaptation, float64",
+              "settings": {"chains": chains, "warmup": warmup_steps, "draws": draws, "seed": seed,
+                           "blackjax": blackjax.__version__, "jax": jax.__version__},
+              "seconds": time.perf_counter() - t0, "machine": machine(),
+              "command": "python benchmarks/bench_mcmc.py --make-reference"}
+    path = Path(out or RESULTS) / f"mcmc_reference_{name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"{name}: min ESS {result['min_ess']:.0f}, max MCSE of the means {result['mcse_mean_max']:.2e} -> {path}")
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -174,7 +328,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds (smoke run)")
     parser.add_argument("--no-plot", dest="plot", action="store_false")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--adapted", action="store_true",
+                        help="only the adapted comparison: our warm-up + MALA/HMC/BAOAB against blackjax's "
+                             "window_adaptation + HMC/NUTS, ESS (bulk and tail) per gradient and warm-up cost")
+    parser.add_argument("--adapted-chains", type=int, nargs="+", default=[4, 1000])
+    parser.add_argument("--adapted-steps", type=int, nargs=2, default=[1000, 1000], metavar=("WARMUP", "DRAWS"))
+    parser.add_argument("--make-reference", action="store_true",
+                        help="only write the reference posteriors of breast_cancer and eight_schools (long NUTS runs "
+                             "with blackjax) to benchmarks/results/mcmc_reference_*.json")
     args = parser.parse_args(argv)
+    if args.make_reference:
+        return {name: make_reference(name, out=args.out) for name in ("eight_schools", "breast_cancer")}
+    if args.adapted:
+        return adapted_main(args)
     if args.quick:
         args.cost_steps, args.rounds, args.ess_steps, args.ess_chains = 50, 3, [800, 200], [1, 1000]
     torch.set_num_threads(1)
@@ -216,6 +382,42 @@ def main(argv=None) -> dict:
     print(cost_table)
     print(ess_table)
     return {"cost": cost, "ess": ess}
+
+
+def adapted_main(args) -> dict:
+    torch.set_num_threads(1)
+    if args.quick:
+        args.adapted_steps, args.adapted_chains = [300, 200], [4]
+    print(f"machine: {machine()}")
+    try:
+        import blackjax  # noqa: F401
+        have_blackjax, why = True, ""
+    except ImportError as exc:
+        have_blackjax, why = False, f"blackjax unavailable ({exc}); install the 'bench' extra"
+        print(why)
+    warm, draws = args.adapted_steps
+    rows = []
+    for name in args.targets:
+        for chains in args.adapted_chains:
+            n = draws if chains * SETTINGS[name]["dim"] * draws <= 2e7 else max(100, int(2e7 // (chains * SETTINGS[name]["dim"])))
+            rows += ours_adapted(name, chains, warm, n)
+            if have_blackjax:
+                rows += blackjax_adapted(name, chains, warm, n)
+    table = markdown_table(["target", "chains", "library", "sampler", "bulk ESS/grad", "tail ESS/grad",
+                            "warm-up grads", "acceptance", "variance bias", "seconds"],
+                           [[r["target"], r["chains"], r["library"], r["sampler"], r["bulk_ess_per_gradient"],
+                             r["tail_ess_per_gradient"], r["warmup_gradients"],
+                             "-" if r["acceptance"] is None else r["acceptance"],
+                             "-" if r["variance_bias"] is None else r["variance_bias"], r["seconds"]] for r in rows])
+    name = "mcmc_adapted_cpu" + ("_quick" if args.quick else "")
+    command = "python benchmarks/bench_mcmc.py --adapted" + (" --quick" if args.quick else "")
+    markdown = (f"Command: `{command}` (torch and XLA on one thread each, float32; warm-up {warm} iterations, then "
+                f"up to {draws} draws per chain; ESS per gradient counts every chain's gradients)\n\n{table}\n"
+                + (f"\n{why}\n" if why else ""))
+    write_results(name, {"settings": {"warmup": warm, "draws": draws, "chains": args.adapted_chains,
+                                      "targets": args.targets}, "rows": rows}, markdown, args.out)
+    print(table)
+    return {"adapted": rows}
 
 
 def plot(cost, ess, path):

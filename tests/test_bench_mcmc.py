@@ -37,7 +37,7 @@ def test_hand_loops_are_the_library_samplers_draw_for_draw(name):
         (run_chain(ULA(U), x[:, None], n, s["ula"], generator=gen()).state[:, 0], targets.hand_ula(grad, x, n, s["ula"], gen())),
         (run_chain(MALA(U), x[:, None], n, s["mala"], generator=gen()).state[:, 0],
          targets.hand_mala(energy, grad, x, n, s["mala"], gen())),
-        (run_chain(HMC(U, L), x[:, None], n, s["hmc"], generator=gen()).state[:, 0],
+        (run_chain(HMC(U, L, jitter=0.0), x[:, None], n, s["hmc"], generator=gen()).state[:, 0],
          targets.hand_hmc(energy, grad, x, n, s["hmc"], L, gen())),
         (run_chain(kinetic_langevin(U, "BAOAB"), torch.stack((x, torch.zeros_like(x)), 1), n, s["baoab"],
                    generator=gen()).state[:, 0], targets.hand_baoab(grad, x, torch.zeros_like(x), n, s["baoab"], gen())[0]),

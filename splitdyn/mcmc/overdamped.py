@@ -30,6 +30,7 @@ import torch
 
 from ..checks import check_count, check_positive, check_state
 from ..steps.base import Intervals, Plan, Step
+from .state import CountedPotential
 from .targets import Potential, StochasticGradient, as_potential
 
 __all__ = ["ULA", "SGLD", "sgld_grid"]
@@ -39,18 +40,19 @@ class _OverdampedPlan(Plan):
     """``x' = x - h_i g(x) + sqrt(2 h_i) xi`` with ``g`` the (possibly stochastic) gradient."""
 
     def __init__(self, gradient, intervals: Intervals, deterministic: bool = False) -> None:
-        # a deterministic gradient is called as gradient(x) directly (one Python layer less per step)
-        self.deterministic = gradient.potential.gradient if deterministic else None
+        self.evaluations = 0
+        self.energy_evaluations = 0
+        # counted by wrapping what is called; a deterministic gradient is called as gradient(x) directly
+        self.deterministic = CountedPotential(gradient.potential, self).gradient if deterministic else None
         self.gradient = gradient
+        self.stochastic = _CountedEstimate(gradient, self)
         self.n = len(intervals)
         self.spans = intervals.spans.tolist()
         self.scales = [math.sqrt(2.0 * h) for h in self.spans]
-        self.evaluations = 0
 
     def __call__(self, u, i, generator=None):
         x = u[:, 0]
-        g = self.deterministic(x) if self.deterministic is not None else self.gradient(x, generator)
-        self.evaluations += 1
+        g = self.deterministic(x) if self.deterministic is not None else self.stochastic(x, generator)
         noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
         return torch.add(u, g.unsqueeze(1), alpha=-self.spans[i]).add_(noise, alpha=self.scales[i])
 
@@ -66,6 +68,15 @@ class _OverdampedPlan(Plan):
         J = torch.func.jacrev(flat_map)(x).to(torch.float64)
         noise = 2.0 * self.spans[i] * torch.eye(n, dtype=torch.float64)
         return flat_map(x).reshape(shape), J @ covariance @ J.T + noise
+
+
+class _CountedEstimate:
+    def __init__(self, gradient, owner) -> None:
+        self.gradient, self.owner = gradient, owner
+
+    def __call__(self, x, generator=None):
+        self.owner.evaluations += 1
+        return self.gradient(x, generator)
 
 
 class _PotentialGradient:

@@ -9,14 +9,23 @@ the plan iteration after iteration, so every :mod:`splitdyn.mcmc` step (and any 
   chain of :math:`10^5` or :math:`10^7` steps holds the plan of one block, the current state and the kept
   draws only. A time-dependent schedule (SGLD's decreasing steps, annealing) passes its ``grid`` instead.
 - **Bookkeeping.** Draws of the positions (component 0) are kept after ``burn_in`` every ``thin`` steps,
-  and a Metropolis-Hastings plan's acceptance counts (:class:`~splitdyn.mcmc.metropolis.MetropolisPlan`)
-  are reported per chain, counted after the burn-in.
+  and a Metropolis-Hastings plan's acceptance and divergence counts
+  (:class:`~splitdyn.mcmc.metropolis.MetropolisPlan`) are reported per chain, counted after the burn-in.
+
+After the run, problems a user must see are reported as warnings (:class:`MCMCWarning`, not errors), and
+kept in :attr:`ChainResult.warnings` for :meth:`ChainResult.summary`: a mean acceptance rate below
+:data:`THRESHOLDS` ``["acceptance"]``, divergent transitions (energy error above
+:data:`~splitdyn.mcmc.metropolis.DIVERGENCE_THRESHOLD`), and a potential that is not finite at the final
+state of some chains (the chains left the target's support, e.g. a potential that is NaN outside a region,
+where an unadjusted chain sees a zero or NaN gradient and wanders). :meth:`ChainResult.summary` adds R-hat
+and ESS warnings.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +37,15 @@ from ..integrate import DivergenceError, plan_step
 from ..steps.base import Step
 from .metropolis import MetropolisPlan
 
-__all__ = ["ChainResult", "run_chain", "with_momentum"]
+__all__ = ["ChainResult", "MCMCWarning", "THRESHOLDS", "run_chain", "with_momentum"]
+
+#: Thresholds of the warnings: mean acceptance rate below ``acceptance``; R-hat above ``rhat`` (Vehtari et al.
+#: 2021 recommend 1.01); bulk ESS below ``ess`` (their recommended minimum of 400, i.e. 100 per chain for 4).
+THRESHOLDS = {"acceptance": 0.1, "rhat": 1.01, "ess": 400.0}
+
+
+class MCMCWarning(UserWarning):
+    """A run finished but its draws are suspect (low acceptance, divergences, R-hat, ESS, left the support)."""
 
 
 @dataclass
@@ -51,6 +68,10 @@ class ChainResult:
         Per-chain fraction of accepted proposals after the burn-in (float64), ``None`` for unadjusted steps.
     acceptance_probability:
         Per-chain mean of :math:`\min(1, \alpha)` after the burn-in (a lower-variance estimate of the same).
+    divergences:
+        Per-chain count of divergent transitions after the burn-in (float64), ``None`` for unadjusted steps.
+    warnings:
+        The messages of the warnings issued after the run (see the module docstring).
     """
 
     state: torch.Tensor
@@ -60,9 +81,12 @@ class ChainResult:
     seconds: float
     acceptance_rate: torch.Tensor | None = field(default=None)
     acceptance_probability: torch.Tensor | None = field(default=None)
+    divergences: torch.Tensor | None = field(default=None)
+    warnings: list = field(default_factory=list)
 
     def summary(self) -> dict:
-        """Acceptance, ESS and R-hat per coordinate (see :func:`splitdyn.mcmc.diagnostics.summarize`)."""
+        """Acceptance, divergences, ESS and R-hat per coordinate and the warnings, run's and diagnostics' (see
+        :func:`splitdyn.mcmc.diagnostics.summarize`)."""
         from .diagnostics import summarize
 
         return summarize(self)
@@ -91,7 +115,8 @@ def _advance(plan, u: torch.Tensor, first: int, last: int, block: int, generator
 def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size: float | None = None, *,
               grid: Sequence[float] | torch.Tensor | None = None, generator: torch.Generator | None = None,
               burn_in: int = 0, thin: int = 1, keep: bool = True, block: int = 1024,
-              callback: Callable[[int, torch.Tensor], None] | None = None) -> ChainResult:
+              callback: Callable[[int, torch.Tensor], None] | None = None, progress: bool | str = False,
+              ) -> ChainResult:
     r"""Run ``n_steps`` iterations of ``step`` from ``u`` with a constant ``step_size`` (or over ``grid``).
 
     Parameters
@@ -117,6 +142,17 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
         Intervals planned at once with a constant ``step_size``.
     callback:
         ``callback(i, u)`` after iteration ``i``.
+    progress:
+        Show a tqdm progress bar (a string sets its label); updated once per 100 iterations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from splitdyn.mcmc import ULA, Potential, run_chain
+    >>> out = run_chain(ULA(Potential(lambda x: 0.5 * (x**2).sum(-1))), torch.zeros(8, 1, 3), 500, 0.1,
+    ...                 burn_in=100, thin=2, generator=torch.Generator().manual_seed(0))
+    >>> tuple(out.samples.shape), out.nfe
+    ((200, 8, 3), 500)
     """
     if not isinstance(step, Step):
         raise TypeError(f"step must be a splitdyn Step, got {type(step).__name__}")
@@ -125,6 +161,13 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
                          f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(i, u), got {type(callback).__name__}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if torch.device(generator.device).type != u.device.type:
+            raise ValueError(f"generator must be on the state's device ({u.device}), got one on {generator.device}")
+    if not isinstance(progress, (bool, str)):
+        raise TypeError(f"progress must be a bool or a label string, got {type(progress).__name__}")
     if grid is not None:
         if n_steps is not None or step_size is not None:
             raise ValueError("pass either grid or (n_steps, step_size), not both")
@@ -143,12 +186,20 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
     if burn_in > n_steps or (burn_in == n_steps and keep):
         raise ValueError(f"burn_in ({burn_in}) must be smaller than n_steps ({n_steps})"
                          + (" to keep draws" if burn_in == n_steps else ""))
+    if keep and thin > n_steps - burn_in:
+        raise ValueError(f"thin ({thin}) is larger than the {n_steps - burn_in} iterations kept after burn_in: no "
+                         "draw would be kept; lower thin or pass keep=False")
     plan = plan_step(step, times, u, fuse=False)
     draws = (n_steps - burn_in) // thin if keep else 0
     samples = torch.empty((draws, *u.shape[:1], *u.shape[2:]), dtype=u.dtype, device=u.device) if draws else None
     start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc=progress if isinstance(progress, str) else "MCMC", leave=False)
     with torch.no_grad():
-        if samples is None and callback is None:  # the bare loop: nothing but the plan per iteration
+        if samples is None and callback is None and bar is None:  # the bare loop: nothing but the plan per iteration
             u = _advance(plan, u, 0, burn_in, block, generator)
             if isinstance(plan, MetropolisPlan):
                 plan.reset_statistics()
@@ -164,12 +215,47 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
                     kept += 1
                 if callback is not None:
                     callback(i, u)
+                if bar is not None and ((i + 1) % 100 == 0 or i + 1 == n_steps):
+                    bar.update(i + 1 - bar.n)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - start
     if not bool(torch.isfinite(u).all()):
         raise DivergenceError(f"the chain diverged: non-finite states after {n_steps} steps; take a smaller step_size")
-    rate = probability = None
-    if isinstance(plan, MetropolisPlan) and plan.proposals:
+    rate = probability = divergences = None
+    if (isinstance(plan, MetropolisPlan) and plan.proposals and plan.acceptance_probability is not None
+            and plan.divergences is not None):
         rate = plan.acceptance_rate()
         probability = plan.acceptance_probability.detach().to("cpu", torch.float64) / plan.proposals
+        divergences = plan.divergences.detach().to("cpu", torch.float64)
+    messages = _run_warnings(step, u, rate, divergences)
+    for message in messages:
+        warnings.warn(message, MCMCWarning, stacklevel=2)
     return ChainResult(state=u, samples=samples, nfe=plan.evaluations, n_steps=n_steps, seconds=seconds,
-                       acceptance_rate=rate, acceptance_probability=probability)
+                       acceptance_rate=rate, acceptance_probability=probability, divergences=divergences,
+                       warnings=messages)
+
+
+def _run_warnings(step: Step, u: torch.Tensor, rate, divergences) -> list[str]:
+    messages = []
+    if rate is not None and float(rate.mean()) < THRESHOLDS["acceptance"]:
+        messages.append(f"mean acceptance rate {float(rate.mean()):.3g} is below {THRESHOLDS['acceptance']}: the "
+                        "step size is too large for this target (use splitdyn.mcmc.warmup to tune it)")
+    if divergences is not None and float(divergences.sum()) > 0:
+        chains = int((divergences > 0).sum())
+        messages.append(f"{int(divergences.sum())} divergent transitions (energy error above the threshold) in "
+                        f"{chains} of {divergences.numel()} chains: reduce the step size or reparameterise")
+    potential = getattr(step, "potential", None)
+    if potential is not None and hasattr(potential, "energy"):
+        try:
+            with torch.no_grad():
+                energy = potential.energy(u[:, 0])
+        except Exception:  # a potential that cannot be evaluated here is not this check's business
+            energy = None
+        if energy is not None and not bool(torch.isfinite(energy).all()):
+            bad = int((~torch.isfinite(energy)).sum())
+            messages.append(f"the potential is not finite at the final state of {bad} of {energy.numel()} chains: "
+                            "they left the target's support (a potential that is NaN or infinite outside a "
+                            "region gives no gradient back there); start inside it, use a Metropolis kernel, or "
+                            "return +inf outside")
+    return messages

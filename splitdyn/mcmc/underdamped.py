@@ -34,14 +34,52 @@ import math
 
 import torch
 
+from typing import Any
+
 from ..checks import check_nonnegative, check_positive, check_state
 from ..steps.base import Intervals, Plan, Step
-from ..steps.composition import Composition, splitting
+from ..steps.composition import splitting
 from ..steps.drift import Drift, DriftPlan
 from ..steps.euler import EulerDrift
+from .metric import MassMatrix, as_mass_matrix
+from .state import CountedPotential, StateCache
 from .targets import as_potential
 
-__all__ = ["MomentumOU", "PositionDrift", "ForceDrift", "KineticLangevin", "langevin_parts", "kinetic_langevin"]
+__all__ = ["MomentumOU", "PositionDrift", "ForceDrift", "KineticLangevin", "langevin_parts", "kinetic_langevin",
+           "refresh_momentum"]
+
+
+def refresh_momentum(p: torch.Tensor, decay: float, scale: float, generator: torch.Generator | None = None,
+                     mass_matrix: MassMatrix | None = None, in_place: bool = False) -> torch.Tensor:
+    r"""O, the exact Ornstein-Uhlenbeck flow of the momentum: :math:`p \mapsto a\,p + s\,M^{1/2}\xi`.
+
+    The one O-step of :mod:`splitdyn.mcmc` (the :class:`MomentumOU` part, the in-place kinetic Langevin step and
+    generalized HMC all call it). With :math:`a = e^{-\gamma h}` and :math:`s = \sqrt{1 - a^2}` it preserves
+    :math:`\mathcal N(0, M)` exactly.
+
+    Parameters
+    ----------
+    p:
+        Momenta ``(chains, *event)``.
+    decay, scale:
+        :math:`a` and :math:`s` (for a scalar metric passed as ``mass_matrix=None``, :math:`s` includes
+        :math:`\sqrt M`).
+    generator:
+        Source of the standard normals :math:`\xi`.
+    mass_matrix:
+        A :class:`~splitdyn.mcmc.metric.MassMatrix` whose :math:`M^{1/2}` scales the noise, or ``None``.
+    in_place:
+        Update ``p`` itself.
+    """
+    noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+    if mass_matrix is not None:
+        if mass_matrix.kind == "scalar":
+            scale = scale / math.sqrt(mass_matrix.scalar)
+        else:
+            noise = mass_matrix.scale_momentum(noise)
+    if in_place:
+        return p.mul_(decay).add_(noise, alpha=scale)
+    return torch.add(p * decay, noise, alpha=scale)
 
 
 class _MomentumOUPlan(Plan):
@@ -56,9 +94,7 @@ class _MomentumOUPlan(Plan):
         self.writes = frozenset({1})
 
     def __call__(self, u, i, generator=None):
-        p = u[:, 1]
-        noise = torch.randn(p.shape, generator=generator, dtype=u.dtype, device=u.device)
-        return torch.stack((u[:, 0], torch.add(p * self.decay[i], noise, alpha=self.scale[i])), 1)
+        return torch.stack((u[:, 0], refresh_momentum(u[:, 1], self.decay[i], self.scale[i], generator)), 1)
 
     def gaussian_moments(self, mean, covariance, i):
         d = mean[0, 0].numel()
@@ -192,50 +228,107 @@ def langevin_parts(potential, friction: float = 1.0, mass: float = 1.0) -> dict[
 class _KineticPlan(Plan):
     def __init__(self, step: "KineticLangevin", intervals: Intervals, like: torch.Tensor) -> None:
         self.n = len(intervals)
-        self.potential = step.potential
-        self.generic = step.composition
+        self.evaluations = 0
+        self.energy_evaluations = 0
+        self.potential = CountedPotential(step.potential, self)
+        self.step = step
         self.intervals = intervals
+        m = self.mass_matrix = step.mass_matrix
+        scalar = m.kind == "scalar"
         self.ops = []
         for letter, fraction in zip(step.letters, step.fractions):
             h = fraction * intervals.spans
             if letter == "A":
-                self.ops.append(("A", (h / step.mass).tolist()))
+                self.ops.append(("A", (h * m.scalar).tolist()) if scalar else ("A*", h.tolist()))
             elif letter == "B":
                 self.ops.append(("B", (-h).tolist()))
             else:
                 decay = torch.exp(-step.friction * h)
-                scale = (step.mass * (1.0 - decay**2)).clamp_min(0.0).sqrt()
-                self.ops.append(("O", list(zip(decay.tolist(), scale.tolist()))))
-        self.evaluations = 0
-        self._last = None  # (state returned last, contiguous q and p buffers, the force at q or None)
+                scale = (1.0 - decay**2).clamp_min(0.0).sqrt()
+                if scalar:  # the metric's sqrt(M) folded into the table
+                    self.ops.append(("O", list(zip(decay.tolist(), (scale / math.sqrt(m.scalar)).tolist()))))
+                else:
+                    self.ops.append(("O*", list(zip(decay.tolist(), scale.tolist()))))
+        #: when True, each step also computes its energy error (see KineticLangevin.energy_error)
+        self.track_energy = False
+        self.energy_error: torch.Tensor | None = None
+        # the contiguous buffers behind the state returned last, handed back only for that unmodified tensor
+        self.cache = StateCache()
 
     def __call__(self, u, i, generator=None):
-        if self._last is not None and self._last[0] is u:  # continue from the buffers behind the last state
-            _, q, p, force = self._last
+        buffers = self.cache.lookup(u)
+        if buffers is not None:  # continue from the buffers behind the last state
+            q, p, force, energy = buffers
         else:
-            q, p, force = u[:, 0].clone(), u[:, 1].clone(), None
+            q, p, force, energy = u[:, 0].clone(), u[:, 1].clone(), None, None
+        if self.track_energy:
+            return self._tracked(q, p, force, energy, i, generator)
+        m = self.mass_matrix
         for kind, table in self.ops:
             if kind == "A":
                 q.add_(p, alpha=table[i])
                 force = None
             elif kind == "B":
                 if force is None:
-                    force = self.potential.gradient(q)
-                    self.evaluations += 1
-                    if force.untyped_storage().data_ptr() == q.untyped_storage().data_ptr():
-                        force = force.clone()  # a gradient that returns q itself would move with it
+                    force, _ = self._force(q)
+                p.add_(force, alpha=table[i])
+            elif kind == "O":
+                decay, scale = table[i]
+                refresh_momentum(p, decay, scale, generator, in_place=True)
+            elif kind == "A*":
+                m.drift(q, p, table[i], in_place=True)
+                force = None
+            else:
+                decay, scale = table[i]
+                refresh_momentum(p, decay, scale, generator, m, in_place=True)
+        return self.cache.remember(torch.stack((q, p), 1), (q, p, force, None))
+
+    def _force(self, q, with_energy=False):
+        if with_energy:
+            energy, force = self.potential.energy_and_gradient(q)
+        else:
+            energy, force = None, self.potential.gradient(q)
+        if force.untyped_storage().data_ptr() == q.untyped_storage().data_ptr():
+            force = force.clone()  # a gradient that returns q itself would move with it
+        return force, energy
+
+    def _tracked(self, q, p, force, energy, i, generator):
+        """The same step, also computing the energy error of its deterministic parts (A and B): the change of
+        :math:`H` over the step minus the kinetic-energy changes made by its O parts (which do not move q)."""
+        m = self.mass_matrix
+        if energy is None:
+            if force is None:
+                force, energy = self._force(q, True)
+            else:
+                energy = self.potential.energy(q)
+        H0 = energy + m.kinetic(p)
+        refreshed = torch.zeros_like(H0)
+        for kind, table in self.ops:
+            if kind in ("A", "A*"):
+                if kind == "A":
+                    q.add_(p, alpha=table[i])
+                else:
+                    m.drift(q, p, table[i], in_place=True)
+                force = energy = None
+            elif kind == "B":
+                if force is None:
+                    force, energy = self._force(q, True)
                 p.add_(force, alpha=table[i])
             else:
                 decay, scale = table[i]
-                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-                p.mul_(decay).add_(noise, alpha=scale)
-        out = torch.stack((q, p), 1)
-        self._last = (out, q, p, force)
-        return out
+                before = m.kinetic(p)
+                refresh_momentum(p, decay, scale, generator, m if kind == "O*" else None, in_place=True)
+                refreshed += m.kinetic(p) - before
+        if energy is None:
+            energy = self.potential.energy(q)
+        self.energy_error = energy + m.kinetic(p) - H0 - refreshed
+        return self.cache.remember(torch.stack((q, p), 1), (q, p, force, energy))
 
     def gaussian_moments(self, mean, covariance, i):
         """Exact moments for a linear force, through the equivalent composition of the parts."""
-        plan = self.generic.plan(self.intervals, mean.to(torch.float64), fuse=False)
+        if self.mass_matrix.kind != "scalar":
+            raise NotImplementedError("exact moments of the kinetic step are computed for a scalar mass only")
+        plan = self.step.composition.plan(self.intervals, mean.to(torch.float64), fuse=False)
         return plan.gaussian_moments(mean, covariance, i)
 
 
@@ -246,6 +339,9 @@ class KineticLangevin(Step):
     updates, noise and first-same-as-last reuse of the force, also across steps), updating contiguous
     position and momentum buffers in place and assembling the state once per step. States ``(chains, 2, *event)``.
 
+    The buffers (and the force) behind the state a plan returned are reused only for that very tensor, and
+    only while it is unmodified (see :mod:`splitdyn.mcmc.state`); a state edited in place starts afresh.
+
     Parameters
     ----------
     potential:
@@ -255,18 +351,26 @@ class KineticLangevin(Step):
     friction:
         :math:`\gamma \ge 0`.
     mass:
-        :math:`M > 0`.
+        A scalar :math:`M > 0`.
+    inverse_mass:
+        Instead of ``mass``: :math:`M^{-1}` as a number, a diagonal of the event shape, a dense matrix or a
+        :class:`~splitdyn.mcmc.metric.MassMatrix` (A becomes :math:`q \mathrel{+}= hM^{-1}p`, O refreshes to
+        :math:`\mathcal N(0, M)`).
     """
 
     strong_order = None
 
-    def __init__(self, potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0) -> None:
+    def __init__(self, potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0, *,
+                 inverse_mass: Any = None) -> None:
         if not isinstance(sequence, str):
             raise TypeError(f"sequence must be a string of the letters A, B, O, got {type(sequence).__name__}")
         self.potential = as_potential(potential)
         self.friction = check_nonnegative("friction", friction)
-        self.mass = check_positive("mass", mass)
-        self.composition = splitting(sequence, langevin_parts(self.potential, self.friction, self.mass))
+        self.mass_matrix = as_mass_matrix(mass, inverse_mass)
+        scalar = self.mass_matrix.kind == "scalar"
+        self.mass = 1.0 / self.mass_matrix.scalar if scalar else None
+        self.composition = splitting(sequence, langevin_parts(self.potential, self.friction,
+                                                              1.0 / self.mass_matrix.scalar if scalar else 1.0))
         self.letters = [c for c in sequence if not c.isspace()]
         self.fractions = [f for _, f in self.composition.steps]
         self.sequence = "".join(self.letters)
@@ -279,14 +383,16 @@ class KineticLangevin(Step):
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
         check_state("like", like, 2)
+        self.mass_matrix.check(tuple(like.shape[2:]))
         return _KineticPlan(self, intervals, like)
 
     def __repr__(self) -> str:
-        return (f"KineticLangevin({self.potential!r}, {self.sequence!r}, friction={self.friction:g}, "
-                f"mass={self.mass:g})")
+        metric = f"mass={self.mass:g}" if self.mass is not None else repr(self.mass_matrix)
+        return f"KineticLangevin({self.potential!r}, {self.sequence!r}, friction={self.friction:g}, {metric})"
 
 
-def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0) -> KineticLangevin:
+def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, mass: float = 1.0, *,
+                     inverse_mass: Any = None) -> KineticLangevin:
     r"""A splitting of kinetic Langevin dynamics, e.g. ``"BAOAB"``, ``"OBABO"``, ``"ABOBA"`` (any string of A, B, O).
 
     Each occurrence of a letter gets ``1 / count`` of the step (see :func:`splitdyn.splitting`); a
@@ -301,4 +407,4 @@ def kinetic_langevin(potential, sequence: str = "BAOAB", friction: float = 1.0, 
     >>> step.weak_order, step.nfe
     (2.0, 2)
     """
-    return KineticLangevin(potential, sequence, friction, mass)
+    return KineticLangevin(potential, sequence, friction, mass, inverse_mass=inverse_mass)
