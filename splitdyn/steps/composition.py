@@ -28,6 +28,7 @@ The plan of a composition does two things a hand-written loop would:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -71,7 +72,12 @@ class _CompositionPlan(Plan):
             schedule = schedule[1:-1]
         self.plans = [op.plan(intervals.sub(offset, fraction), like) for op, offset, fraction in schedule]
         self.reuse = self._find_reuse(schedule, intervals)
+        #: whether any value is carried from one interval to the next (then the returned state is remembered)
+        self.carries = any(rule is not None and rule[1] for rule in self.reuse)
         self.values: list = [None] * len(self.plans)
+        #: (weak reference to the state last returned, its version counter, its interval): what validates the
+        #: values carried into the next interval (first-same-as-last across steps)
+        self.returned: tuple | None = None
         # per sub-step: (index, the drift plan that evaluates/advances or None, the plan, the reuse rule)
         self.calls = [(j, getattr(p, "drift", p) if hasattr(p, "evaluate") else None, p, self.reuse[j])
                       for j, p in enumerate(self.plans)]
@@ -116,7 +122,24 @@ class _CompositionPlan(Plan):
         for plan in self.plans + ([self.fused] if self.fused is not None else []):
             plan.compile(**options)
 
+    def _continues(self, u: torch.Tensor, i: int) -> bool:
+        """Whether ``u`` is the unmodified state this plan returned for interval ``i - 1``."""
+        last = self.returned
+        if last is None or i == 0 or last[2] != i - 1 or last[0]() is not u:
+            return False
+        try:
+            return u._version == last[1]
+        except RuntimeError:  # an inference tensor has no version counter: nothing to validate with
+            return False
+
+    def _remember(self, u: torch.Tensor, i: int) -> None:
+        try:
+            self.returned = (weakref.ref(u), u._version, i)
+        except RuntimeError:
+            self.returned = None
+
     def __call__(self, u, i, generator=None):
+        carried = self._continues(u, i)
         if self.fused is not None and i == 0:
             u = self.fused(u, 0, generator)
         values = self.values
@@ -124,7 +147,7 @@ class _CompositionPlan(Plan):
             if drift is None:
                 u = plan(u, i, generator)
                 continue
-            if rule is not None and (not rule[1] or i > 0):
+            if rule is not None and (not rule[1] or carried):
                 value = values[rule[0]]
             else:
                 value = drift.evaluate(u, i)
@@ -132,6 +155,8 @@ class _CompositionPlan(Plan):
             u = drift.advance(u, value, i)
         if self.fused is not None:
             u = self.fused(u, i + 1, generator)
+        if self.carries:
+            self._remember(u, i)
         return u
 
     def gaussian_moments(self, mean, covariance, i):
