@@ -21,6 +21,7 @@ from .checks import check_count, check_flag
 from .grids import check_grid
 from .integrate import plan_step
 from .steps.base import Step
+from .steps.noise import GaussianNoise
 
 __all__ = ["CapturedLoop", "capture_graph"]
 
@@ -60,6 +61,7 @@ class CapturedLoop:
             raise RuntimeError(f"CUDA-graph capture needs a CUDA device, got a state on {like.device}")
         self.times = check_grid(grid)
         self.plan = plan_step(step, self.times, like)
+        self.noise = GaussianNoise(None)  # the device's default generator (see the module docstring)
         self.static_input = like.detach().clone()
         self.static_output = None
         self.graph = None
@@ -74,7 +76,7 @@ class CapturedLoop:
     def _body(self) -> None:
         u = self.static_input
         for i in range(len(self.times) - 1):
-            u = self.plan(u, i, None)
+            u = self.plan(u, i, self.noise)
         if self.static_output is None or self.graph is None:
             self.static_output = u
 

@@ -18,11 +18,11 @@ from typing import Callable
 
 import torch
 
-from .checks import check_flag, check_positive
+from .checks import check_arity, check_compile, check_flag, check_positive, check_progress
 from .grids import check_grid
 from .steps.base import Intervals, Plan, Step
 from .steps.composition import Composition
-from .steps.noise import NoiseSource
+from .steps.noise import NoiseSource, as_noise_source
 
 __all__ = ["Solution", "integrate", "plan_step", "save_indices", "DivergenceError"]
 
@@ -142,7 +142,9 @@ def integrate(
     divergence_factor:
         The final state must be finite and within this factor of the starting scale
         :math:`\max(1, \max|u_0|)`; otherwise the loop is replayed with the same noise to find the first
-        step that crossed it, and a :class:`DivergenceError` names it. ``None`` disables the magnitude check.
+        step that crossed it, and a :class:`DivergenceError` names it. With ``generator=None`` the replay
+        rewinds the device's default generator (CPU and CUDA; on another backend it draws fresh noise and may
+        name a different step). ``None`` disables the magnitude check.
     compile:
         ``True`` or a dict of ``torch.compile`` options: compile the plans' tensor arithmetic (once per plan,
         never per time; see :meth:`~splitdyn.steps.base.Plan.compile`).
@@ -162,30 +164,31 @@ def integrate(
     check_flag("save_trajectory", save_trajectory)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable(i, t, u), got {type(callback).__name__}")
+    if callback is not None:
+        check_arity("callback", callback, 3, "callback(i, t, u)")
+    check_progress("progress", progress)
+    check_compile("compile", compile)
     if divergence_factor is not None:
         divergence_factor = check_positive("divergence_factor", divergence_factor)
     if noise is not None and not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a splitdyn NoiseSource (e.g. BrownianNoise(bm)), got {type(noise).__name__}")
+    source = noise if noise is not None else as_noise_source(generator, u.device)
     times = check_grid(grid)
     saved = save_indices("all" if save_trajectory else save_at, times)
     needs_grid_states = callback is not None or any(j > 0 for j in saved)
     plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
     if compile:
         plan.compile(**(compile if isinstance(compile, dict) else {}))
-    if noise is not None:
-        generator = noise  # the plans take their draws from the source (see splitdyn.steps.noise)
-    rng_state = generator.get_state() if isinstance(generator, torch.Generator) else None
+    rng_state = source.get_state(u.device)
     context = torch.no_grad() if not differentiable else contextlib.nullcontext()
     with context:
-        state, trajectory = _run(plan, u, times, generator, saved, progress, callback)
-        _check_divergence(plan, u, state, times, generator, rng_state, divergence_factor)
+        state, trajectory = _run(plan, u, times, source, saved, progress, callback)
+        _check_divergence(plan, u, state, times, source, rng_state, divergence_factor)
     return Solution(state=state, nfe=plan.evaluations, times=times,
                     trajectory=trajectory if saved else None, saved_times=[times[j] for j in saved] or None)
 
 
-def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: float | None = None):
+def _run(plan: Plan, u, times, noise: NoiseSource, saved, progress, callback, watch: float | None = None):
     trajectory = [u] if 0 in saved else []
     wanted = set(saved)
     steps = range(len(times) - 1)
@@ -194,7 +197,7 @@ def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: floa
 
         steps = tqdm(steps, desc=progress if isinstance(progress, str) else "steps", leave=False)
     for i in steps:
-        u = plan(u, i, generator)
+        u = plan(u, i, noise)
         if i + 1 in wanted:
             trajectory.append(u)
         if callback is not None:
@@ -204,14 +207,13 @@ def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: floa
     return u, trajectory
 
 
-def _check_divergence(plan, u0, state, times, generator, rng_state, factor) -> None:
+def _check_divergence(plan, u0, state, times, noise: NoiseSource, rng_state, factor) -> None:
     bound = math.inf if factor is None else factor * max(1.0, _scale(u0))
     final = _scale(state)
     if final <= bound:  # False for NaN too
         return
-    if rng_state is not None:
-        generator.set_state(rng_state)
-    _, bad = _run(plan, u0, times, generator, [], False, None, watch=bound)
+    noise.set_state(rng_state, u0.device)  # the replay draws the same noise (see NoiseSource.get_state)
+    _, bad = _run(plan, u0, times, noise, [], False, None, watch=bound)
     where = ""
     if isinstance(bad, int):
         where = (f" at step {bad} (from t = {times[bad]:.6g} to {times[bad + 1]:.6g}, "

@@ -30,6 +30,7 @@ import torch
 from .linalg import apply_matrix  # noqa: F401 - re-exported for compatibility
 from .checks import (as_float64, as_float64_matrix, as_float64_time, check_callable, check_count, check_positive,
                      check_state, check_time, check_tolerance)
+from .moments import moment_kernels
 from .schedules import ConstantBeta, ReversedRescaling, TimeRescaling
 
 __all__ = [
@@ -421,8 +422,6 @@ class TimeVaryingLinearSDE(LinearSDEBase):
         return self._evaluate(self._G, "diffusion_matrix", t)
 
     def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        from .moments import moment_kernels
-
         t, s = self._check_interval(t, s)
         return moment_kernels(self, t, s, rtol=self.rtol, atol=self.atol)
 

@@ -28,8 +28,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checks import check_callable, check_positive, check_state
+from .checks import check_arity, check_positive, check_state
 from .linalg import apply_matrix
+from .protocols import ForwardProcess, require
 from .linear_sde import LinearSDE, LinearSDEBase
 from .schedules import ConstantBeta
 from .steps.base import AffineMap, Intervals
@@ -60,10 +61,8 @@ class _ScoreTerm:
     """Shared handling of the score and of :math:`GG^\\top s` for reverse SDEs and probability flows."""
 
     def __init__(self, sde, score: ScoreFunction, score_components: Sequence[int] | None = None) -> None:
-        for attr in ("drift", "diffusion_matrix", "num_components", "T"):
-            if not hasattr(sde, attr):
-                raise TypeError(f"sde must define {attr}, got {type(sde).__name__}")
-        check_callable("score", score, "a callable score(u, t)")
+        require("sde", sde, ForwardProcess)
+        check_arity("score", score, 2, "score(u, t)")
         k = sde.num_components
         self.sde = sde
         self.score = score
@@ -161,7 +160,7 @@ class _ScorePartPlan(DriftPlan):
         t = self.score_times[i]
         s = self.score(u, t)
         if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
-                or s.shape[0] != u.shape[0]:
+                or s.shape[0] != u.shape[0] or s.device != u.device:
             s = self.reverse.checked_score(u, t)  # the full check: it says what is wrong
         return s
 

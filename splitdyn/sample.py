@@ -9,8 +9,8 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
 ``"ancestral"`` (reverse diffusion), ``"pc-em-langevin"`` / ``"pc-ancestral-langevin"`` /
-``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`), ``"adaptive-em"`` / ``"adaptive-sscs"``
-(adaptive steps, :class:`~splitdyn.steps.adaptive.AdaptiveSampler`),
+``"pc-sscs-langevin"`` (predictor-corrector, :func:`~splitdyn.steps.predictor_corrector.pc_step`),
+``"adaptive-em"`` / ``"adaptive-sscs"`` (adaptive steps, :class:`~splitdyn.adaptive.AdaptiveSampler`),
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
 ``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
@@ -29,55 +29,22 @@ from typing import Callable
 
 import torch
 
-from .checks import check_flag
+from .checks import check_arity, check_compile, check_device, check_flag, check_progress
 from .grids import check_grid
 from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .reverse import ReverseSDE, ScoreFunction
-from .steps.adaptive import AdaptiveSampler
+from .adaptive import AdaptiveSampler
 from .steps.base import Step
-from .steps.composition import strang, trotter
-from .steps.euler import EulerDrift, EulerMaruyama
-from .steps.exact_flow import ExactLinearFlow
+from .steps.euler import EulerMaruyama
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
-from .steps.noise import NoiseSource
-from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
+from .protocols import ForwardProcess, require
+from .steps.noise import NoiseSource, as_noise_source
+from .steps.predictor_corrector import ReverseDiffusion, pc_step
+from .steps.split import split_step
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step"]
-
-
-def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
-    r"""The splitting sampler's step for a reverse SDE whose forward SDE is a :class:`~splitdyn.LinearSDE`.
-
-    The reverse drift splits as :math:`-f + GG^\top s = \underbrace{(-F - GG^\top P)u}_{A} +
-    \underbrace{GG^\top (s + P u)}_{S}` for a reference precision :math:`P` (default the stationary precision;
-    for CLD :math:`\mathrm{diag}(1, M^{-1})`, the paper's split, eq. 76-77). :math:`A` with the noise is
-    followed exactly, :math:`S` by an Euler step with the score at :math:`\tau + \theta h`
-    (``time_point`` :math:`\theta`; 0 is Algorithm 1). ``scheme="strang"``: :math:`A(h/2)\,S(h)\,A(h/2)`
-    (SSCS for CLD); ``"trotter"``: :math:`A(h)\,S(h)`.
-    """
-    if not isinstance(reverse, ReverseSDE):
-        raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
-    if scheme not in ("strang", "trotter"):
-        raise ValueError(f"scheme must be 'strang' or 'trotter', got {scheme!r}")
-    if not hasattr(reverse.sde, "reverse_linear_part"):
-        raise TypeError("the splitting sampler needs a LinearSDE forward process (to split off its linear part)")
-    linear = ExactLinearFlow(reverse.sde.reverse_linear_part(precision))
-    score_step = EulerDrift(reverse.score_part(precision), time_point=time_point)
-    return (strang if scheme == "strang" else trotter)(linear, score_step)
-
-
-def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
-            per_sample: bool = False) -> Step:
-    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
-    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
-    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
-    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
-    if predictor not in predictors:
-        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
-    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
-    return predictor_corrector(predictors[predictor](reverse), corrector)
+__all__ = ["sample", "SAMPLERS", "sampler_step"]
 
 
 def _ignore_dynamics(solver_type, reverse, **options):
@@ -238,8 +205,13 @@ def sample(
     check_flag("denoise", denoise)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
-    if not hasattr(process, "T") or not hasattr(process, "num_components"):
-        raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
+    check_progress("progress", progress)
+    check_compile("compile", compile)
+    device = check_device("device", device)
+    if callback is not None:
+        check_arity("callback", callback, 3, "callback(i, tau, u)")
+    as_noise_source(generator, initial.device if isinstance(initial, torch.Tensor) else device)  # refuses by name
+    require("process", process, ForwardProcess)
     if score_components is None:
         score_components = getattr(process, "score_components", None)
     reverse = ReverseSDE(process, score, score_components)
@@ -254,6 +226,9 @@ def sample(
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
+        if solver.eps is None:
+            raise TypeError(f"{type(solver).__name__} picks its own steps (needs_grid=False) but sets no eps: a "
+                            "ReferenceSolver that takes no grid must declare its cutoff eps")
         times, eps = None, solver.eps
         with no_grad:
             solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,

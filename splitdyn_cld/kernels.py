@@ -50,13 +50,34 @@ generic matrix-exponential kernel of :class:`splitdyn.LinearSDE` for other frict
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
 import torch
 
 from splitdyn import LinearSDE
 from splitdyn.checks import as_float64_time, check_nonnegative, check_time
+from splitdyn.protocols import missing_members
 from splitdyn.schedules import ReversedRescaling
 
-from .process import CLD
+if TYPE_CHECKING:  # the process builds on this module (CLD.kernel uses the closed forms): no runtime import
+    from .process import CLD
+
+
+@runtime_checkable
+class _CLDParameters(Protocol):
+    """What the closed forms read from a CLD (checked with :func:`_require_cld`)."""
+
+    mass: float
+    friction: float
+    gamma: float
+    eps_num: float
+    rescaling: object
+    T: float
+
+
+def _require_cld(cld: object) -> None:
+    if not isinstance(cld, LinearSDE) or missing_members(cld, _CLDParameters):
+        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
 
 __all__ = [
     "forward_increment_kernel",
@@ -86,8 +107,7 @@ def is_critically_damped(cld: CLD) -> bool:
 
 
 def _require_critical(cld: CLD) -> None:
-    if not isinstance(cld, CLD):
-        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    _require_cld(cld)
     if not is_critically_damped(cld):
         raise ValueError(
             f"the closed forms hold for critical damping only (friction^2 = 4 mass), got friction={cld.friction}, "
@@ -326,8 +346,7 @@ class ReverseLinearPart(LinearSDE):
 def _stabilised_entries(cld: CLD, t, kind: str):
     """``(xx', xv, vv', det')`` of Sigma_t + eps_num I for the HSM or DSM kernel, float64."""
     _check_kind(kind)
-    if not isinstance(cld, CLD):
-        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    _require_cld(cld)
     eps = cld.eps_num
     if is_critically_damped(cld):
         a, b = _diagonal_initial_covariance(cld, kind)

@@ -23,6 +23,8 @@ from splitdyn import LinearSDE, PerturbationKernel, ReverseSDE
 from splitdyn.checks import check_finite_tensor, check_nonnegative, check_positive
 from splitdyn.schedules import TimeRescaling
 
+from .kernels import ReverseLinearPart, forward_increment_kernel
+
 __all__ = ["CLD"]
 
 
@@ -146,8 +148,6 @@ class CLD(LinearSDE):
         damped, else the generic Van Loan kernel."""
         if not self.critically_damped:
             return super().increment_kernel(delta)
-        from .kernels import forward_increment_kernel  # kernels builds on this module
-
         return forward_increment_kernel(self, delta)
 
     def transition_matrix(self, t, s=0.0) -> torch.Tensor:
@@ -158,8 +158,6 @@ class CLD(LinearSDE):
         :class:`~splitdyn_cld.kernels.ReverseLinearPart` with the closed-form kernel of eq. 85-90."""
         if precision is not None or not self.critically_damped:
             return super().reverse_linear_part(precision)
-        from .kernels import ReverseLinearPart
-
         return ReverseLinearPart(self)
 
     def reverse(self, velocity_score) -> ReverseSDE:

@@ -9,6 +9,7 @@ import torch
 
 from splitdyn import EulerDrift, ExactLinearFlow, LinearSDE, splitting
 from splitdyn.integrate import plan_step
+from splitdyn.steps.noise import GaussianNoise
 
 F64 = torch.float64
 
@@ -39,10 +40,10 @@ def test_an_in_place_edit_of_the_returned_state_gives_what_a_fresh_plan_gives(ed
     grid = [0.0, 0.1, 0.2, 0.3]
     u0 = torch.randn(16, 2, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     plan = plan_step(step, grid, u0, fuse=False)
-    u1 = plan(u0, 0, torch.Generator().manual_seed(1))
+    u1 = plan(u0, 0, GaussianNoise(torch.Generator().manual_seed(1)))
     EDITS[edit](u1)
-    reused = plan(u1, 1, torch.Generator().manual_seed(2))
-    fresh = plan_step(step, grid, u0, fuse=False)(u1.clone(), 1, torch.Generator().manual_seed(2))
+    reused = plan(u1, 1, GaussianNoise(torch.Generator().manual_seed(2)))
+    fresh = plan_step(step, grid, u0, fuse=False)(u1.clone(), 1, GaussianNoise(torch.Generator().manual_seed(2)))
     assert torch.equal(reused, fresh)
 
 
@@ -52,14 +53,14 @@ def test_the_carried_force_is_reused_for_the_unmodified_state_only():
     grid = [0.0, 0.1, 0.2, 0.3]
     u0 = torch.randn(16, 2, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     plan = plan_step(step, grid, u0, fuse=False)
-    u1 = plan(u0, 0, torch.Generator().manual_seed(1))
+    u1 = plan(u0, 0, GaussianNoise(torch.Generator().manual_seed(1)))
     assert calls[0] == 2
-    plan(u1, 1, torch.Generator().manual_seed(2))
+    plan(u1, 1, GaussianNoise(torch.Generator().manual_seed(2)))
     assert calls[0] == 3  # the closing force of step 0 is the opening one of step 1
-    plan(u1.clone(), 1, torch.Generator().manual_seed(2))
+    plan(u1.clone(), 1, GaussianNoise(torch.Generator().manual_seed(2)))
     assert calls[0] == 5  # another tensor (even with equal values) is evaluated afresh
-    u2 = plan(u1, 1, torch.Generator().manual_seed(2))
-    plan(u2, 1, torch.Generator().manual_seed(2))  # not the next interval: evaluated afresh
+    u2 = plan(u1, 1, GaussianNoise(torch.Generator().manual_seed(2)))
+    plan(u2, 1, GaussianNoise(torch.Generator().manual_seed(2)))  # not the next interval: evaluated afresh
     assert calls[0] == 9
 
 
@@ -71,8 +72,8 @@ def test_a_stale_carried_force_would_have_changed_the_answer():
     grid = [0.0, 0.1, 0.2]
     u0 = torch.randn(16, 2, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     plan = plan_step(step, grid, u0, fuse=False)
-    u1 = plan(u0, 0, torch.Generator().manual_seed(1))
-    clean = plan_step(step, grid, u0, fuse=False)(u1.clone(), 1, torch.Generator().manual_seed(2))
+    u1 = plan(u0, 0, GaussianNoise(torch.Generator().manual_seed(1)))
+    clean = plan_step(step, grid, u0, fuse=False)(u1.clone(), 1, GaussianNoise(torch.Generator().manual_seed(2)))
     u1.add_(10.0)
-    edited = plan(u1, 1, torch.Generator().manual_seed(2))
+    edited = plan(u1, 1, GaussianNoise(torch.Generator().manual_seed(2)))
     assert not torch.allclose(clean, edited)

@@ -92,7 +92,8 @@ class _HMCPlan(MetropolisPlan):
         super().__init__(step.potential, intervals)
         self.n_leapfrog, self.mass, self.root_mass = step.n_leapfrog, step.mass, math.sqrt(step.mass)
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         x = u[:, 0]
         U, g = self.current(u, x)
         p = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -151,7 +152,8 @@ class _GHMCPlan(MetropolisPlan):
         noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
         return torch.add(p * self.decay[i], noise, alpha=self.scale[i])
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         q = u[:, 0]
         U, g = self.current(u, q)
         p = self.refresh(u[:, 1], i, generator)

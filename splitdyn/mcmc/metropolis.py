@@ -114,7 +114,8 @@ class _MALAPlan(MetropolisPlan):
         super().__init__(potential, intervals)
         self.scales = [math.sqrt(2.0 * h) for h in self.spans]
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         h = self.spans[i]
         x = u[:, 0]
         U_x, g_x = self.current(u, x)

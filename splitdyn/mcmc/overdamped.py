@@ -47,7 +47,8 @@ class _OverdampedPlan(Plan):
         self.scales = [math.sqrt(2.0 * h) for h in self.spans]
         self.evaluations = 0
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         x = u[:, 0]
         g = self.deterministic(x) if self.deterministic is not None else self.gradient(x, generator)
         self.evaluations += 1

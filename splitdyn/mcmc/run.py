@@ -25,6 +25,7 @@ import torch
 from ..checks import check_count, check_flag, check_positive
 from ..grids import check_grid
 from ..integrate import DivergenceError, plan_step
+from ..steps.noise import as_noise_source
 from ..steps.base import Step
 from .metropolis import MetropolisPlan
 
@@ -144,6 +145,7 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
         raise ValueError(f"burn_in ({burn_in}) must be smaller than n_steps ({n_steps})"
                          + (" to keep draws" if burn_in == n_steps else ""))
     plan = plan_step(step, times, u, fuse=False)
+    generator = as_noise_source(generator, u.device)  # plans draw from a NoiseSource
     draws = (n_steps - burn_in) // thin if keep else 0
     samples = torch.empty((draws, *u.shape[:1], *u.shape[2:]), dtype=u.dtype, device=u.device) if draws else None
     start = time.perf_counter()

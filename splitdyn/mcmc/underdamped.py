@@ -55,7 +55,8 @@ class _MomentumOUPlan(Plan):
         #: the components this step changes (the momentum only)
         self.writes = frozenset({1})
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         p = u[:, 1]
         noise = torch.randn(p.shape, generator=generator, dtype=u.dtype, device=u.device)
         return torch.stack((u[:, 0], torch.add(p * self.decay[i], noise, alpha=self.scale[i])), 1)
@@ -209,7 +210,8 @@ class _KineticPlan(Plan):
         self.evaluations = 0
         self._last = None  # (state returned last, contiguous q and p buffers, the force at q or None)
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         if self._last is not None and self._last[0] is u:  # continue from the buffers behind the last state
             _, q, p, force = self._last
         else:

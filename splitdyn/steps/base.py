@@ -11,30 +11,71 @@ its dynamics' own time (reverse time :math:`\tau = T - t` for samplers). Every s
 
 Before a loop runs, :meth:`Step.plan` turns the grid into a :class:`Plan`: all float64 host work (transition
 matrices, Cholesky factors, per-step scalars) is done once and stored as device tensors indexed by step. The
-plan's ``plan(u, i, generator)`` then does only tensor arithmetic. No cache is keyed by float times, so memory
+plan's ``plan(u, i, noise)`` then does only tensor arithmetic (``noise`` is always a
+:class:`~splitdyn.steps.noise.NoiseSource`; entry points wrap a plain generator once). No cache is keyed by float times, so memory
 does not grow with the number of steps apart from the plan's small tables.
 
-Every concrete subclass of :class:`Step` is recorded in :data:`REGISTRY` (by class name), which the order
-table of the test suite walks.
+The concrete public subclasses of :class:`Step` defined in the packages that opted in with
+``REGISTRY.include(package_name)`` (``splitdyn`` and ``splitdyn_cld`` do, in their ``__init__``; any other
+package may) are listed in :data:`REGISTRY` by class name, which the order table of the test suite walks.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..checks import check_state
+from .noise import NoiseSource, as_noise_source
 
-__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "kron_identity"]
+__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "StepRegistry", "kron_identity"]
 
-#: Every concrete :class:`Step` subclass of the library by class name (filled in as subclasses are defined).
+class StepRegistry(Mapping[str, type]):
+    """Class name -> concrete public :class:`Step` subclass, for the packages that opted in with :meth:`include`.
+
+    Every such subclass is recorded when it is defined; a package's steps are listed once it is included, so a
+    package may opt in before or after defining them.
+    """
+
+    def __init__(self) -> None:
+        self._classes: list[type] = []
+        self._packages: set[str] = set()
+
+    def include(self, package: str) -> None:
+        """List the steps of the top-level package ``package`` (e.g. ``__name__`` in its ``__init__``)."""
+        if not isinstance(package, str) or not package:
+            raise TypeError(f"package must be a package name (a non-empty str), got {package!r}")
+        self._packages.add(package.split(".")[0])
+
+    def exclude(self, package: str) -> None:
+        """Stop listing the steps of ``package`` (undoes :meth:`include`)."""
+        self._packages.discard(package.split(".")[0])
+
+    def record(self, cls: type) -> None:
+        """Record a newly defined concrete public step class (called by :class:`Step`)."""
+        self._classes.append(cls)
+
+    def _listed(self) -> dict[str, type]:
+        return {c.__name__: c for c in self._classes if c.__module__.split(".")[0] in self._packages}
+
+    def __getitem__(self, name: str) -> type:
+        return self._listed()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+
+#: The registered :class:`Step` subclasses by class name (see :class:`StepRegistry`).
 #:
 #: :meta hide-value:
-REGISTRY: dict[str, type] = {}
+REGISTRY = StepRegistry()
 
 
 @dataclass(frozen=True)
@@ -198,7 +239,10 @@ class AffineMap:
 
 
 class Plan(ABC):
-    """A step planned for ``n`` intervals: call ``plan(u, i, generator)`` for interval ``i``.
+    """A step planned for ``n`` intervals: call ``plan(u, i, noise)`` for interval ``i``.
+
+    ``noise`` is a :class:`~splitdyn.steps.noise.NoiseSource` (wrap a ``torch.Generator`` with
+    :func:`~splitdyn.steps.noise.as_noise_source`); a plan draws all its randomness from it.
 
     Attributes
     ----------
@@ -210,10 +254,14 @@ class Plan(ABC):
 
     n: int
     evaluations: int = 0
+    #: the components a call changes (``None``: unknown, all); compositions use it for first-same-as-last reuse
+    writes: frozenset[int] | None = None
+    #: the drift a composable plan evaluates (``None``: none; see :class:`~splitdyn.protocols.ComposablePlan`)
+    source: object = None
 
     @abstractmethod
-    def __call__(self, u: torch.Tensor, i: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Advance ``u`` over interval ``i``."""
+    def __call__(self, u: torch.Tensor, i: int, noise: NoiseSource) -> torch.Tensor:
+        """Advance ``u`` over interval ``i``, drawing from ``noise``."""
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
         r"""Push :math:`\mathcal N(\text{mean}, \text{covariance})` of one state through interval ``i``.
@@ -249,9 +297,8 @@ class Step(ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if (not getattr(cls, "__abstractmethods__", None) and not cls.__name__.startswith("_")
-                and cls.__module__.split(".")[0] in ("splitdyn", "splitdyn_cld")):
-            REGISTRY[cls.__name__] = cls
+        if not getattr(cls, "__abstractmethods__", None) and not cls.__name__.startswith("_"):
+            REGISTRY.record(cls)
 
     @abstractmethod
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
@@ -260,7 +307,7 @@ class Step(ABC):
     def __call__(self, u: torch.Tensor, t: float, h: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """One step over :math:`[t, t + h]` (plans a one-interval table: for manual stepping, not for loops)."""
         check_state("u", u, u.shape[1] if isinstance(u, torch.Tensor) and u.ndim >= 2 else 1)
-        return self.plan(Intervals.single(t, h), u)(u, 0, generator)
+        return self.plan(Intervals.single(t, h), u)(u, 0, as_noise_source(generator, u.device))
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, t: float, h: float):
         """Exact Gaussian moments through one step over :math:`[t, t + h]` (see :meth:`Plan.gaussian_moments`)."""

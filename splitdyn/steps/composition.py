@@ -35,7 +35,9 @@ import torch
 
 from ..checks import check_flag
 from .base import Intervals, Plan, Step
+from ..protocols import ComposablePlan
 from .exact_flow import ExactLinearFlow
+from .noise import as_noise_source
 
 __all__ = ["Composition", "strang", "trotter", "splitting", "palindromic"]
 
@@ -79,7 +81,7 @@ class _CompositionPlan(Plan):
         #: values carried into the next interval (first-same-as-last across steps)
         self.returned: tuple | None = None
         # per sub-step: (index, the drift plan that evaluates/advances or None, the plan, the reuse rule)
-        self.calls = [(j, getattr(p, "drift", p) if hasattr(p, "evaluate") else None, p, self.reuse[j])
+        self.calls = [(j, p if isinstance(p, ComposablePlan) else None, p, self.reuse[j])
                       for j, p in enumerate(self.plans)]
 
     def _find_reuse(self, schedule, intervals) -> list:
@@ -88,7 +90,7 @@ class _CompositionPlan(Plan):
         m = len(self.plans)
         reuse: list = [None] * m
         for j, plan in enumerate(self.plans):
-            if not hasattr(plan, "evaluate") or schedule[j][0].nfe == 0:
+            if not isinstance(plan, ComposablePlan) or schedule[j][0].nfe == 0:
                 continue
             blocked = self.fused is not None  # a fused exact flow between two steps changes every component
             for back in range(1, m + 1):
@@ -97,10 +99,10 @@ class _CompositionPlan(Plan):
                 if across and blocked:
                     break
                 other = self.plans[k]
-                writes = getattr(other, "writes", None)
+                writes = other.writes
                 if writes is None or plan.reads is None or (writes & plan.reads):
                     break  # what sub-step k changed (after any evaluation of its own) reaches this drift
-                if getattr(other, "source", None) is plan.source:
+                if other.source is plan.source:
                     if self._same_times(plan, other, across):
                         reuse[j] = (k, across)
                     break
@@ -138,14 +140,14 @@ class _CompositionPlan(Plan):
         except RuntimeError:
             self.returned = None
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
         carried = self._continues(u, i)
         if self.fused is not None and i == 0:
-            u = self.fused(u, 0, generator)
+            u = self.fused(u, 0, noise)
         values = self.values
         for j, drift, plan, rule in self.calls:
             if drift is None:
-                u = plan(u, i, generator)
+                u = plan(u, i, noise)
                 continue
             if rule is not None and (not rule[1] or carried):
                 value = values[rule[0]]
@@ -154,7 +156,7 @@ class _CompositionPlan(Plan):
             values[j] = value
             u = drift.advance(u, value, i)
         if self.fused is not None:
-            u = self.fused(u, i + 1, generator)
+            u = self.fused(u, i + 1, noise)
         if self.carries:
             self._remember(u, i)
         return u
@@ -227,7 +229,7 @@ class Composition(Step):
         return _CompositionPlan(self, intervals, like, fuse)
 
     def __call__(self, u, t, h, generator=None):
-        return self.plan(Intervals.single(t, h), u, fuse=False)(u, 0, generator)
+        return self.plan(Intervals.single(t, h), u, fuse=False)(u, 0, as_noise_source(generator, u.device))
 
     def gaussian_moments(self, mean, covariance, t, h):
         plan = self.plan(Intervals.single(t, h), mean.to(torch.float64), fuse=False)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..checks import check_callable, check_count
+from ..checks import check_arity, check_count
 
 __all__ = ["Drift", "DriftPlan", "CallableDrift", "as_drift", "check_drift_output"]
 
@@ -27,6 +27,9 @@ def check_drift_output(name: str, value, u: torch.Tensor, shape: tuple) -> torch
     """Check that a user callable returned a tensor of ``shape`` in ``u``'s dtype; name the callable if not."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(value).__name__}")
+    if value.device != u.device:
+        raise ValueError(f"{name} returned a tensor on {value.device} for a state on {u.device}: return the "
+                         "state's device")
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"{name} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
     if value.dtype != u.dtype:
@@ -41,6 +44,8 @@ class DriftPlan(ABC):
     """A drift planned for evaluation times ``times[i]`` and Euler step sizes ``spans[i]``."""
 
     evaluations: int = 0
+    #: the components :meth:`advance` changes (``None``: all)
+    writes: frozenset[int] | None = None
 
     @abstractmethod
     def evaluate(self, u: torch.Tensor, i: int):
@@ -49,6 +54,9 @@ class DriftPlan(ABC):
     @abstractmethod
     def advance(self, u: torch.Tensor, value, i: int) -> torch.Tensor:
         """:math:`u + h_i\\,b(u, t_i)` given ``value = evaluate(u, i)``."""
+
+    def compile(self, **options) -> None:
+        """Compile the tensor arithmetic with ``torch.compile(**options)`` (default: nothing to compile)."""
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
         """Exact moments through the Euler step, from the Jacobian of the (affine) map."""
@@ -94,7 +102,7 @@ class CallableDrift(Drift):
     """A user drift ``b(u, t) -> du/dt`` (``t`` a Python float) making ``nfe`` score evaluations per call."""
 
     def __init__(self, fn: Callable[[torch.Tensor, float], torch.Tensor], nfe: int = 1) -> None:
-        self.fn = check_callable("drift", fn, "a callable b(u, t)")
+        self.fn = check_arity("drift", fn, 2, "b(u, t)")
         self.nfe = check_count("nfe", nfe, minimum=0)
 
     def plan(self, times, spans, like):

@@ -19,7 +19,7 @@ from ..checks import check_count, check_flag
 from ..linear_sde import LinearSDEBase
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
-from .noise import standard_normal
+from .noise import NoiseSource
 
 __all__ = ["EulerDrift", "EulerMaruyama"]
 
@@ -44,26 +44,22 @@ class _EulerDriftPlan(Plan):
         self.times = times
         self.n = len(intervals)
         self.reads = step.reads
-        self.writes = step.writes if step.writes is not None else getattr(self.drift, "writes", None)
+        self.writes = step.writes if step.writes is not None else self.drift.writes
         self.time_dependent = step.time_dependent
         self.source = step.drift
+        # the composable protocol's two halves are the drift plan's own (no extra call in the loop)
+        self.evaluate = self.drift.evaluate
+        self.advance = self.drift.advance
 
     @property
     def evaluations(self) -> int:  # type: ignore[override]
         return self.drift.evaluations
 
-    def evaluate(self, u, i):
-        return self.drift.evaluate(u, i)
-
-    def advance(self, u, value, i):
-        return self.drift.advance(u, value, i)
-
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
         return self.drift.advance(u, self.drift.evaluate(u, i), i)
 
     def compile(self, **options) -> None:
-        if hasattr(self.drift, "compile"):
-            self.drift.compile(**options)
+        self.drift.compile(**options)
 
     def gaussian_moments(self, mean, covariance, i):
         return self.drift.gaussian_moments(mean, covariance, i)
@@ -157,36 +153,36 @@ class _LinearEMPlan(Plan):
             inputs.append(noise)
         return self.map.apply(matrices, inputs)
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         if self.compiled is not None:
             self.evaluations += int(self.has_score)
             self.sde.evaluations += int(self.has_score)
-            noise = None
+            xi = None
             if self.noise_width:
-                noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u,
-                                        self.starts[i], self.spans[i], self.columns)
-            return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
+                xi = noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.starts[i],
+                                           self.spans[i], u, self.columns)
+            return self.compiled(u, self.tensor_times[i], xi, self.map.prepared(i))
         if self.has_score:
             self.evaluations += 1
             self.sde.evaluations += 1  # the reverse SDE's running count (useful with external solvers)
             t = self.score_times[i]
             s = self.score(u, t)
             if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
-                    or s.shape[0] != u.shape[0]:
+                    or s.shape[0] != u.shape[0] or s.device != u.device:
                 s = self.sde.checked_score(u, t)  # the full check: it says what is wrong
             if self.noise_width:
-                return self.map(i, u, s, self._noise(u, i, generator, 2))
+                return self.map(i, u, s, self._noise(u, i, noise, 2))
             return self.map(i, u, s)
         if self.noise_width:
-            return self.map(i, u, self._noise(u, i, generator, 1))
+            return self.map(i, u, self._noise(u, i, noise, 1))
         return self.map(i, u)
 
-    def _noise(self, u, i, generator, j: int):
-        """The standard normals of the active noise columns: drawn flat for the fast map, or from a noise source."""
-        if generator is None or isinstance(generator, torch.Generator):
-            return self.map.noise(j, u.shape[0], generator, u.dtype, u.device)
-        return standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.starts[i],
-                               self.spans[i], self.columns)
+    def _noise(self, u, i, noise: NoiseSource, j: int):
+        """The standard normals of the active noise columns: drawn flat for the fast map, or along a path."""
+        if not noise.brownian:
+            return self.map.noise(j, u.shape[0], noise.generator, u.dtype, u.device)
+        return noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.starts[i],
+                                     self.spans[i], u, self.columns)
 
     def gaussian_moments(self, mean, covariance, i):
         d = mean[0, 0].numel()
@@ -221,12 +217,11 @@ class _GenericEMPlan(Plan):
         self.nfe = nfe
         self.evaluations = 0
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         self.evaluations += self.nfe
         drift = check_drift_output("the SDE's drift", self.sde.drift(u, self.times[i]), u, u.shape)
-        noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.times[i],
-                                self.spans[i])
-        return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, noise)
+        xi = noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.times[i], self.spans[i], u)
+        return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, xi)
 
     def gaussian_moments(self, mean, covariance, i):
         shape, n, d = mean.shape, mean.numel(), mean[0, 0].numel()
@@ -257,9 +252,8 @@ class EulerMaruyama(Step):
     strong_order = 0.5
 
     def __init__(self, sde, nfe: int | None = None) -> None:
-        for attr in ("drift", "diffusion_matrix"):
-            if not hasattr(sde, attr):
-                raise TypeError(f"sde must define {attr}(...) (an SDE), got {type(sde).__name__}")
+        if not callable(getattr(sde, "drift", None)) or not callable(getattr(sde, "diffusion_matrix", None)):
+            raise TypeError(f"sde must define drift(u, t) and diffusion_matrix(t) (an SDE), got {type(sde).__name__}")
         self.sde = sde
         self.nfe = int(getattr(sde, "nfe", 0)) if nfe is None else check_count("nfe", nfe, minimum=0)
 

@@ -55,13 +55,13 @@ class _ExactFlowPlan(Plan):
         #: the components this flow changes (a velocity-only Ornstein-Uhlenbeck part leaves positions alone)
         self.writes = frozenset(int(c) for c in torch.nonzero(moved).flatten().tolist())
 
-    def __call__(self, u, i, generator=None):
-        if isinstance(generator, NoiseSource) and generator.brownian:
-            return self._on_path(u, i, generator)
+    def __call__(self, u, i, noise: NoiseSource):
+        if noise.brownian:
+            return self._on_path(u, i, noise)
         if self.compiled is not None:
-            noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
-            return self.compiled(self.map.prepared(i), [u, noise])
-        return self.map(i, u, self.map.noise(1, u.shape[0], generator, u.dtype, u.device))
+            xi = torch.randn(u.shape, generator=noise.generator, dtype=u.dtype, device=u.device)
+            return self.compiled(self.map.prepared(i), [u, xi])
+        return self.map(i, u, self.map.noise(1, u.shape[0], noise.generator, u.dtype, u.device))
 
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()

@@ -42,12 +42,14 @@ from ..checks import check_count, check_flag, check_positive
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .composition import Composition
 from ..gaussian import psd_cholesky
-from .noise import NoiseSource, brownian_flow_tables, independent_normal
+from .euler import EulerMaruyama
+from .noise import NoiseSource, brownian_flow_tables
+from .split import split_step
 
 if TYPE_CHECKING:
     from ..reverse import ReverseSDE
 
-__all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector"]
+__all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector", "pc_step"]
 
 
 def _check_reverse(reverse) -> None:
@@ -85,12 +87,12 @@ class _ReverseDiffusionPlan(Plan):
         self.brownian_map = None
         self.evaluations = 0
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         self.evaluations += 1
         s = self.reverse.evaluate_score(u, self.score_times[i])
-        if isinstance(generator, NoiseSource) and generator.brownian:
-            return self._on_path(u, s, i, generator)
-        return self.map(i, u, s, torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device))
+        if noise.brownian:
+            return self._on_path(u, s, i, noise)
+        return self.map(i, u, s, torch.randn(u.shape, generator=noise.generator, dtype=u.dtype, device=u.device))
 
     def _on_path(self, u, s, i, source):
         # noise B0 dW + R zeta ~ N(0, Q) with B0 -> G: the same path as Euler-Maruyama to leading order
@@ -179,12 +181,12 @@ class _LangevinPlan(Plan):
         eps = 2.0 * (self.step.snr * zn / sn.clamp_min(torch.finfo(s.dtype).tiny)) ** 2
         return eps.reshape(-1, *([1] * (s.ndim - 1))) if self.step.per_sample else eps
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         t = self.score_times[i]
         for _ in range(self.step.steps):
             self.evaluations += 1
             s = self.reverse.evaluate_score(u, t)
-            z = independent_normal(generator, s.shape, u)
+            z = noise.independent_normal(s.shape, u)
             eps = self._size(z, s, i)
             if isinstance(eps, float):
                 move = torch.add(s * eps, z, alpha=math.sqrt(2.0 * eps))
@@ -282,3 +284,15 @@ def predictor_corrector(predictor: Step, corrector: Step) -> Composition:
         if not isinstance(step, Step):
             raise TypeError(f"{name} must be a splitdyn Step, got {type(step).__name__}")
     return Composition([(predictor, 1.0), (corrector, 1.0)])
+
+
+def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
+            per_sample: bool = False) -> Step:
+    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
+    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
+    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
+    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
+    if predictor not in predictors:
+        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
+    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
+    return predictor_corrector(predictors[predictor](reverse), corrector)

@@ -45,13 +45,14 @@ from typing import Callable, Union
 
 import torch
 
-from ..checks import check_count, check_flag, check_positive
-from ..integrate import Solution
-from ..interop import ReferenceSolver
-from ..linear_sde import apply_matrix
-from .base import Intervals, Step
-from .euler import EulerMaruyama
-from .noise import BrownianNoise
+from .checks import check_count, check_flag, check_positive
+from .integrate import Solution
+from .interop import ReferenceSolver
+from .linalg import apply_matrix
+from .steps.base import Intervals, Step
+from .steps.euler import EulerMaruyama
+from .steps.noise import BrownianNoise
+from .steps.split import split_step
 
 __all__ = ["AdaptiveSampler"]
 
@@ -68,7 +69,7 @@ class AdaptiveSampler(ReferenceSolver):
     ----------
     method:
         ``"em"`` (Euler-Maruyama with the shared first evaluation), ``"sscs"`` (the splitting sampler of
-        :func:`splitdyn.sample.split_step`), or a factory ``f(reverse_sde) -> Step``.
+        :func:`splitdyn.steps.split.split_step`), or a factory ``f(reverse_sde) -> Step``.
     rtol, atol:
         Relative and absolute tolerances on the state.
     eps:
@@ -139,8 +140,6 @@ class AdaptiveSampler(ReferenceSolver):
         if self.method == "em":
             return None
         if self.method == "sscs":
-            from ..sample import split_step
-
             return split_step(reverse)
         step = self.method(reverse)
         if not isinstance(step, Step):
