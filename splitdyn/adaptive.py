@@ -49,7 +49,7 @@ from .checks import check_count, check_flag, check_positive
 from .integrate import Solution
 from .interop import ReferenceSolver
 from .linalg import apply_matrix
-from .steps.base import Intervals, Step
+from .steps.base import Intervals, Step, evaluation_count
 from .steps.euler import EulerMaruyama
 from .steps.noise import BrownianNoise
 from .steps.split import split_step
@@ -132,9 +132,10 @@ class AdaptiveSampler(ReferenceSolver):
         one = step.plan(Intervals.single(tau, h), u)
         two = step.plan(Intervals(torch.tensor([tau, tau + h / 2], dtype=torch.float64),
                                   torch.tensor([h / 2, h / 2], dtype=torch.float64)), u)
+        before = evaluation_count(one, two)
         coarse = one(u, 0, source)
         fine = two(two(u, 0, source), 1, source)
-        return coarse, fine, one.evaluations + two.evaluations
+        return coarse, fine, evaluation_count(one, two) - before
 
     def _step_of(self, reverse):
         if self.method == "em":

@@ -20,7 +20,7 @@ import torch
 from .checks import check_count, check_flag
 from .grids import check_grid
 from .integrate import plan_step
-from .steps.base import Step
+from .steps.base import Step, evaluation_count
 from .steps.noise import GaussianNoise
 
 __all__ = ["CapturedLoop", "capture_graph"]
@@ -66,9 +66,9 @@ class CapturedLoop:
         self.static_output = None
         self.graph = None
         with torch.no_grad():
-            before = self.plan.evaluations
+            before = evaluation_count(self.plan)
             self._body()
-            self.nfe = self.plan.evaluations - before
+            self.nfe = evaluation_count(self.plan) - before
             if use_graph:
                 self.graph = capture_graph(self._body, like.device, warmup=warmup)
         self.graphed = self.graph is not None

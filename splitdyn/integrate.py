@@ -3,9 +3,9 @@ r"""The one loop: plan a step for a grid once, then apply it interval after inte
 The grid stays on the CPU as float64 (k-diffusion style): the loop issues no device synchronisation per
 step, and all coefficient work happened when the step was planned (:mod:`splitdyn.steps.base`).
 
-**NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made —
-the evaluations each step declares, less those a composition reused (first-same-as-last) — plus one for a
-denoising step. Evaluations a reference solver makes only to check shapes are not counted.
+**NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made — the
+calls the plan's :class:`~splitdyn.steps.base.EvaluationCounter` saw during the run (the score is wrapped
+once, by the reverse SDE; a composition's reused values are not calls) — plus one for a denoising step. Evaluations a reference solver makes only to check shapes are not counted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from .checks import check_arity, check_compile, check_flag, check_positive, check_progress
 from .grids import check_grid
-from .steps.base import Intervals, Plan, Step
+from .steps.base import Intervals, Plan, Step, evaluation_count
 from .steps.composition import Composition
 from .steps.noise import NoiseSource, as_noise_source
 
@@ -181,10 +181,12 @@ def integrate(
         plan.compile(**(compile if isinstance(compile, dict) else {}))
     rng_state = source.get_state(u.device)
     context = torch.no_grad() if not differentiable else contextlib.nullcontext()
+    before = evaluation_count(plan)
     with context:
         state, trajectory = _run(plan, u, times, source, saved, progress, callback)
+        nfe = evaluation_count(plan) - before
         _check_divergence(plan, u, state, times, source, rng_state, divergence_factor)
-    return Solution(state=state, nfe=plan.evaluations, times=times,
+    return Solution(state=state, nfe=nfe, times=times,
                     trajectory=trajectory if saved else None, saved_times=[times[j] for j in saved] or None)
 
 

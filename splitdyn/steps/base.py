@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,8 @@ import torch
 from ..checks import check_state
 from .noise import NoiseSource, as_noise_source
 
-__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "StepRegistry", "kron_identity"]
+__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "StepRegistry", "EvaluationCounter", "CountedCall",
+           "evaluation_count", "unique_counters", "kron_identity"]
 
 class StepRegistry(Mapping[str, type]):
     """Class name -> concrete public :class:`Step` subclass, for the packages that opted in with :meth:`include`.
@@ -238,6 +240,56 @@ class AffineMap:
         return [t[self.index[i]] for t in self.float64]
 
 
+class EvaluationCounter:
+    """Counts the calls of the functions it wraps (a score, a drift): the number of evaluations is what was called.
+
+    A function is wrapped once, where it enters the library (:class:`~splitdyn.reverse.ReverseSDE` wraps its
+    score, :class:`~splitdyn.steps.drift.CallableDrift` its function), and every plan calls the wrapper. A
+    compiled function is wrapped after compiling (:meth:`wrap` of the compiled callable), so the count stays
+    out of the graph.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, fn: Callable[..., Any], weight: int = 1) -> "CountedCall":
+        """``fn`` counted: each call adds ``weight`` (e.g. 0 for a cheap analytic drift)."""
+        return CountedCall(self, fn, weight)
+
+    def __repr__(self) -> str:
+        return f"EvaluationCounter(count={self.count})"
+
+
+class CountedCall:
+    """A function whose calls an :class:`EvaluationCounter` counts (made by :meth:`EvaluationCounter.wrap`)."""
+
+    __slots__ = ("counter", "fn", "weight")
+
+    def __init__(self, counter: EvaluationCounter, fn: Callable[..., Any], weight: int = 1) -> None:
+        self.counter, self.fn, self.weight = counter, fn, weight
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.counter.count += self.weight
+        return self.fn(*args, **kwargs)
+
+
+def unique_counters(plans: Sequence[Any]) -> tuple[EvaluationCounter, ...]:
+    """The counters of ``plans``, each once (plans of one reverse SDE share its counter)."""
+    out: dict[int, EvaluationCounter] = {}
+    for plan in plans:
+        for counter in plan.counters:
+            out.setdefault(id(counter), counter)
+    return tuple(out.values())
+
+
+def evaluation_count(*plans: "Plan") -> int:
+    """The evaluations made so far through the counters of ``plans`` (each counter once, plus any count a plan
+    keeps by hand); the loop reports the difference over a run."""
+    return sum(c.count for c in unique_counters(plans)) + sum(p.evaluations for p in plans)
+
+
 class Plan(ABC):
     """A step planned for ``n`` intervals: call ``plan(u, i, noise)`` for interval ``i``.
 
@@ -248,11 +300,17 @@ class Plan(ABC):
     ----------
     n:
         Number of intervals.
+    counters:
+        The :class:`EvaluationCounter` of every function the plan calls that counts as an evaluation (the
+        score, a drift): the loop reads them before and after a run (:func:`evaluation_count`); a plan never
+        counts by hand.
     evaluations:
-        Running count of score evaluations made through this plan (Python int, no device sync).
+        Only for plans that still count by hand (added to the counters by :func:`evaluation_count`); 0 for
+        every plan of :mod:`splitdyn.steps`.
     """
 
     n: int
+    counters: tuple[EvaluationCounter, ...] = ()
     evaluations: int = 0
     #: the components a call changes (``None``: unknown, all); compositions use it for first-same-as-last reuse
     writes: frozenset[int] | None = None

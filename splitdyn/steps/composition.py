@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..checks import check_flag
-from .base import Intervals, Plan, Step
+from .base import Intervals, Plan, Step, unique_counters
 from ..protocols import ComposablePlan
 from .exact_flow import ExactLinearFlow
 from .noise import as_noise_source
@@ -74,6 +74,7 @@ class _CompositionPlan(Plan):
             schedule = schedule[1:-1]
         self.plans = [op.plan(intervals.sub(offset, fraction), like) for op, offset, fraction in schedule]
         self.reuse = self._find_reuse(schedule, intervals)
+        self.counters = unique_counters(self.plans)
         #: whether any value is carried from one interval to the next (then the returned state is remembered)
         self.carries = any(rule is not None and rule[1] for rule in self.reuse)
         self.values: list = [None] * len(self.plans)
@@ -118,7 +119,7 @@ class _CompositionPlan(Plan):
 
     @property
     def evaluations(self) -> int:  # type: ignore[override]
-        return sum(p.evaluations for p in self.plans)
+        return sum(p.evaluations for p in self.plans)  # plans that still count by hand (splitdyn.mcmc); else 0
 
     def compile(self, **options) -> None:
         for plan in self.plans + ([self.fused] if self.fused is not None else []):

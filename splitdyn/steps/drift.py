@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from ..checks import check_arity, check_count
+from .base import EvaluationCounter
 
 __all__ = ["Drift", "DriftPlan", "CallableDrift", "as_drift", "check_drift_output"]
 
@@ -41,15 +42,20 @@ def check_drift_output(name: str, value, u: torch.Tensor, shape: tuple) -> torch
 
 
 class DriftPlan(ABC):
-    """A drift planned for evaluation times ``times[i]`` and Euler step sizes ``spans[i]``."""
+    """A drift planned for evaluation times ``times[i]`` and Euler step sizes ``spans[i]``.
 
+    ``counters`` are the :class:`~splitdyn.steps.base.EvaluationCounter` of what :meth:`evaluate` calls (see
+    :class:`~splitdyn.steps.base.Plan`); ``evaluations`` is for drift plans that still count by hand.
+    """
+
+    counters: tuple[EvaluationCounter, ...] = ()
     evaluations: int = 0
     #: the components :meth:`advance` changes (``None``: all)
     writes: frozenset[int] | None = None
 
     @abstractmethod
     def evaluate(self, u: torch.Tensor, i: int):
-        """The expensive part of :math:`b(u, t_i)` (counted in :attr:`evaluations` when it calls a score)."""
+        """The expensive part of :math:`b(u, t_i)` (a score call, counted by its counter)."""
 
     @abstractmethod
     def advance(self, u: torch.Tensor, value, i: int) -> torch.Tensor:
@@ -84,14 +90,12 @@ class Drift(ABC):
 
 class _CallablePlan(DriftPlan):
     def __init__(self, drift: "CallableDrift", times: torch.Tensor, spans: torch.Tensor) -> None:
-        self.fn = drift.fn
-        self.nfe = drift.nfe
+        self.fn = drift.counted
+        self.counters = (drift.counter,)
         self.times = times.tolist()
         self.spans = spans.tolist()
-        self.evaluations = 0
 
     def evaluate(self, u, i):
-        self.evaluations += self.nfe
         return check_drift_output("drift", self.fn(u, self.times[i]), u, u.shape)
 
     def advance(self, u, value, i):
@@ -104,6 +108,9 @@ class CallableDrift(Drift):
     def __init__(self, fn: Callable[[torch.Tensor, float], torch.Tensor], nfe: int = 1) -> None:
         self.fn = check_arity("drift", fn, 2, "b(u, t)")
         self.nfe = check_count("nfe", nfe, minimum=0)
+        #: counts the calls of ``fn`` (``nfe`` each)
+        self.counter = EvaluationCounter()
+        self.counted = self.counter.wrap(fn, self.nfe)
 
     def plan(self, times, spans, like):
         return _CallablePlan(self, times, spans)

@@ -48,7 +48,6 @@ class _ExactFlowPlan(Plan):
         self.sde, self.intervals, self.Phi, self.index = sde, intervals, Phi, index
         self.brownian_map = None  # built on the first draw from a Brownian path (see splitdyn.steps.noise)
         self.map = AffineMap([Phi, L], like, index)
-        self.evaluations = 0
         self.compiled = None
         k = Phi.shape[-1]
         moved = ((Phi - torch.eye(k, dtype=torch.float64)).abs().amax(dim=(0, 2)) > 0) | (L.abs().amax(dim=(0, 2)) > 0)

@@ -176,7 +176,7 @@ class _ExponentialPlan(Plan):
         self.reverse = reverse
         self.score_times = t.tolist()
         self.n = n
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
         self.history: list[torch.Tensor] = []
         self.joint = None
 
@@ -184,7 +184,6 @@ class _ExponentialPlan(Plan):
         if i == 0:
             zero = torch.zeros((u.shape[0], self.m, *u.shape[2:]), dtype=u.dtype, device=u.device)
             self.history = [zero] * (self.order - 1)
-        self.evaluations += 1
         s = self.reverse.evaluate_score(u, self.score_times[i])
         inputs = [u, s, *self.history]
         if self.noisy:

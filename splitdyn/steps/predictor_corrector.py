@@ -85,10 +85,9 @@ class _ReverseDiffusionPlan(Plan):
         self.starts, self.span_list = intervals.starts.tolist(), intervals.spans.tolist()
         self.score_times = end.tolist()
         self.brownian_map = None
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
     def __call__(self, u, i, noise: NoiseSource):
-        self.evaluations += 1
         s = self.reverse.evaluate_score(u, self.score_times[i])
         if noise.brownian:
             return self._on_path(u, s, i, noise)
@@ -169,7 +168,7 @@ class _LangevinPlan(Plan):
             self.sizes = [step.step_size] * self.n
         else:
             self.sizes = None
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
     def _size(self, z: torch.Tensor, s: torch.Tensor, i: int):
         if self.sizes is not None:
@@ -184,7 +183,6 @@ class _LangevinPlan(Plan):
     def __call__(self, u, i, noise: NoiseSource):
         t = self.score_times[i]
         for _ in range(self.step.steps):
-            self.evaluations += 1
             s = self.reverse.evaluate_score(u, t)
             z = noise.independent_normal(s.shape, u)
             eps = self._size(z, s, i)

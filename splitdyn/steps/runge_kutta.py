@@ -41,10 +41,9 @@ class _RungeKuttaPlan(Plan):
             F, GGt, _ = reverse.coefficient_tables(t.clamp(0.0, reverse.T))
             self.maps.append(AffineMap([-F, 0.5 * GGt], like))
             self.score_times.append(t.tolist())
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
     def velocity(self, r: int, y: torch.Tensor, i: int) -> torch.Tensor:
-        self.evaluations += 1
         return self.maps[r](i, y, self.reverse.evaluate_score(y, self.score_times[r][i]))
 
     def __call__(self, u, i, noise=None):
