@@ -21,7 +21,6 @@ import torch
 from .checks import check_arity, check_compile, check_flag, check_positive, check_progress
 from .grids import check_grid
 from .steps.base import Intervals, Plan, Step, evaluation_count
-from .steps.composition import Composition
 from .steps.noise import NoiseSource, as_noise_source
 
 __all__ = ["Solution", "integrate", "plan_step", "save_indices", "DivergenceError"]
@@ -65,13 +64,11 @@ class Solution:
 
 
 def plan_step(step: Step, times: Sequence[float], like: torch.Tensor, *, fuse: bool = True) -> Plan:
-    """Plan ``step`` for the intervals of a grid, for states like ``like`` (fusion only for compositions)."""
+    """Plan ``step`` for the intervals of a grid, for states like ``like``; ``fuse`` lets the plan fuse across
+    grid times (:attr:`~splitdyn.steps.base.Intervals.fusable`: no state at the grid times is needed)."""
     if not isinstance(step, Step):
         raise TypeError(f"step must be a splitdyn Step (see splitdyn.steps), got {type(step).__name__}")
-    intervals = Intervals.from_grid(times)
-    if isinstance(step, Composition):
-        return step.plan(intervals, like, fuse=fuse)
-    return step.plan(intervals, like)
+    return step.plan(Intervals.from_grid(times, fusable=fuse), like)
 
 
 def save_indices(save_at, times: list[float]) -> list[int]:
@@ -105,7 +102,6 @@ def integrate(
     *,
     generator: torch.Generator | None = None,
     save_at=None,
-    save_trajectory: bool = False,
     progress: bool | str = False,
     callback: Callback | None = None,
     fuse: bool = True,
@@ -128,8 +124,6 @@ def integrate(
         ``torch.Generator`` on ``u``'s device for reproducible noise.
     save_at:
         ``"all"`` or a sequence of grid times at which to keep the state (:attr:`Solution.trajectory`).
-    save_trajectory:
-        Shorthand for ``save_at="all"``.
     progress:
         Show a tqdm progress bar (a string sets its label).
     callback:
@@ -161,7 +155,6 @@ def integrate(
         raise ValueError(f"u must have shape (batch >= 1, k, *event), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
         raise ValueError("u (the initial state) contains NaN or inf")
-    check_flag("save_trajectory", save_trajectory)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
     if callback is not None:
@@ -174,7 +167,7 @@ def integrate(
         raise TypeError(f"noise must be a splitdyn NoiseSource (e.g. BrownianNoise(bm)), got {type(noise).__name__}")
     source = noise if noise is not None else as_noise_source(generator, u.device)
     times = check_grid(grid)
-    saved = save_indices("all" if save_trajectory else save_at, times)
+    saved = save_indices(save_at, times)
     needs_grid_states = callback is not None or any(j > 0 for j in saved)
     plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
     if compile:

@@ -120,9 +120,7 @@ def _reverse_times(grid, T: float) -> list[float]:
     if isinstance(grid, str):
         raise ValueError(f"grid must be a grid object (e.g. splitdyn.UniformGrid(n)) or reverse times, got {grid!r} "
                          "(splitdyn.make_grid(name, n) builds one by name)")
-    if hasattr(grid, "reverse_times"):
-        grid = grid.reverse_times(T)
-    times = check_grid(grid)
+    times = check_grid(grid, T=T)
     if abs(times[0]) > 1e-12 * max(1.0, T) or times[-1] > T * (1 + 1e-12):
         raise ValueError(f"grid must run in reverse time from 0 to at most T = {T}, got [{times[0]}, {times[-1]}]")
     return times

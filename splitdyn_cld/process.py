@@ -50,7 +50,7 @@ class CLD(LinearSDE):
     """
 
     #: The components a CLD score model returns: the velocity's alone (:math:`GG^\top` vanishes on :math:`x`).
-    score_components = [1]
+    score_components = (1,)
 
     def __init__(
         self,

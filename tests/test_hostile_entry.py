@@ -90,6 +90,10 @@ CASES = [
      "bogus"),
     ("reference solver unknown keyword", run(step=partial(splitdyn.SAMPLERS["torchsde-euler"], bogus=1)),
      TypeError, "bogus"),
+    # tolerances that ask for no accuracy
+    ("adaptive rtol 1e300", lambda: splitdyn.AdaptiveSampler(rtol=1e300, atol=1e300), ValueError, "rtol"),
+    ("adaptive rtol 1", lambda: splitdyn.AdaptiveSampler(rtol=1.0), ValueError, "rtol"),
+    ("adaptive max_step negative", lambda: splitdyn.AdaptiveSampler(max_step=-1.0), ValueError, "max_step"),
 ]
 
 
@@ -106,3 +110,18 @@ def test_valid_switches_and_devices_still_pass():
     assert bool(torch.isfinite(out.state).all())
     out = run(score=lambda u, t, *rest: velocity(u, t))()  # extra optional parameters are fine
     assert bool(torch.isfinite(out.state).all())
+
+
+def test_the_adaptive_sampler_caps_its_steps_at_max_step():
+    taken = []
+    solver = splitdyn.AdaptiveSampler(rtol=0.5, atol=0.5, max_step=0.1, eps=1e-2)
+    out = splitdyn.sample(CLD_, velocity, (8, 2), None, step=solver, dtype=F64, generator=torch.Generator().manual_seed(0),
+                          callback=lambda i, tau, u: taken.append(tau))
+    steps = [b - a for a, b in zip([0.0] + taken[:-1], taken)]
+    assert bool(torch.isfinite(out.state).all()) and max(steps) <= 0.1 + 1e-12 and len(steps) >= 10
+
+
+def test_cld_score_components_are_not_a_shared_mutable_list():
+    assert CLD().score_components == (1,)
+    with pytest.raises((TypeError, AttributeError)):
+        CLD().score_components.append(0)  # a tuple: no instance can change what every other one uses

@@ -237,7 +237,7 @@ class _KineticPlan(Plan):
 
     def gaussian_moments(self, mean, covariance, i):
         """Exact moments for a linear force, through the equivalent composition of the parts."""
-        plan = self.generic.plan(self.intervals, mean.to(torch.float64), fuse=False)
+        plan = self.generic.plan(self.intervals.without_fusion(), mean.to(torch.float64))
         return plan.gaussian_moments(mean, covariance, i)
 
 

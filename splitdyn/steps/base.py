@@ -85,18 +85,24 @@ class Intervals:
     """The sub-intervals a step is planned for: ``starts[i]`` and ``spans[i]`` (float64 CPU, shape ``(n,)``).
 
     ``contiguous`` says whether interval ``i + 1`` starts where interval ``i`` ends (true for a grid), which
-    compositions need to fuse adjacent exact flows.
+    compositions need to fuse adjacent exact flows; ``fusable`` whether the caller lets a plan do so, i.e.
+    needs no state at the interval boundaries (the loop decides: no callback, nothing saved).
     """
 
     starts: torch.Tensor
     spans: torch.Tensor
     contiguous: bool = False
+    fusable: bool = False
 
     @classmethod
-    def from_grid(cls, times: Sequence[float] | torch.Tensor) -> "Intervals":
-        """The ``n`` intervals between consecutive grid times."""
+    def from_grid(cls, times: Sequence[float] | torch.Tensor, fusable: bool = False) -> "Intervals":
+        """The ``n`` intervals between consecutive grid times (``fusable``: see the class docstring)."""
         g = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
-        return cls(g[:-1].clone(), g[1:] - g[:-1], True)
+        return cls(g[:-1].clone(), g[1:] - g[:-1], True, fusable)
+
+    def without_fusion(self) -> "Intervals":
+        """The same intervals, not fusable (for a plan whose states at the boundaries are needed)."""
+        return Intervals(self.starts, self.spans, self.contiguous, False)
 
     @classmethod
     def single(cls, t: float, h: float) -> "Intervals":

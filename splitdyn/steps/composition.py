@@ -56,12 +56,12 @@ def _schedule(steps) -> list[tuple[Step, float, float]]:
 
 
 class _CompositionPlan(Plan):
-    def __init__(self, comp: "Composition", intervals: Intervals, like: torch.Tensor, fuse: bool) -> None:
+    def __init__(self, comp: "Composition", intervals: Intervals, like: torch.Tensor) -> None:
         schedule = _schedule(comp.steps)
         self.n = len(intervals)
         self.fused = None
         first, last = schedule[0], schedule[-1]
-        if (fuse and intervals.contiguous and len(schedule) >= 3 and first[0] is last[0]
+        if (intervals.fusable and intervals.contiguous and len(schedule) >= 3 and first[0] is last[0]
                 and isinstance(first[0], ExactLinearFlow) and abs(first[1]) <= _TOL
                 and abs(last[1] + last[2] - 1.0) <= _TOL):
             opening = intervals.sub(first[1], first[2])
@@ -225,16 +225,9 @@ class Composition(Step):
     def weak_order(self) -> float:  # type: ignore[override]
         return min([self.splitting_order] + [op.weak_order for op, _ in self.steps])
 
-    def plan(self, intervals: Intervals, like: torch.Tensor, fuse: bool = True) -> Plan:
-        """Plan every sub-step; ``fuse`` allows fusing adjacent exact flows (see the module docstring)."""
-        return _CompositionPlan(self, intervals, like, fuse)
-
-    def __call__(self, u, t, h, generator=None):
-        return self.plan(Intervals.single(t, h), u, fuse=False)(u, 0, as_noise_source(generator, u.device))
-
-    def gaussian_moments(self, mean, covariance, t, h):
-        plan = self.plan(Intervals.single(t, h), mean.to(torch.float64), fuse=False)
-        return plan.gaussian_moments(mean, covariance, 0)
+    def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        """Plan every sub-step; fusable contiguous ``intervals`` let adjacent exact flows fuse (module docstring)."""
+        return _CompositionPlan(self, intervals, like)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"({type(op).__name__}, {f:g})" for op, f in self.steps)
