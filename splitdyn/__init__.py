@@ -16,7 +16,7 @@ from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .adaptive import AdaptiveSampler
-from .sample import SAMPLERS, sample
+from .sample import SAMPLE_PLANS, SAMPLERS, PlanCache, sample
 from .steps.predictor_corrector import pc_step
 from .steps.split import split_step
 from .schedules import ConstantBeta, CustomBeta, GeometricSigma, LinearBeta, ReversedRescaling, TimeRescaling
@@ -121,6 +121,8 @@ __all__ = [
     "AdaptiveSampler",
     "BrownianNoise",
     "GaussianNoise",
+    "PlanCache",
+    "SAMPLE_PLANS",
     "NoiseSource",
     "LangevinCorrector",
     "ReverseDiffusion",

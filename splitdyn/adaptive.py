@@ -50,7 +50,6 @@ from .integrate import Solution
 from .interop import ReferenceSolver
 from .linalg import apply_matrix
 from .steps.base import Intervals, Step, evaluation_count
-from .steps.euler import EulerMaruyama
 from .steps.noise import BrownianNoise
 from .steps.split import split_step
 

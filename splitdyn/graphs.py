@@ -63,7 +63,7 @@ class CapturedLoop:
         self.plan = plan_step(step, self.times, like)
         self.noise = GaussianNoise(None)  # the device's default generator (see the module docstring)
         self.static_input = like.detach().clone()
-        self.static_output = None
+        self.static_output: torch.Tensor | None = None
         self.graph = None
         with torch.no_grad():
             before = evaluation_count(self.plan)
@@ -91,6 +91,7 @@ class CapturedLoop:
             self.graph.replay()
         else:
             self._body()
+        assert self.static_output is not None  # set by the first run in __init__
         return self.static_output
 
 

@@ -5,7 +5,8 @@ step, and all coefficient work happened when the step was planned (:mod:`splitdy
 
 **NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made — the
 calls the plan's :class:`~splitdyn.steps.base.EvaluationCounter` saw during the run (the score is wrapped
-once, by the reverse SDE; a composition's reused values are not calls) — plus one for a denoising step. Evaluations a reference solver makes only to check shapes are not counted.
+once, by the reverse SDE; a composition's reused values are not calls) — plus one for a denoising step.
+Evaluations a reference solver makes only to check shapes are not counted.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def integrate(
     divergence_factor: float | None = 1e4,
     compile: bool | dict = False,
     noise: NoiseSource | None = None,
+    plan: Plan | None = None,
 ) -> Solution:
     r"""Advance ``u`` over ``grid`` with ``step``: plan once, then one planned call per interval.
 
@@ -146,6 +148,9 @@ def integrate(
         A :class:`~splitdyn.steps.noise.NoiseSource` the stochastic steps take their increments from instead
         of ``torch.randn`` (e.g. :class:`~splitdyn.steps.noise.BrownianNoise` around a ``torchsde``
         Brownian motion, to run on the same path as ``torchsde``); ``generator`` is then not used.
+    plan:
+        A plan of ``step`` for this grid and states like ``u`` made earlier (:func:`plan_step`, compiled or
+        not), to skip planning; default: planned here.
     """
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
@@ -169,9 +174,13 @@ def integrate(
     times = check_grid(grid)
     saved = save_indices(save_at, times)
     needs_grid_states = callback is not None or any(j > 0 for j in saved)
-    plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
-    if compile:
-        plan.compile(**(compile if isinstance(compile, dict) else {}))
+    if plan is None:
+        plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
+        if compile:
+            plan.compile(**(compile if isinstance(compile, dict) else {}))
+    elif not isinstance(plan, Plan) or plan.n != len(times) - 1:
+        raise ValueError(f"plan must be a Plan of step for the {len(times) - 1} intervals of the grid, got "
+                         f"{type(plan).__name__}" + (f" for {plan.n}" if isinstance(plan, Plan) else ""))
     rng_state = source.get_state(u.device)
     context = torch.no_grad() if not differentiable else contextlib.nullcontext()
     before = evaluation_count(plan)

@@ -5,15 +5,17 @@ Each protocol is a :class:`typing.Protocol` (so a class need not inherit from an
 checked once, where an object enters the library (a constructor or an entry point), with :func:`require`:
 
 >>> import torch
->>> from splitdyn.protocols import ForwardProcess, require
+>>> from splitdyn.protocols import ForwardProcess, missing_members, require
 >>> class Half:
 ...     T = 1.0
 ...     num_components = 1
 ...     def drift(self, u, t): return -u
->>> require("process", Half(), ForwardProcess)
+>>> missing_members(Half(), ForwardProcess)
+['diffusion_matrix']
+>>> require("process", Half(), ForwardProcess)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
     ...
-TypeError: process must provide diffusion_matrix (a forward process: T, num_components, drift(u, t), diffusion_matrix(t)); Half lacks it
+TypeError: process must provide diffusion_matrix (a forward process: ...); Half lacks it
 
 Algorithms then use the members without probing (no ``hasattr``/``getattr`` inside a loop).
 """
@@ -108,7 +110,7 @@ class ReferenceSolverProtocol(Protocol):
         """Integrate from reverse time 0 to forward time ``eps``."""
 
 
-_DESCRIPTIONS = {
+_DESCRIPTIONS: dict[type, str] = {
     ForwardProcess: "a forward process: T, num_components, drift(u, t), diffusion_matrix(t)",
     LinearProcess: "a linear process: T, num_components, drift_matrix(t), diffusion_matrix(t)",
     ReverseDynamics: "reverse dynamics such as splitdyn.ReverseSDE",

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checks import check_arity, check_positive, check_state
+from .checks import check_arity, check_positive
 from .linalg import apply_matrix
 from .protocols import ForwardProcess, require
 from .linear_sde import LinearSDE, LinearSDEBase
@@ -163,7 +163,7 @@ class _ScorePartPlan(DriftPlan):
         rows = (GGt.abs().amax(dim=(0, 2)) > 0)
         self.writes = frozenset(int(c) for c in torch.nonzero(rows).flatten().tolist())
 
-        self.compiled = None
+        self.compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
 
     def evaluate(self, u, i):
         if self.compiled is not None:

@@ -23,19 +23,20 @@ probability-flow integrator with polynomials in the log-SNR, processes with ``lo
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from functools import partial
 from collections.abc import Sequence
 from typing import Callable
 
 import torch
 
-from .checks import check_arity, check_compile, check_device, check_flag, check_progress
+from .checks import check_arity, check_compile, check_count, check_device, check_flag, check_progress
 from .grids import check_grid
-from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
+from .integrate import Callback, DivergenceError, Solution, integrate, plan_step, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .reverse import ReverseSDE, ScoreFunction
 from .adaptive import AdaptiveSampler
-from .steps.base import Step
+from .steps.base import Plan, Step
 from .steps.euler import EulerMaruyama
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
@@ -44,7 +45,7 @@ from .steps.noise import NoiseSource, as_noise_source
 from .steps.predictor_corrector import ReverseDiffusion, pc_step
 from .steps.split import split_step
 
-__all__ = ["sample", "SAMPLERS", "sampler_step"]
+__all__ = ["sample", "SAMPLERS", "sampler_step", "PlanCache", "SAMPLE_PLANS"]
 
 
 def _ignore_dynamics(solver_type, reverse, **options):
@@ -93,6 +94,72 @@ def sampler_step(step, reverse: ReverseSDE) -> Step | ReferenceSolver:
             raise TypeError(f"a step factory must return a splitdyn Step, got {type(built).__name__}")
         return built
     raise TypeError(f"step must be a sampler name, a Step, a ReferenceSolver or a factory, got {type(step).__name__}")
+
+
+class PlanCache:
+    """The plans :func:`sample` made, reused by later calls with the same setup (plan once, sample many).
+
+    A call with the same ``process`` and ``score`` objects, the same ``step`` (name or object), score
+    components, grid times, state shape, dtype and device, fusion and ``compile`` setting reuses the reverse SDE,
+    the step and its plan: no host work (coefficient tables, closed-form kernels, Cholesky factors) is
+    repeated. The least recently used entry goes beyond ``maxsize``. Entries keep their process and score
+    alive; a process changed in place after a call is not seen by its cached plan: call :meth:`clear` (or pass
+    ``cache=False`` to :func:`sample`). Reference solvers are not cached (they plan nothing).
+
+    Parameters
+    ----------
+    maxsize:
+        Most plans kept (0 disables the cache).
+
+    Attributes
+    ----------
+    builds:
+        Plans built through this cache so far.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = check_count("maxsize", maxsize, minimum=0)
+        self.entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self.builds = 0
+
+    def lookup(self, key: tuple) -> tuple | None:
+        """The entry stored under ``key`` (made the most recent), or ``None``."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def store(self, key: tuple, entry: tuple) -> None:
+        """Keep ``entry`` under ``key``, dropping the least recently used beyond :attr:`maxsize`."""
+        self.builds += 1
+        if self.maxsize == 0:
+            return
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every plan (and release the processes and scores they hold)."""
+        self.entries.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+#: The :class:`PlanCache` :func:`sample` uses by default (``splitdyn.SAMPLE_PLANS.clear()`` empties it).
+#:
+#: :meta hide-value:
+SAMPLE_PLANS = PlanCache()
+
+
+def _cache_key(process, score, step, score_components, times, u, fusable: bool, compile) -> tuple | None:
+    if not isinstance(step, (str, Step)):
+        return None  # a factory (often a new partial each call): nothing stable to key on
+    options = compile if not isinstance(compile, dict) else tuple(sorted((k, repr(v)) for k, v in compile.items()))
+    components = None if score_components is None else tuple(score_components)
+    return (id(process), id(score), step if isinstance(step, str) else id(step), components, tuple(times),
+            tuple(u.shape), u.dtype, u.device, fusable, options)
 
 
 def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
@@ -146,6 +213,7 @@ def sample(
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
     noise: NoiseSource | None = None,
+    cache: bool | PlanCache = True,
 ) -> Solution:
     r"""Sample the data distribution of ``process`` by integrating its reverse-time dynamics.
 
@@ -193,6 +261,9 @@ def sample(
     noise:
         A :class:`~splitdyn.steps.noise.NoiseSource` (e.g. ``BrownianNoise(bm)`` on a ``torchsde`` path over
         reverse time) for fixed-grid steps; see :func:`~splitdyn.integrate.integrate`.
+    cache:
+        Reuse the plan of an earlier call with the same setup (see :class:`PlanCache`): ``True`` uses
+        :data:`SAMPLE_PLANS`, ``False`` plans afresh, or pass a :class:`PlanCache` of your own.
 
     Returns
     -------
@@ -210,12 +281,31 @@ def sample(
         check_arity("callback", callback, 3, "callback(i, tau, u)")
     as_noise_source(generator, initial.device if isinstance(initial, torch.Tensor) else device)  # refuses by name
     require("process", process, ForwardProcess)
+    if isinstance(cache, bool):
+        check_flag("cache", cache)
+        plans = SAMPLE_PLANS if cache else None
+    elif isinstance(cache, PlanCache):
+        plans = cache
+    else:
+        raise TypeError(f"cache must be True, False or a splitdyn.sample.PlanCache, got {type(cache).__name__}")
     if score_components is None:
         score_components = getattr(process, "score_components", None)
-    reverse = ReverseSDE(process, score, score_components)
-    solver = sampler_step(step, reverse)
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
+    key: tuple | None = None
+    entry: tuple | None = None
+    plan: Plan | None = None
+    times: list[float] | None = None
+    if plans is not None and grid is not None and isinstance(step, (str, Step)):
+        times = _reverse_times(grid, T)
+        fusable = fuse and callback is None and not any(j > 0 for j in save_indices(save_at, times))
+        key = _cache_key(process, score, step, score_components, times, u, fusable, compile)
+        entry = plans.lookup(key) if key is not None else None
+    if entry is not None:
+        reverse, solver, plan = entry[-3:]
+    else:
+        reverse = ReverseSDE(process, score, score_components)
+        solver = sampler_step(step, reverse)
     if noise is not None and isinstance(solver, ReferenceSolver):
         raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself "
                          "(bm=...)")
@@ -241,9 +331,15 @@ def sample(
                 solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
                                         callback=callback, save_at=save_indices(save_at, times))
         else:
+            if plan is None and key is not None and plans is not None:  # plan once, keep it for the next call
+                plan = plan_step(solver, times, u, fuse=key[-2])
+                if compile:
+                    plan.compile(**(compile if isinstance(compile, dict) else {}))
+                plans.store(key, (process, score, step, reverse, solver, plan))
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
-                                 callback=callback, fuse=fuse, differentiable=differentiable, compile=compile,
-                                 divergence_factor=divergence_factor, noise=noise)
+                                 callback=callback, fuse=fuse, differentiable=differentiable,
+                                 compile=compile if plan is None else False, divergence_factor=divergence_factor,
+                                 noise=noise, plan=plan)
     if denoise:
         if not eps > 0:
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")

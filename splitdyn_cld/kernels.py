@@ -132,7 +132,7 @@ def _diagonal_initial_covariance(cld: CLD, initial_covariance) -> tuple[float, f
         S0 = initial_covariance.detach().to(device="cpu", dtype=torch.float64)
         if float(S0[0, 1]) != 0.0 or float(S0[1, 0]) != 0.0:
             raise ValueError(f"initial_covariance must be diagonal, got {S0.tolist()}")
-        pair = (S0[0, 0].item(), S0[1, 1].item())
+        pair: tuple[float, ...] = (S0[0, 0].item(), S0[1, 1].item())
     else:
         try:
             pair = tuple(float(v) for v in initial_covariance)

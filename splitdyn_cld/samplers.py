@@ -68,6 +68,7 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
     for name in ("step", "grid"):
         if name in options:  # pragma: no cover - Python already refuses a duplicate of a named parameter
             raise TypeError(f"pass the sampler as sampler=..., not {name}=...")
+    times: Grid | torch.Tensor | None
     if isinstance(sampler, str) and sampler == "ode":
         if n_steps is not None:
             raise ValueError("the 'ode' sampler picks its own steps: pass n_steps=None (tune rtol/atol instead)")
@@ -76,7 +77,7 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
         if n_steps is not None:
             raise ValueError(f"n_steps must be None with a grid object (it has its own number of steps), got {n_steps}")
         step, times = sampler, grid
-    else:
+    else:  # a named grid
         if n_steps is None:
             raise ValueError(f"n_steps is required for the {sampler!r} sampler")
         step, times = sampler, make_grid(grid, check_count("n_steps", n_steps), cld.T, eps)

@@ -12,8 +12,8 @@ its dynamics' own time (reverse time :math:`\tau = T - t` for samplers). Every s
 Before a loop runs, :meth:`Step.plan` turns the grid into a :class:`Plan`: all float64 host work (transition
 matrices, Cholesky factors, per-step scalars) is done once and stored as device tensors indexed by step. The
 plan's ``plan(u, i, noise)`` then does only tensor arithmetic (``noise`` is always a
-:class:`~splitdyn.steps.noise.NoiseSource`; entry points wrap a plain generator once). No cache is keyed by float times, so memory
-does not grow with the number of steps apart from the plan's small tables.
+:class:`~splitdyn.steps.noise.NoiseSource`; entry points wrap a plain generator once). No cache is keyed by
+float times, so memory does not grow with the number of steps apart from the plan's small tables.
 
 The concrete public subclasses of :class:`Step` defined in the packages that opted in with
 ``REGISTRY.include(package_name)`` (``splitdyn`` and ``splitdyn_cld`` do, in their ``__init__``; any other
@@ -198,7 +198,7 @@ class AffineMap:
     def apply(self, matrices: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """:math:`\\sum_j A_j x_j` from :meth:`prepared` matrices: tensor arithmetic only (compilable)."""
         batch = inputs[0].shape[0]
-        out = None
+        out: torch.Tensor | None = None
         if self.mode == "kron":
             out = torch.mm(inputs[0].reshape(batch, -1), matrices[0])
             for x, table in zip(inputs[1:], matrices[1:]):
@@ -207,6 +207,7 @@ class AffineMap:
             for x, table in zip(inputs, matrices):
                 term = torch.matmul(table, x.reshape(batch, x.shape[1], -1))
                 out = term if out is None else out + term
+        assert out is not None  # at least one input
         return out.reshape(batch, self.k, *self.event)
 
     def __call__(self, i: int, *inputs: torch.Tensor) -> torch.Tensor:

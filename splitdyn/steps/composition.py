@@ -37,7 +37,6 @@ from ..checks import check_flag
 from .base import Intervals, Plan, Step, unique_counters
 from ..protocols import ComposablePlan
 from .exact_flow import ExactLinearFlow
-from .noise import as_noise_source
 
 __all__ = ["Composition", "strang", "trotter", "splitting", "palindromic"]
 

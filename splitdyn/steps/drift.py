@@ -63,6 +63,7 @@ class DriftPlan(ABC):
 
     def compile(self, **options) -> None:
         """Compile the tensor arithmetic with ``torch.compile(**options)`` (default: nothing to compile)."""
+        return None
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
         """Exact moments through the Euler step, from the Jacobian of the (affine) map."""

@@ -11,7 +11,7 @@ r"""Euler-type steps: :class:`EulerDrift` (a drift alone) and :class:`EulerMaruy
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -135,7 +135,7 @@ class _LinearEMPlan(Plan):
         tables = [M] + ([C] if C is not None else []) + ([L] if self.noise_width else [])
         self.map = AffineMap(tables, like)
         self.has_score = C is not None
-        self.compiled = None
+        self.compiled: Callable[..., torch.Tensor] | None = None
         if self.has_score:
             self.counters = (sde.counter,)
             self.score = sde.score

@@ -9,6 +9,7 @@ part of a long MCMC chain may run past ``T``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -48,7 +49,7 @@ class _ExactFlowPlan(Plan):
         self.sde, self.intervals, self.Phi, self.index = sde, intervals, Phi, index
         self.brownian_map = None  # built on the first draw from a Brownian path (see splitdyn.steps.noise)
         self.map = AffineMap([Phi, L], like, index)
-        self.compiled = None
+        self.compiled: Callable[..., torch.Tensor] | None = None
         k = Phi.shape[-1]
         moved = ((Phi - torch.eye(k, dtype=torch.float64)).abs().amax(dim=(0, 2)) > 0) | (L.abs().amax(dim=(0, 2)) > 0)
         #: the components this flow changes (a velocity-only Ornstein-Uhlenbeck part leaves positions alone)

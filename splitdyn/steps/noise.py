@@ -88,7 +88,7 @@ def _generator_state(generator: torch.Generator | None, device: torch.device) ->
 
 
 def _set_generator_state(generator: torch.Generator | None, state: object, device: torch.device) -> None:
-    if state is None:
+    if not isinstance(state, torch.Tensor):  # None: nothing to rewind to
         return
     if generator is not None:
         generator.set_state(state)

@@ -34,6 +34,7 @@ marginals and converges with order 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -162,6 +163,7 @@ class _LangevinPlan(Plan):
         self.cols = _score_columns(reverse)
         self.all = self.cols == list(range(reverse.num_components))
         self.score_times = (reverse.T - (intervals.starts + step.time_point * intervals.spans)).tolist()
+        self.sizes: list[float] | None
         if step.rate is not None:
             self.sizes = (step.rate * intervals.spans / step.steps).tolist()
         elif step.step_size is not None:
@@ -289,7 +291,8 @@ def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, st
     r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
     ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
     :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
-    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
+    predictors: dict[str, Callable[[ReverseSDE], Step]] = {"em": EulerMaruyama, "ancestral": ReverseDiffusion,
+                                                           "sscs": split_step}
     if predictor not in predictors:
         raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
     corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
