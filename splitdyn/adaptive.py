@@ -49,6 +49,7 @@ from .checks import check_count, check_flag, check_positive
 from .integrate import Solution
 from .interop import ReferenceSolver
 from .linalg import apply_matrix
+from .reverse import ReverseSDE
 from .steps.base import Intervals, Step, evaluation_count
 from .steps.noise import BrownianNoise
 from .steps.split import split_step
@@ -175,8 +176,7 @@ class AdaptiveSampler(ReferenceSolver):
         if save_at is not None or progress:
             raise ValueError("the adaptive sampler picks its own steps: it saves no states and shows no progress "
                              "bar (pass a callback to see the accepted steps)")
-        tables = getattr(reverse, "euler_maruyama_tables", None)
-        if tables is None or tables(Intervals.single(0.0, 0.1)) is None:
+        if not isinstance(reverse, ReverseSDE) or not reverse.linear:
             raise TypeError("the adaptive sampler needs the reverse SDE of a linear forward SDE")
         end = reverse.T - eps
         if not end > 0:

@@ -27,22 +27,27 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ForwardProcess", "LinearProcess", "ReverseDynamics", "ComposablePlan", "ReferenceSolverProtocol",
+__all__ = ["SDE", "ForwardProcess", "LinearProcess", "ReverseDynamics", "ComposablePlan", "ReferenceSolverProtocol",
            "require", "missing_members"]
 
 
 @runtime_checkable
-class ForwardProcess(Protocol):
-    """A forward SDE :math:`du = f(u, t)\\,dt + G(t)\\,dw` on states ``(batch, num_components, *event)``."""
-
-    T: float
-    num_components: int
+class SDE(Protocol):
+    """An SDE :math:`du = f(u, t)\\,dt + G(t)\\,dw` (what Euler-Maruyama needs)."""
 
     def drift(self, u: torch.Tensor, t: Any) -> torch.Tensor:
         """:math:`f(u, t)`."""
 
     def diffusion_matrix(self, t: Any) -> torch.Tensor:
         """:math:`G(t)`, float64 ``(..., k, m)``."""
+
+
+@runtime_checkable
+class ForwardProcess(SDE, Protocol):
+    """A forward SDE on states ``(batch, num_components, *event)`` over :math:`[0, T]`."""
+
+    T: float
+    num_components: int
 
 
 @runtime_checkable
@@ -64,6 +69,8 @@ class ReverseDynamics(Protocol):
     T: float
     num_components: int
     score_components: Sequence[int] | None
+    #: whether the forward SDE is linear (then steps plan matrix tables)
+    linear: bool
 
     def evaluate_score(self, u: torch.Tensor, t: Any) -> torch.Tensor:
         """The checked score at forward time ``t``."""
@@ -111,6 +118,7 @@ class ReferenceSolverProtocol(Protocol):
 
 
 _DESCRIPTIONS: dict[type, str] = {
+    SDE: "an SDE: drift(u, t), diffusion_matrix(t)",
     ForwardProcess: "a forward process: T, num_components, drift(u, t), diffusion_matrix(t)",
     LinearProcess: "a linear process: T, num_components, drift_matrix(t), diffusion_matrix(t)",
     ReverseDynamics: "reverse dynamics such as splitdyn.ReverseSDE",

@@ -157,7 +157,11 @@ def _cache_key(process, score, step, score_components, times, u, fusable: bool, 
     if not isinstance(step, (str, Step)):
         return None  # a factory (often a new partial each call): nothing stable to key on
     options = compile if not isinstance(compile, dict) else tuple(sorted((k, repr(v)) for k, v in compile.items()))
-    components = None if score_components is None else tuple(score_components)
+    try:
+        components = None if score_components is None else tuple(score_components)
+        hash(components)
+    except TypeError:
+        return None  # not a sequence of indices: ReverseSDE says what is wrong
     return (id(process), id(score), step if isinstance(step, str) else id(step), components, tuple(times),
             tuple(u.shape), u.dtype, u.device, fusable, options)
 

@@ -17,6 +17,7 @@ import torch
 
 from ..checks import check_count, check_flag
 from ..linear_sde import LinearSDEBase
+from ..protocols import SDE, require
 from ..reverse import ReverseSDE
 from .base import AffineMap, EvaluationCounter, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
@@ -249,8 +250,7 @@ class EulerMaruyama(Step):
     strong_order = 0.5
 
     def __init__(self, sde, nfe: int | None = None) -> None:
-        if not callable(getattr(sde, "drift", None)) or not callable(getattr(sde, "diffusion_matrix", None)):
-            raise TypeError(f"sde must define drift(u, t) and diffusion_matrix(t) (an SDE), got {type(sde).__name__}")
+        require("sde", sde, SDE)
         self.sde = sde
         self.nfe = int(getattr(sde, "nfe", 0)) if nfe is None else check_count("nfe", nfe, minimum=0)
         if isinstance(sde, ReverseSDE):  # its score is counted already
@@ -261,7 +261,7 @@ class EulerMaruyama(Step):
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
         tables = None
-        if hasattr(self.sde, "euler_maruyama_tables"):
+        if isinstance(self.sde, ReverseSDE):
             tables = self.sde.euler_maruyama_tables(intervals)
         elif isinstance(self.sde, LinearSDEBase):
             tables = _forward_linear_tables(self.sde, intervals)

@@ -43,6 +43,7 @@ from ..checks import check_count, check_flag, check_positive
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .composition import Composition
 from ..gaussian import psd_cholesky
+from ..protocols import ReverseDynamics, require
 from .euler import EulerMaruyama
 from .noise import NoiseSource, brownian_flow_tables
 from .split import split_step
@@ -54,9 +55,7 @@ __all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector", "pc_s
 
 
 def _check_reverse(reverse) -> None:
-    for attr in ("sde", "evaluate_score", "T", "num_components", "score_components"):
-        if not hasattr(reverse, attr):
-            raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
+    require("reverse", reverse, ReverseDynamics)
 
 
 def _score_columns(reverse) -> list[int]:

@@ -80,7 +80,7 @@ class _RungeKutta(Step):
 
     def __init__(self, reverse: "ReverseSDE") -> None:
         require("reverse", reverse, ReverseDynamics)
-        if not getattr(reverse, "linear", False):
+        if not reverse.linear:
             raise TypeError(f"the planned probability flow needs a linear forward SDE, got {type(reverse.sde).__name__}")
         self.reverse = reverse
         self.nfe = len(self.b)
