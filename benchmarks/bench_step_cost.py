@@ -30,6 +30,7 @@ from _common import RESULTS, machine, markdown_table, median_time, write_results
 from splitdyn import EulerMaruyama, apply_matrix, split_step, uniform_grid  # noqa: E402
 from splitdyn.integrate import plan_step  # noqa: E402
 from splitdyn.steps.base import Intervals  # noqa: E402
+from splitdyn.steps.noise import as_noise_source  # noqa: E402
 from splitdyn_cld import CLD  # noqa: E402
 
 
@@ -115,6 +116,7 @@ def run(args) -> dict:
         torch.set_num_threads(threads)
         for batch in args.batch_sizes:
             generator = torch.Generator(device=device).manual_seed(0)
+            noise = as_noise_source(generator)
             dtype = torch.float32
             score = LinearVelocityScore(cld, [cld.T - t for t in times], dtype, device)
             reverse = cld.reverse(score)
@@ -132,7 +134,7 @@ def run(args) -> dict:
                     with torch.no_grad():
                         u = u0
                         for i in range(n):
-                            u = plan(u, i, generator)
+                            u = plan(u, i, noise)
                 return go
 
             contestants = {
@@ -225,10 +227,11 @@ def profile(args) -> None:
 
 
 def _loop(plan, u0, n, generator):
+    noise = as_noise_source(generator)
     with torch.no_grad():
         u = u0
         for i in range(n):
-            u = plan(u, i, generator)
+            u = plan(u, i, noise)
     return u
 
 

@@ -6,6 +6,7 @@ an error that names the argument and says what was expected.
 
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Integral, Real
 from typing import Any
@@ -25,6 +26,10 @@ __all__ = [
     "check_callable",
     "check_components",
     "check_floating_dtype",
+    "check_device",
+    "check_progress",
+    "check_compile",
+    "check_arity",
     "check_tolerance",
     "check_nonempty_batch",
     "as_float64_matrix",
@@ -189,6 +194,72 @@ def check_floating_dtype(name: str, dtype: Any) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating torch.dtype such as torch.float64, got {dtype!r}")
     return dtype
+
+
+def check_device(name: str, device: Any) -> torch.device | None:
+    """``None`` or a usable ``torch.device`` (from a device or a string such as ``"cpu"``, ``"cuda:0"``).
+
+    An unknown name and a backend this machine does not have (``"cuda"`` without CUDA) are refused with a
+    ``ValueError`` naming ``name``; anything else with a ``TypeError``.
+    """
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"{name} must be a torch.device, a device string such as 'cpu' or 'cuda:0', or None, got "
+                        f"{type(device).__name__} {device!r}")
+    try:
+        out = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must name a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} is {device!r} but CUDA is not available on this machine: use 'cpu'")
+    if out.type == "cuda" and out.index is not None and out.index >= torch.cuda.device_count():
+        raise ValueError(f"{name} is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if out.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name} is {device!r} but MPS is not available on this machine: use 'cpu'")
+    return out
+
+
+def check_progress(name: str, value: Any) -> bool | str:
+    """A progress-bar switch: ``True``/``False`` or a string (the bar's label); else a ``TypeError``."""
+    if isinstance(value, str):
+        return value
+    try:
+        return check_flag(name, value)
+    except TypeError:
+        raise TypeError(f"{name} must be True, False or a label string, got {type(value).__name__} {value!r}") from None
+
+
+def check_compile(name: str, value: Any) -> bool | dict:
+    """``torch.compile`` switch: ``True``/``False`` or a dict of ``torch.compile`` options; else a ``TypeError``."""
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{name} options must have string keys (torch.compile's arguments), got {list(value)!r}")
+        return value
+    try:
+        return check_flag(name, value)
+    except TypeError:
+        raise TypeError(f"{name} must be True, False or a dict of torch.compile options, got "
+                        f"{type(value).__name__} {value!r}") from None
+
+
+def check_arity(name: str, fn: Any, n: int, call: str) -> Any:
+    """Refuse (``TypeError`` naming ``name``) a callable that cannot be called with ``n`` positional arguments.
+
+    ``call`` shows the expected call, e.g. ``"score(u, t)"``. Callables whose signature Python cannot read
+    (some builtins) are accepted as they are.
+    """
+    check_callable(name, fn, f"a callable {call}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return fn
+    try:
+        signature.bind(*([None] * n))
+    except TypeError as exc:
+        raise TypeError(f"{name} must be callable as {call} ({n} positional arguments), but its signature "
+                        f"{signature} does not accept that: {exc}") from None
+    return fn
 
 
 def check_tolerance(name: str, value: Any) -> float:

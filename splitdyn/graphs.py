@@ -20,7 +20,8 @@ import torch
 from .checks import check_count, check_flag
 from .grids import check_grid
 from .integrate import plan_step
-from .steps.base import Step
+from .steps.base import Step, evaluation_count
+from .steps.noise import GaussianNoise
 
 __all__ = ["CapturedLoop", "capture_graph"]
 
@@ -60,13 +61,14 @@ class CapturedLoop:
             raise RuntimeError(f"CUDA-graph capture needs a CUDA device, got a state on {like.device}")
         self.times = check_grid(grid)
         self.plan = plan_step(step, self.times, like)
+        self.noise = GaussianNoise(None)  # the device's default generator (see the module docstring)
         self.static_input = like.detach().clone()
-        self.static_output = None
+        self.static_output: torch.Tensor | None = None
         self.graph = None
         with torch.no_grad():
-            before = self.plan.evaluations
+            before = evaluation_count(self.plan)
             self._body()
-            self.nfe = self.plan.evaluations - before
+            self.nfe = evaluation_count(self.plan) - before
             if use_graph:
                 self.graph = capture_graph(self._body, like.device, warmup=warmup)
         self.graphed = self.graph is not None
@@ -74,7 +76,7 @@ class CapturedLoop:
     def _body(self) -> None:
         u = self.static_input
         for i in range(len(self.times) - 1):
-            u = self.plan(u, i, None)
+            u = self.plan(u, i, self.noise)
         if self.static_output is None or self.graph is None:
             self.static_output = u
 
@@ -89,6 +91,7 @@ class CapturedLoop:
             self.graph.replay()
         else:
             self._body()
+        assert self.static_output is not None  # set by the first run in __init__
         return self.static_output
 
 

@@ -357,10 +357,14 @@ def make_grid(kind: str, n: int, T: float = 1.0, eps: float = 1e-3, *, rho: floa
     return grid.reverse_times(T)
 
 
-def check_grid(grid, name: str = "grid") -> list[float]:
-    """Validate a 1-D strictly increasing finite grid; return it as a list of Python floats."""
-    if isinstance(grid, Grid):
-        raise TypeError(f"{name} must be a sequence of times; call {type(grid).__name__}.reverse_times(T) first")
+def check_grid(grid, name: str = "grid", T: float | None = None) -> list[float]:
+    """Validate a 1-D strictly increasing finite grid; return it as a list of Python floats. A grid object is
+    accepted with the horizon ``T`` (its ``reverse_times(T)``)."""
+    if isinstance(grid, Grid) or callable(getattr(grid, "reverse_times", None)):
+        if T is None:
+            raise TypeError(f"{name} is a {type(grid).__name__}: pass the horizon T, or call "
+                            f"{type(grid).__name__}.reverse_times(T) first")
+        grid = grid.reverse_times(T)
     try:
         g = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):

@@ -3,9 +3,10 @@ r"""The one loop: plan a step for a grid once, then apply it interval after inte
 The grid stays on the CPU as float64 (k-diffusion style): the loop issues no device synchronisation per
 step, and all coefficient work happened when the step was planned (:mod:`splitdyn.steps.base`).
 
-**NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made —
-the evaluations each step declares, less those a composition reused (first-same-as-last) — plus one for a
-denoising step. Evaluations a reference solver makes only to check shapes are not counted.
+**NFE convention** (written once, here): ``nfe`` counts the score (network) evaluations actually made — the
+calls the plan's :class:`~splitdyn.steps.base.EvaluationCounter` saw during the run (the score is wrapped
+once, by the reverse SDE; a composition's reused values are not calls) — plus one for a denoising step.
+Evaluations a reference solver makes only to check shapes are not counted.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from typing import Callable
 
 import torch
 
-from .checks import check_flag, check_positive
+from .checks import check_arity, check_compile, check_flag, check_positive, check_progress
 from .grids import check_grid
-from .steps.base import Intervals, Plan, Step
-from .steps.composition import Composition
-from .steps.noise import NoiseSource
+from .steps.base import Intervals, Plan, Step, evaluation_count
+from .steps.noise import NoiseSource, as_noise_source
 
 __all__ = ["Solution", "integrate", "plan_step", "save_indices", "DivergenceError"]
 
@@ -65,13 +65,11 @@ class Solution:
 
 
 def plan_step(step: Step, times: Sequence[float], like: torch.Tensor, *, fuse: bool = True) -> Plan:
-    """Plan ``step`` for the intervals of a grid, for states like ``like`` (fusion only for compositions)."""
+    """Plan ``step`` for the intervals of a grid, for states like ``like``; ``fuse`` lets the plan fuse across
+    grid times (:attr:`~splitdyn.steps.base.Intervals.fusable`: no state at the grid times is needed)."""
     if not isinstance(step, Step):
         raise TypeError(f"step must be a splitdyn Step (see splitdyn.steps), got {type(step).__name__}")
-    intervals = Intervals.from_grid(times)
-    if isinstance(step, Composition):
-        return step.plan(intervals, like, fuse=fuse)
-    return step.plan(intervals, like)
+    return step.plan(Intervals.from_grid(times, fusable=fuse), like)
 
 
 def save_indices(save_at, times: list[float]) -> list[int]:
@@ -105,7 +103,6 @@ def integrate(
     *,
     generator: torch.Generator | None = None,
     save_at=None,
-    save_trajectory: bool = False,
     progress: bool | str = False,
     callback: Callback | None = None,
     fuse: bool = True,
@@ -113,6 +110,7 @@ def integrate(
     divergence_factor: float | None = 1e4,
     compile: bool | dict = False,
     noise: NoiseSource | None = None,
+    plan: Plan | None = None,
 ) -> Solution:
     r"""Advance ``u`` over ``grid`` with ``step``: plan once, then one planned call per interval.
 
@@ -128,8 +126,6 @@ def integrate(
         ``torch.Generator`` on ``u``'s device for reproducible noise.
     save_at:
         ``"all"`` or a sequence of grid times at which to keep the state (:attr:`Solution.trajectory`).
-    save_trajectory:
-        Shorthand for ``save_at="all"``.
     progress:
         Show a tqdm progress bar (a string sets its label).
     callback:
@@ -142,7 +138,9 @@ def integrate(
     divergence_factor:
         The final state must be finite and within this factor of the starting scale
         :math:`\max(1, \max|u_0|)`; otherwise the loop is replayed with the same noise to find the first
-        step that crossed it, and a :class:`DivergenceError` names it. ``None`` disables the magnitude check.
+        step that crossed it, and a :class:`DivergenceError` names it. With ``generator=None`` the replay
+        rewinds the device's default generator (CPU and CUDA; on another backend it draws fresh noise and may
+        name a different step). ``None`` disables the magnitude check.
     compile:
         ``True`` or a dict of ``torch.compile`` options: compile the plans' tensor arithmetic (once per plan,
         never per time; see :meth:`~splitdyn.steps.base.Plan.compile`).
@@ -150,6 +148,9 @@ def integrate(
         A :class:`~splitdyn.steps.noise.NoiseSource` the stochastic steps take their increments from instead
         of ``torch.randn`` (e.g. :class:`~splitdyn.steps.noise.BrownianNoise` around a ``torchsde``
         Brownian motion, to run on the same path as ``torchsde``); ``generator`` is then not used.
+    plan:
+        A plan of ``step`` for this grid and states like ``u`` made earlier (:func:`plan_step`, compiled or
+        not), to skip planning; default: planned here.
     """
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
@@ -159,33 +160,39 @@ def integrate(
         raise ValueError(f"u must have shape (batch >= 1, k, *event), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
         raise ValueError("u (the initial state) contains NaN or inf")
-    check_flag("save_trajectory", save_trajectory)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable(i, t, u), got {type(callback).__name__}")
+    if callback is not None:
+        check_arity("callback", callback, 3, "callback(i, t, u)")
+    check_progress("progress", progress)
+    check_compile("compile", compile)
     if divergence_factor is not None:
         divergence_factor = check_positive("divergence_factor", divergence_factor)
     if noise is not None and not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a splitdyn NoiseSource (e.g. BrownianNoise(bm)), got {type(noise).__name__}")
+    source = noise if noise is not None else as_noise_source(generator, u.device)
     times = check_grid(grid)
-    saved = save_indices("all" if save_trajectory else save_at, times)
+    saved = save_indices(save_at, times)
     needs_grid_states = callback is not None or any(j > 0 for j in saved)
-    plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
-    if compile:
-        plan.compile(**(compile if isinstance(compile, dict) else {}))
-    if noise is not None:
-        generator = noise  # the plans take their draws from the source (see splitdyn.steps.noise)
-    rng_state = generator.get_state() if isinstance(generator, torch.Generator) else None
+    if plan is None:
+        plan = plan_step(step, times, u, fuse=fuse and not needs_grid_states)
+        if compile:
+            plan.compile(**(compile if isinstance(compile, dict) else {}))
+    elif not isinstance(plan, Plan) or plan.n != len(times) - 1:
+        raise ValueError(f"plan must be a Plan of step for the {len(times) - 1} intervals of the grid, got "
+                         f"{type(plan).__name__}" + (f" for {plan.n}" if isinstance(plan, Plan) else ""))
+    rng_state = source.get_state(u.device)
     context = torch.no_grad() if not differentiable else contextlib.nullcontext()
+    before = evaluation_count(plan)
     with context:
-        state, trajectory = _run(plan, u, times, generator, saved, progress, callback)
-        _check_divergence(plan, u, state, times, generator, rng_state, divergence_factor)
-    return Solution(state=state, nfe=plan.evaluations, times=times,
+        state, trajectory = _run(plan, u, times, source, saved, progress, callback)
+        nfe = evaluation_count(plan) - before
+        _check_divergence(plan, u, state, times, source, rng_state, divergence_factor)
+    return Solution(state=state, nfe=nfe, times=times,
                     trajectory=trajectory if saved else None, saved_times=[times[j] for j in saved] or None)
 
 
-def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: float | None = None):
+def _run(plan: Plan, u, times, noise: NoiseSource, saved, progress, callback, watch: float | None = None):
     trajectory = [u] if 0 in saved else []
     wanted = set(saved)
     steps = range(len(times) - 1)
@@ -194,7 +201,7 @@ def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: floa
 
         steps = tqdm(steps, desc=progress if isinstance(progress, str) else "steps", leave=False)
     for i in steps:
-        u = plan(u, i, generator)
+        u = plan(u, i, noise)
         if i + 1 in wanted:
             trajectory.append(u)
         if callback is not None:
@@ -204,14 +211,13 @@ def _run(plan: Plan, u, times, generator, saved, progress, callback, watch: floa
     return u, trajectory
 
 
-def _check_divergence(plan, u0, state, times, generator, rng_state, factor) -> None:
+def _check_divergence(plan, u0, state, times, noise: NoiseSource, rng_state, factor) -> None:
     bound = math.inf if factor is None else factor * max(1.0, _scale(u0))
     final = _scale(state)
     if final <= bound:  # False for NaN too
         return
-    if rng_state is not None:
-        generator.set_state(rng_state)
-    _, bad = _run(plan, u0, times, generator, [], False, None, watch=bound)
+    noise.set_state(rng_state, u0.device)  # the replay draws the same noise (see NoiseSource.get_state)
+    _, bad = _run(plan, u0, times, noise, [], False, None, watch=bound)
     where = ""
     if isinstance(bad, int):
         where = (f" at step {bad} (from t = {times[bad]:.6g} to {times[bad + 1]:.6g}, "

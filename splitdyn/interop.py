@@ -31,9 +31,14 @@ def _finite(what: str, state: torch.Tensor) -> torch.Tensor:
 
 
 class ReferenceSolver(ABC):
-    """A sampler with its own loop. ``needs_grid`` says whether it follows a grid (else only ``eps``)."""
+    """A sampler with its own loop (:class:`~splitdyn.protocols.ReferenceSolverProtocol`).
+
+    ``needs_grid`` says whether it follows a grid; one that does not picks its own steps and stops at forward
+    time ``eps`` (a positive float it must set).
+    """
 
     needs_grid: bool = True
+    eps: float | None = None
 
     @abstractmethod
     def solve(self, reverse: ReverseSDE, u: torch.Tensor, times: list[float] | None, eps: float, *,

@@ -30,6 +30,7 @@ import torch
 from .linalg import apply_matrix  # noqa: F401 - re-exported for compatibility
 from .checks import (as_float64, as_float64_matrix, as_float64_time, check_callable, check_count, check_positive,
                      check_state, check_time, check_tolerance)
+from .moments import moment_kernels
 from .schedules import ConstantBeta, ReversedRescaling, TimeRescaling
 
 __all__ = [
@@ -133,7 +134,7 @@ def van_loan_kernel(F: torch.Tensor, GGt: torch.Tensor, delta: torch.Tensor) -> 
 def _check_van_loan_arguments(F, GGt, delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(F, GGt, delta)`` as float64 CPU tensors, checked (square ``k x k`` pair, finite, ``delta >= 0``)."""
     F = as_float64_matrix("F", F, square=True)
-    GGt = as_float64_matrix("GGt", GGt, tuple(F.shape))
+    GGt = as_float64_matrix("GGt", GGt, (int(F.shape[0]), int(F.shape[1])))
     delta = as_float64("delta", delta, "a non-negative number or tensor of spans")
     if delta.numel() and float(delta.min()) < -1e-12 * max(1.0, float(delta.abs().max())):
         raise ValueError(f"delta must be non-negative (a forward span), got {float(delta.min())}: a negative span "
@@ -147,7 +148,7 @@ def stationary_covariance(F: torch.Tensor, GGt: torch.Tensor) -> torch.Tensor:
     Raises ``ValueError`` when :math:`F` has an eigenvalue with non-negative real part (no stationary law).
     """
     F = as_float64_matrix("F", F, square=True)
-    GGt = as_float64_matrix("GGt", GGt, tuple(F.shape))
+    GGt = as_float64_matrix("GGt", GGt, (int(F.shape[0]), int(F.shape[1])))
     k = F.shape[-1]
     eig = torch.linalg.eigvals(F)
     if bool((eig.real >= 0).any()):
@@ -353,8 +354,8 @@ class LinearSDE(LinearSDEBase):
             ``k x k`` reference precision :math:`P`; default :meth:`reference_precision` (the inverse stationary
             covariance, or zero for an SDE without a stationary law).
         """
-        P = self.reference_precision() if precision is None else as_float64_matrix("precision", precision,
-                                                                                    tuple(self.F.shape))
+        k = int(self.F.shape[0])
+        P = self.reference_precision() if precision is None else as_float64_matrix("precision", precision, (k, k))
         return LinearSDE(-self.F - self.GGt @ P, self.G, ReversedRescaling(self.rescaling, self.T), self.T)
 
     def reference_precision(self) -> torch.Tensor:
@@ -422,8 +423,8 @@ class TimeVaryingLinearSDE(LinearSDEBase):
                     f"{tuple(value.shape)} at t = {float(ti)}"
                 )
             values.append(value)
-        values = torch.stack(values)
-        return values.reshape(*t.shape, *values.shape[1:])
+        stacked = torch.stack(values)
+        return stacked.reshape(*t.shape, *stacked.shape[1:])
 
     def _drift_matrix(self, t: torch.Tensor) -> torch.Tensor:
         return self._evaluate(self._F, "drift_matrix", t)
@@ -432,8 +433,6 @@ class TimeVaryingLinearSDE(LinearSDEBase):
         return self._evaluate(self._G, "diffusion_matrix", t)
 
     def kernel(self, t, s=0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        from .moments import moment_kernels
-
         t, s = self._check_interval(t, s)
         return moment_kernels(self, t, s, rtol=self.rtol, atol=self.atol)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .checks import as_float64_time, check_tolerance
+from .protocols import LinearProcess, require
 
 __all__ = ["moment_kernels"]
 
@@ -25,8 +26,8 @@ def moment_kernels(sde, t, s=0.0, *, rtol: float = 1e-11, atol: float = 1e-13, m
     Parameters
     ----------
     sde:
-        Any :class:`~splitdyn.linear_sde.LinearSDEBase` (only ``drift_matrix`` and ``diffusion_covariance``
-        are used).
+        Any :class:`~splitdyn.protocols.LinearProcess` (e.g. a :class:`~splitdyn.linear_sde.LinearSDEBase`;
+        only ``drift_matrix`` and ``diffusion_matrix`` are used).
     t, s:
         Times (broadcastable); every ``t >= s``.
     rtol, atol, method:
@@ -39,10 +40,7 @@ def moment_kernels(sde, t, s=0.0, *, rtol: float = 1e-11, atol: float = 1e-13, m
     """
     import torchdiffeq
 
-    from .linear_sde import LinearSDEBase
-
-    if not isinstance(sde, LinearSDEBase):
-        raise TypeError(f"sde must be a linear SDE (splitdyn.LinearSDEBase), got {type(sde).__name__}")
+    require("sde", sde, LinearProcess)
     rtol = check_tolerance("rtol", rtol)
     atol = check_tolerance("atol", atol)
     if not isinstance(method, str):

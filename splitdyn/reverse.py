@@ -28,11 +28,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checks import check_callable, check_positive, check_state
+from .checks import check_arity, check_positive
 from .linalg import apply_matrix
+from .protocols import ForwardProcess, require
 from .linear_sde import LinearSDE, LinearSDEBase
 from .schedules import ConstantBeta
-from .steps.base import AffineMap, Intervals
+from .steps.base import AffineMap, EvaluationCounter, Intervals
 from .steps.drift import Drift, DriftPlan, check_drift_output
 
 __all__ = ["ScoreFunction", "ReverseSDE", "ProbabilityFlowODE", "TorchsdeAdapter", "ScorePart"]
@@ -60,18 +61,25 @@ class _ScoreTerm:
     """Shared handling of the score and of :math:`GG^\\top s` for reverse SDEs and probability flows."""
 
     def __init__(self, sde, score: ScoreFunction, score_components: Sequence[int] | None = None) -> None:
-        for attr in ("drift", "diffusion_matrix", "num_components", "T"):
-            if not hasattr(sde, attr):
-                raise TypeError(f"sde must define {attr}, got {type(sde).__name__}")
-        check_callable("score", score, "a callable score(u, t)")
+        require("sde", sde, ForwardProcess)
+        check_arity("score", score, 2, "score(u, t)")
         k = sde.num_components
         self.sde = sde
-        self.score = score
+        #: counts every call of the score (the one counter of evaluations; see splitdyn.steps.base)
+        self.counter = EvaluationCounter()
+        #: the user's score, uncounted (for compiled arithmetic, whose wrapper is counted instead)
+        self.score_function = score
+        #: the score, counted: what every plan calls
+        self.score = self.counter.wrap(score)
         self.score_components = _score_components(score_components, k)
         self.T = float(sde.T)
         self.num_components = k
-        self.evaluations = 0
         self._constant: dict = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Score evaluations so far (the :attr:`counter`'s count; reset with :meth:`reset_count`)."""
+        return self.counter.count
 
     @property
     def linear(self) -> bool:
@@ -107,18 +115,22 @@ class _ScoreTerm:
         return out
 
     def evaluate_score(self, u: torch.Tensor, t) -> torch.Tensor:
-        """Call the score at forward time ``t``; count it (:attr:`evaluations`) and check what it returned."""
-        self.evaluations += 1
-        return self.checked_score(u, t)
+        """Call the score at forward time ``t`` (counted) and check what it returned."""
+        return self.check_score_output(self.score(u, t), u)
 
     def checked_score(self, u: torch.Tensor, t) -> torch.Tensor:
-        """The score at ``(u, t)``, checked (tensor, shape, dtype) but not counted (for compiled arithmetic)."""
+        """The user's score at ``(u, t)``, checked but not counted (for compiled arithmetic: the caller counts
+        the compiled function with :attr:`counter`)."""
+        return self.check_score_output(self.score_function(u, t), u)
+
+    def check_score_output(self, value, u: torch.Tensor) -> torch.Tensor:
+        """``value`` if it is a score for ``u`` (tensor, shape, dtype, device); else an error saying what is wrong."""
         c = len(self.score_components) if self.score_components is not None else self.num_components
-        return check_drift_output("score", self.score(u, t), u, (u.shape[0], c, *u.shape[2:]))
+        return check_drift_output("score", value, u, (u.shape[0], c, *u.shape[2:]))
 
     def reset_count(self) -> None:
         """Reset the count of score evaluations (:attr:`evaluations`)."""
-        self.evaluations = 0
+        self.counter.count = 0
 
     def _linear_field(self, u: torch.Tensor, t, score_weight: float, drift_sign: float) -> torch.Tensor:
         if not self.linear:
@@ -145,24 +157,21 @@ class _ScorePartPlan(DriftPlan):
         self.map = AffineMap([M, C], like)
         self.reverse = reverse
         self.score = reverse.score
+        self.counters = (reverse.counter,)
         self.score_shape = torch.Size([C.shape[-1], *like.shape[2:]])
         self.score_times = t.tolist()
-        self.evaluations = 0
         rows = (GGt.abs().amax(dim=(0, 2)) > 0)
         self.writes = frozenset(int(c) for c in torch.nonzero(rows).flatten().tolist())
 
-        self.compiled = None
+        self.compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
 
     def evaluate(self, u, i):
-        self.evaluations += 1
-        self.reverse.evaluations += 1  # the reverse SDE's running count (useful with external solvers)
         if self.compiled is not None:
             return self.compiled[0](u, self.tensor_times[i])
-        t = self.score_times[i]
-        s = self.score(u, t)
+        s = self.score(u, self.score_times[i])
         if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
-                or s.shape[0] != u.shape[0]:
-            s = self.reverse.checked_score(u, t)  # the full check: it says what is wrong
+                or s.shape[0] != u.shape[0] or s.device != u.device:
+            s = self.reverse.check_score_output(s, u)  # the full check: it says what is wrong
         return s
 
     def advance(self, u, value, i):
@@ -174,7 +183,8 @@ class _ScorePartPlan(DriftPlan):
         """Compile the score call and the Euler update separately (the value between them may be reused)."""
         self.map = self.map.tensor_only()
         self.tensor_times = torch.tensor(self.score_times, dtype=torch.float64, device=self.map.device)
-        self.compiled = (torch.compile(self.reverse.checked_score, **options), torch.compile(self.map.apply, **options))
+        score = self.reverse.counter.wrap(torch.compile(self.reverse.checked_score, **options))
+        self.compiled = (score, torch.compile(self.map.apply, **options))
 
 
 class ScorePart(Drift):

@@ -10,8 +10,8 @@ result is a :class:`~splitdyn.integrate.Solution`; ``solution.components()`` giv
 Named samplers (:data:`SAMPLERS`): ``"em"`` (Euler-Maruyama), ``"sscs"`` (the symmetric splitting sampler,
 Algorithm 1: exact linear half-steps around an Euler step of the score part), ``"trotter-split"``,
 ``"ancestral"`` (reverse diffusion), ``"pc-em-langevin"`` / ``"pc-ancestral-langevin"`` /
-``"pc-sscs-langevin"`` (predictor-corrector, :func:`pc_step`), ``"adaptive-em"`` / ``"adaptive-sscs"``
-(adaptive steps, :class:`~splitdyn.steps.adaptive.AdaptiveSampler`),
+``"pc-sscs-langevin"`` (predictor-corrector, :func:`~splitdyn.steps.predictor_corrector.pc_step`),
+``"adaptive-em"`` / ``"adaptive-sscs"`` (adaptive steps, :class:`~splitdyn.adaptive.AdaptiveSampler`),
 ``"torchsde-euler"`` / ``"torchsde-srk"`` (the torchsde reference), ``"ode"`` (adaptive probability flow,
 torchdiffeq), ``"heun"`` / ``"rk4"`` (fixed-grid probability flow, :mod:`splitdyn.steps.runge_kutta`),
 ``"ei-ode-q"`` / ``"ei-sde-q"`` (exponential integrators with data prediction, order ``q`` = 1, 2, 3),
@@ -51,66 +51,34 @@ A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from functools import partial
 from collections.abc import Sequence
 from typing import Callable
 
 import torch
 
-from .checks import check_flag, check_positive
+from .checks import check_arity, check_compile, check_count, check_device, check_flag, check_positive, check_progress
 from .linalg import apply_matrix
 from .linear_sde import LinearSDEBase
 from .grids import check_grid
-from .integrate import Callback, DivergenceError, Solution, integrate, save_indices
+from .integrate import Callback, DivergenceError, Solution, integrate, plan_step, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
 from .reverse import ReverseSDE, ScoreFunction
-from .steps.adaptive import AdaptiveSampler
-from .steps.base import Step
-from .steps.composition import strang, trotter
-from .steps.euler import EulerDrift, EulerMaruyama
-from .steps.exact_flow import ExactLinearFlow
+from .adaptive import AdaptiveSampler
+from .steps.base import Plan, Step
+from .steps.euler import EulerMaruyama
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .steps.exponential_weights import DiffusionGeometry
 from .steps.unipc import UniPC
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
-from .steps.noise import NoiseSource
-from .steps.predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
+from .protocols import ForwardProcess, require
+from .steps.noise import NoiseSource, as_noise_source
+from .steps.predictor_corrector import ReverseDiffusion, pc_step
+from .steps.split import split_step
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "split_step", "pc_step", "score_free_denoise", "tweedie_denoise",
-           "DENOISE_MODES"]
-
-
-def split_step(reverse: ReverseSDE, *, precision=None, time_point: float = 0.0, scheme: str = "strang") -> Step:
-    r"""The splitting sampler's step for a reverse SDE whose forward SDE is a :class:`~splitdyn.LinearSDE`.
-
-    The reverse drift splits as :math:`-f + GG^\top s = \underbrace{(-F - GG^\top P)u}_{A} +
-    \underbrace{GG^\top (s + P u)}_{S}` for a reference precision :math:`P` (default the stationary precision;
-    for CLD :math:`\mathrm{diag}(1, M^{-1})`, the paper's split, eq. 76-77). :math:`A` with the noise is
-    followed exactly, :math:`S` by an Euler step with the score at :math:`\tau + \theta h`
-    (``time_point`` :math:`\theta`; 0 is Algorithm 1). ``scheme="strang"``: :math:`A(h/2)\,S(h)\,A(h/2)`
-    (SSCS for CLD); ``"trotter"``: :math:`A(h)\,S(h)`.
-    """
-    if not isinstance(reverse, ReverseSDE):
-        raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
-    if scheme not in ("strang", "trotter"):
-        raise ValueError(f"scheme must be 'strang' or 'trotter', got {scheme!r}")
-    if not hasattr(reverse.sde, "reverse_linear_part"):
-        raise TypeError("the splitting sampler needs a LinearSDE forward process (to split off its linear part)")
-    linear = ExactLinearFlow(reverse.sde.reverse_linear_part(precision))
-    score_step = EulerDrift(reverse.score_part(precision), time_point=time_point)
-    return (strang if scheme == "strang" else trotter)(linear, score_step)
-
-
-def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
-            per_sample: bool = False) -> Step:
-    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
-    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
-    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
-    predictors = {"em": EulerMaruyama, "ancestral": ReverseDiffusion, "sscs": split_step}
-    if predictor not in predictors:
-        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
-    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
-    return predictor_corrector(predictors[predictor](reverse), corrector)
+__all__ = ["sample", "SAMPLERS", "sampler_step", "PlanCache", "SAMPLE_PLANS", "score_free_denoise",
+           "tweedie_denoise", "DENOISE_MODES"]
 
 
 def _ignore_dynamics(solver_type, reverse, **options):
@@ -167,6 +135,76 @@ def sampler_step(step, reverse: ReverseSDE) -> Step | ReferenceSolver:
     raise TypeError(f"step must be a sampler name, a Step, a ReferenceSolver or a factory, got {type(step).__name__}")
 
 
+class PlanCache:
+    """The plans :func:`sample` made, reused by later calls with the same setup (plan once, sample many).
+
+    A call with the same ``process`` and ``score`` objects, the same ``step`` (name or object), score
+    components, grid times, state shape, dtype and device, fusion and ``compile`` setting reuses the reverse SDE,
+    the step and its plan: no host work (coefficient tables, closed-form kernels, Cholesky factors) is
+    repeated. The least recently used entry goes beyond ``maxsize``. Entries keep their process and score
+    alive; a process changed in place after a call is not seen by its cached plan: call :meth:`clear` (or pass
+    ``cache=False`` to :func:`sample`). Reference solvers are not cached (they plan nothing).
+
+    Parameters
+    ----------
+    maxsize:
+        Most plans kept (0 disables the cache).
+
+    Attributes
+    ----------
+    builds:
+        Plans built through this cache so far.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = check_count("maxsize", maxsize, minimum=0)
+        self.entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self.builds = 0
+
+    def lookup(self, key: tuple) -> tuple | None:
+        """The entry stored under ``key`` (made the most recent), or ``None``."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def store(self, key: tuple, entry: tuple) -> None:
+        """Keep ``entry`` under ``key``, dropping the least recently used beyond :attr:`maxsize`."""
+        self.builds += 1
+        if self.maxsize == 0:
+            return
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every plan (and release the processes and scores they hold)."""
+        self.entries.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+#: The :class:`PlanCache` :func:`sample` uses by default (``splitdyn.SAMPLE_PLANS.clear()`` empties it).
+#:
+#: :meta hide-value:
+SAMPLE_PLANS = PlanCache()
+
+
+def _cache_key(process, score, step, score_components, times, u, fusable: bool, compile) -> tuple | None:
+    if not isinstance(step, (str, Step)):
+        return None  # a factory (often a new partial each call): nothing stable to key on
+    options = compile if not isinstance(compile, dict) else tuple(sorted((k, repr(v)) for k, v in compile.items()))
+    try:
+        components = None if score_components is None else tuple(score_components)
+        hash(components)
+    except TypeError:
+        return None  # not a sequence of indices: ReverseSDE says what is wrong
+    return (id(process), id(score), step if isinstance(step, str) else id(step), components, tuple(times),
+            tuple(u.shape), u.dtype, u.device, fusable, options)
+
+
 def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
     k = process.num_components
     if isinstance(initial, torch.Tensor):
@@ -192,9 +230,7 @@ def _reverse_times(grid, T: float) -> list[float]:
     if isinstance(grid, str):
         raise ValueError(f"grid must be a grid object (e.g. splitdyn.UniformGrid(n)) or reverse times, got {grid!r} "
                          "(splitdyn.make_grid(name, n) builds one by name)")
-    if hasattr(grid, "reverse_times"):
-        grid = grid.reverse_times(T)
-    times = check_grid(grid)
+    times = check_grid(grid, T=T)
     if abs(times[0]) > 1e-12 * max(1.0, T) or times[-1] > T * (1 + 1e-12):
         raise ValueError(f"grid must run in reverse time from 0 to at most T = {T}, got [{times[0]}, {times[-1]}]")
     return times
@@ -297,6 +333,7 @@ def sample(
     compile: bool | dict = False,
     divergence_factor: float | None = 1e4,
     noise: NoiseSource | None = None,
+    cache: bool | PlanCache = True,
 ) -> Solution:
     r"""Sample the data distribution of ``process`` by integrating its reverse-time dynamics.
 
@@ -349,6 +386,9 @@ def sample(
     noise:
         A :class:`~splitdyn.steps.noise.NoiseSource` (e.g. ``BrownianNoise(bm)`` on a ``torchsde`` path over
         reverse time) for fixed-grid steps; see :func:`~splitdyn.integrate.integrate`.
+    cache:
+        Reuse the plan of an earlier call with the same setup (see :class:`PlanCache`): ``True`` uses
+        :data:`SAMPLE_PLANS`, ``False`` plans afresh, or pass a :class:`PlanCache` of your own.
 
     Returns
     -------
@@ -363,14 +403,38 @@ def sample(
         denoise = check_flag("denoise", denoise)
     check_flag("fuse", fuse)
     check_flag("differentiable", differentiable)
-    if not hasattr(process, "T") or not hasattr(process, "num_components"):
-        raise TypeError(f"process must be a forward SDE (with T and num_components), got {type(process).__name__}")
+    check_progress("progress", progress)
+    check_compile("compile", compile)
+    device = check_device("device", device)
+    if callback is not None:
+        check_arity("callback", callback, 3, "callback(i, tau, u)")
+    as_noise_source(generator, initial.device if isinstance(initial, torch.Tensor) else device)  # refuses by name
+    require("process", process, ForwardProcess)
+    if isinstance(cache, bool):
+        check_flag("cache", cache)
+        plans = SAMPLE_PLANS if cache else None
+    elif isinstance(cache, PlanCache):
+        plans = cache
+    else:
+        raise TypeError(f"cache must be True, False or a splitdyn.sample.PlanCache, got {type(cache).__name__}")
     if score_components is None:
         score_components = getattr(process, "score_components", None)
-    reverse = ReverseSDE(process, score, score_components)
-    solver = sampler_step(step, reverse)
     u = _initial_state(process, initial, generator, dtype, device)
     T = float(process.T)
+    key: tuple | None = None
+    entry: tuple | None = None
+    plan: Plan | None = None
+    times: list[float] | None = None
+    if plans is not None and grid is not None and isinstance(step, (str, Step)):
+        times = _reverse_times(grid, T)
+        fusable = fuse and callback is None and not any(j > 0 for j in save_indices(save_at, times))
+        key = _cache_key(process, score, step, score_components, times, u, fusable, compile)
+        entry = plans.lookup(key) if key is not None else None
+    if entry is not None:
+        reverse, solver, plan = entry[-3:]
+    else:
+        reverse = ReverseSDE(process, score, score_components)
+        solver = sampler_step(step, reverse)
     if noise is not None and isinstance(solver, ReferenceSolver):
         raise ValueError(f"noise is for fixed-grid steps: give {type(solver).__name__} its Brownian motion itself "
                          "(bm=...)")
@@ -379,6 +443,9 @@ def sample(
     if isinstance(solver, ReferenceSolver) and not solver.needs_grid:
         if grid is not None:
             raise ValueError(f"{type(solver).__name__} picks its own steps: pass grid=None (set its eps instead)")
+        if solver.eps is None:
+            raise TypeError(f"{type(solver).__name__} picks its own steps (needs_grid=False) but sets no eps: a "
+                            "ReferenceSolver that takes no grid must declare its cutoff eps")
         times, eps = None, solver.eps
         with no_grad:
             solution = solver.solve(reverse, u, None, eps, generator=generator, progress=progress, callback=callback,
@@ -395,9 +462,15 @@ def sample(
                 solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,
                                         callback=callback, save_at=save_indices(save_at, times))
         else:
+            if plan is None and key is not None and plans is not None:  # plan once, keep it for the next call
+                plan = plan_step(solver, times, u, fuse=key[-2])
+                if compile:
+                    plan.compile(**(compile if isinstance(compile, dict) else {}))
+                plans.store(key, (process, score, step, reverse, solver, plan))
             solution = integrate(solver, u, times, generator=generator, save_at=save_at, progress=progress,
-                                 callback=callback, fuse=fuse, differentiable=differentiable, compile=compile,
-                                 divergence_factor=divergence_factor, noise=noise)
+                                 callback=callback, fuse=fuse, differentiable=differentiable,
+                                 compile=compile if plan is None else False, divergence_factor=divergence_factor,
+                                 noise=noise, plan=plan)
     if denoise:
         if not eps > 0:
             raise ValueError("denoise needs a grid that stops before T (a cutoff eps > 0); pass denoise=False")

@@ -34,3 +34,7 @@ __all__ = [
     "score_matching_objective",
     "velocity_entropy",
 ]
+
+from splitdyn.steps.base import REGISTRY  # noqa: E402
+
+REGISTRY.include(__name__)  # list this package's steps (the test suite's order table checks every one)

@@ -57,14 +57,34 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
 from splitdyn import LinearSDE
 from splitdyn.checks import as_float64_time, check_nonnegative, check_time
+from splitdyn.protocols import missing_members
 from splitdyn.schedules import ConstantBeta, LinearBeta, ReversedRescaling
 
-from .process import CLD
+if TYPE_CHECKING:  # the process builds on this module (CLD.kernel uses the closed forms): no runtime import
+    from .process import CLD
+
+
+@runtime_checkable
+class _CLDParameters(Protocol):
+    """What the closed forms read from a CLD (checked with :func:`_require_cld`)."""
+
+    mass: float
+    friction: float
+    gamma: float
+    eps_num: float
+    rescaling: object
+    T: float
+
+
+def _require_cld(cld: object) -> None:
+    if not isinstance(cld, LinearSDE) or missing_members(cld, _CLDParameters):
+        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
 
 __all__ = [
     "forward_increment_kernel",
@@ -95,8 +115,7 @@ def is_critically_damped(cld: CLD) -> bool:
 
 
 def _require_critical(cld: CLD) -> None:
-    if not isinstance(cld, CLD):
-        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    _require_cld(cld)
     if not is_critically_damped(cld):
         raise ValueError(
             f"the closed forms hold for critical damping only (friction^2 = 4 mass), got friction={cld.friction}, "
@@ -121,7 +140,7 @@ def _diagonal_initial_covariance(cld: CLD, initial_covariance) -> tuple[float, f
         S0 = initial_covariance.detach().to(device="cpu", dtype=torch.float64)
         if float(S0[0, 1]) != 0.0 or float(S0[1, 0]) != 0.0:
             raise ValueError(f"initial_covariance must be diagonal, got {S0.tolist()}")
-        pair = (S0[0, 0].item(), S0[1, 1].item())
+        pair: tuple[float, ...] = (S0[0, 0].item(), S0[1, 1].item())
     else:
         try:
             pair = tuple(float(v) for v in initial_covariance)
@@ -340,8 +359,7 @@ class ReverseLinearPart(LinearSDE):
 def _stabilised_entries(cld: CLD, t, kind: str):
     """``(xx', xv, vv', det')`` of Sigma_t + eps_num I for the HSM or DSM kernel, float64."""
     _check_kind(kind)
-    if not isinstance(cld, CLD):
-        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    _require_cld(cld)
     eps = cld.eps_num
     if is_critically_damped(cld):
         a, b = _diagonal_initial_covariance(cld, kind)
@@ -532,8 +550,7 @@ def score_coefficients(cld: CLD, t, kind: str = "hsm"):
     torch.float64
     """
     _check_kind(kind)
-    if not isinstance(cld, CLD):
-        raise TypeError(f"cld must be a CLD, got {type(cld).__name__}")
+    _require_cld(cld)
     critical = is_critically_damped(cld)
     if isinstance(t, Real) and not isinstance(t, bool):
         time = float(t)

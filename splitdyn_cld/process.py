@@ -24,6 +24,8 @@ from splitdyn.checks import check_finite_tensor, check_nonnegative, check_positi
 from splitdyn.schedules import TimeRescaling
 from splitdyn.checks import check_data_batch, check_sample_shape
 
+from .kernels import ReverseLinearPart, forward_increment_kernel
+
 __all__ = ["CLD"]
 
 
@@ -49,7 +51,7 @@ class CLD(LinearSDE):
     """
 
     #: The components a CLD score model returns: the velocity's alone (:math:`GG^\top` vanishes on :math:`x`).
-    score_components = [1]
+    score_components = (1,)
 
     def __init__(
         self,
@@ -148,8 +150,6 @@ class CLD(LinearSDE):
         damped, else the generic Van Loan kernel."""
         if not self.critically_damped:
             return super().increment_kernel(delta)
-        from .kernels import forward_increment_kernel  # kernels builds on this module
-
         return forward_increment_kernel(self, delta)
 
     def transition_matrix(self, t, s=0.0) -> torch.Tensor:
@@ -160,8 +160,6 @@ class CLD(LinearSDE):
         :class:`~splitdyn_cld.kernels.ReverseLinearPart` with the closed-form kernel of eq. 85-90."""
         if precision is not None or not self.critically_damped:
             return super().reverse_linear_part(precision)
-        from .kernels import ReverseLinearPart
-
         return ReverseLinearPart(self)
 
     def reverse(self, velocity_score) -> ReverseSDE:

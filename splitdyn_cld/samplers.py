@@ -15,12 +15,13 @@ the reference implementation, so ``n`` evaluations mean ``n - 1`` steps plus den
 from __future__ import annotations
 
 from numbers import Integral
+from typing import Any
 
 import torch
 
 import splitdyn
 from splitdyn.checks import check_count
-from splitdyn.grids import make_grid
+from splitdyn.grids import Grid, make_grid
 
 from .process import CLD
 
@@ -30,12 +31,10 @@ __all__ = ["sample", "SAMPLER_NAMES"]
 SAMPLER_NAMES = tuple(sorted(splitdyn.SAMPLERS))
 
 
-def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sampler: str = "sscs", *,
-           grid: str = "uniform", eps: float = 1e-3, denoise: bool = True, rtol: float = 1e-5, atol: float = 1e-5,
-           method: str = "dopri5", generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-           device=None, progress: bool | str = False, callback=None, save_at=None,
-           fuse: bool = True) -> splitdyn.Solution:
-    r"""Sample a CLD model with the paper's settings.
+def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sampler="sscs", *,
+           grid: str | Grid = "uniform", eps: float = 1e-3, rtol: float = 1e-5, atol: float = 1e-5,
+           method: str = "dopri5", dtype: torch.dtype = torch.float32, **options: Any) -> splitdyn.Solution:
+    r"""Sample a CLD model with the paper's settings: a preset over :func:`splitdyn.sample`.
 
     Parameters
     ----------
@@ -47,34 +46,43 @@ def sample(cld: CLD, velocity_score, shape_or_u, n_steps: int | None = None, sam
         ``(batch, *event)`` (Python or numpy integers) to draw :math:`u_T` from the prior, or an initial state
         ``(batch, 2, *event)``.
     n_steps:
-        Number of steps of a fixed-grid sampler; must be ``None`` for ``"ode"`` (which picks its own).
+        Number of steps of a fixed-grid sampler with a named ``grid``; ``None`` for ``"ode"`` (which picks its
+        own) and with a grid object.
     sampler:
         ``"sscs"`` (Algorithm 1), ``"em"``, ``"ode"`` (adaptive probability flow), ``"torchsde-euler"``, ...
-        (any name in :data:`splitdyn.SAMPLERS`), or a :class:`splitdyn.Step`.
+        (any name in :data:`splitdyn.SAMPLERS`), or anything :func:`splitdyn.sample` takes as ``step``.
     grid:
-        ``"uniform"`` or ``"quadratic"`` (quadratic striding), from :math:`\tau = 0` to :math:`T - \epsilon`.
+        ``"uniform"`` or ``"quadratic"`` (quadratic striding) from :math:`\tau = 0` to :math:`T - \epsilon`, or a
+        grid object (:mod:`splitdyn.grids`).
     eps:
-        The cutoff :math:`\epsilon` (paper: ``1e-3``).
-    denoise:
-        Finish with the denoising step (eq. 107).
+        The cutoff :math:`\epsilon` of a named grid and of ``"ode"`` (paper: ``1e-3``).
     rtol, atol, method:
         Settings of the ``"ode"`` sampler (paper: ``dopri5``, ``1e-5``).
-    generator, dtype, device, progress, callback, save_at, fuse:
-        As for :func:`splitdyn.sample` (``save_at`` in reverse time :math:`\tau = T - t`; for ``"ode"`` any
-        times in :math:`[0, T - \epsilon]`, for the fixed-grid samplers grid times).
+    dtype:
+        As for :func:`splitdyn.sample`.
+    **options:
+        Every other argument of :func:`splitdyn.sample` (``denoise``, ``generator``, ``device``, ``progress``,
+        ``callback``, ``save_at``, ``fuse``, ``differentiable``, ``compile``, ``divergence_factor``,
+        ``noise``...), forwarded as is (``save_at`` in reverse time :math:`\tau = T - t`).
     """
     if not isinstance(cld, CLD):
         raise TypeError(f"cld must be a splitdyn_cld.CLD, got {type(cld).__name__}")
     if isinstance(shape_or_u, (tuple, list)):  # a shape: numpy integers are integers too
         shape_or_u = tuple(int(s) if isinstance(s, Integral) and not isinstance(s, bool) else s for s in shape_or_u)
-    if sampler == "ode":
+    for name in ("step", "grid"):
+        if name in options:  # pragma: no cover - Python already refuses a duplicate of a named parameter
+            raise TypeError(f"pass the sampler as sampler=..., not {name}=...")
+    times: Grid | torch.Tensor | None
+    if isinstance(sampler, str) and sampler == "ode":
         if n_steps is not None:
             raise ValueError("the 'ode' sampler picks its own steps: pass n_steps=None (tune rtol/atol instead)")
         step, times = splitdyn.AdaptiveProbabilityFlow(rtol, atol, method, eps), None
-    else:
+    elif isinstance(grid, Grid):
+        if n_steps is not None:
+            raise ValueError(f"n_steps must be None with a grid object (it has its own number of steps), got {n_steps}")
+        step, times = sampler, grid
+    else:  # a named grid
         if n_steps is None:
             raise ValueError(f"n_steps is required for the {sampler!r} sampler")
         step, times = sampler, make_grid(grid, check_count("n_steps", n_steps), cld.T, eps)
-    return splitdyn.sample(cld, velocity_score, shape_or_u, times, step=step, denoise=denoise, generator=generator,
-                           dtype=dtype, device=device, progress=progress, callback=callback, save_at=save_at,
-                           fuse=fuse)
+    return splitdyn.sample(cld, velocity_score, shape_or_u, times, step=step, dtype=dtype, **options)

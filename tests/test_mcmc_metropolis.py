@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from splitdyn.steps.noise import GaussianNoise
 from splitdyn.mcmc import GHMC, HMC, MALA, ULA, Potential, hamiltonian, leapfrog, run_chain, with_momentum
 
 F64 = torch.float64
@@ -95,7 +96,7 @@ def test_mala_plan_accepts_with_the_probability_of_its_log_acceptance():
     x = torch.randn(chains, 1, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     step = MALA(BANANA)
     plan = step.plan(__import__("splitdyn").Intervals.single(0.0, h), x)
-    plan(x, 0, torch.Generator().manual_seed(7))
+    plan(x, 0, GaussianNoise(torch.Generator().manual_seed(7)))
     xi = torch.randn(chains, 2, generator=torch.Generator().manual_seed(7), dtype=F64)  # replay the proposal
     y = x[:, 0] - h * BANANA.gradient(x[:, 0]) + math.sqrt(2 * h) * xi
     expected = step.log_acceptance(x[:, 0], y, h).clamp(max=0.0).exp()
@@ -153,7 +154,7 @@ def test_ghmc_flips_the_momentum_on_rejection_and_keeps_one_gradient_per_step():
     step = GHMC(DOUBLE_WELL, friction=0.0)  # no refresh: a rejection is visible as p -> -p
     u = torch.tensor([[[1.9], [4.0]]], dtype=F64)  # huge step: the proposal is rejected
     plan = step.plan(__import__("splitdyn").Intervals.single(0.0, 1.5), u)
-    out = plan(u, 0, torch.Generator().manual_seed(0))
+    out = plan(u, 0, GaussianNoise(torch.Generator().manual_seed(0)))
     assert plan.accepted.item() == 0 and torch.equal(out[:, 0], u[:, 0]) and torch.equal(out[:, 1], -u[:, 1])
     result = run_chain(GHMC(DOUBLE_WELL), start(10, True), 200, 0.1, generator=torch.Generator().manual_seed(1))
     assert result.nfe == 201  # one gradient per step after the first

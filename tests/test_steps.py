@@ -43,6 +43,7 @@ from splitdyn import (
     uniform_grid,
 )
 from splitdyn.integrate import plan_step
+from splitdyn.steps.noise import GaussianNoise
 from splitdyn.steps import REGISTRY
 from splitdyn_cld import CLD
 from _mcmc_order_cases import MCMC_ORDER_TABLE
@@ -404,7 +405,7 @@ def test_plans_reproduce_the_per_step_coefficients_to_1e_14(event):
         Phi, Q = linear.kernel(b, a)
         L = torch.linalg.cholesky(Q)
         expected = apply_matrix(Phi, u) + apply_matrix(L, z)
-        g = torch.Generator().manual_seed(1)
+        g = GaussianNoise(torch.Generator().manual_seed(1))
         assert torch.allclose(flow_plan(u, i, g), expected, rtol=1e-14, atol=1e-14)
         assert torch.allclose(flow_plan.map.matrices(i)[0], Phi, rtol=1e-14, atol=1e-15)
         h, t = b - a, cld.T - a
@@ -413,7 +414,7 @@ def test_plans_reproduce_the_per_step_coefficients_to_1e_14(event):
         # EM draws noise only for the column of G that acts (the velocity's)
         z_v = torch.randn((16, 1, *event), generator=torch.Generator().manual_seed(1), dtype=F64)
         noise = apply_matrix(cld.diffusion_matrix(t)[:, [1]], z_v)
-        got = em_plan(u, i, torch.Generator().manual_seed(1))
+        got = em_plan(u, i, GaussianNoise(torch.Generator().manual_seed(1)))
         assert torch.allclose(got, u + h * drift + math.sqrt(h) * noise, rtol=1e-14, atol=1e-14)
 
 
@@ -486,7 +487,8 @@ def test_steps_plans_and_samplers_pickle():
         pickle.loads(pickle.dumps(obj))
     u = torch.randn(3, 2, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     copy = pickle.loads(pickle.dumps(plan))
-    assert torch.equal(copy(u, 1, torch.Generator().manual_seed(2)), plan(u, 1, torch.Generator().manual_seed(2)))
+    assert torch.equal(copy(u, 1, GaussianNoise(torch.Generator().manual_seed(2))),
+                       plan(u, 1, GaussianNoise(torch.Generator().manual_seed(2))))
 
 
 def test_the_divergence_check_names_the_step_that_diverged():

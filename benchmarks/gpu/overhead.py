@@ -17,6 +17,7 @@ import splitdyn
 from _common import markdown_table
 from splitdyn.graphs import capture_graph
 from splitdyn.integrate import plan_step
+from splitdyn.steps.noise import as_noise_source
 from splitdyn_cld.samplers import sample
 
 from .common import (OutOfTime, budgeted_median, image_shape_of, left, models_for, notes_text, synchronize,
@@ -41,8 +42,9 @@ def reverse_times(cld, n_steps: int) -> list[float]:
 
 def run_plan(plan: splitdyn.Plan, u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """The eager loop over a plan: ``u = plan(u, i, generator)`` for every interval (as ``integrate`` runs it)."""
+    noise = as_noise_source(generator)
     for i in range(plan.n):
-        u = plan(u, i, generator)
+        u = plan(u, i, noise)
     return u
 
 

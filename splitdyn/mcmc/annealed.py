@@ -60,7 +60,8 @@ class _AnnealedPlan(Plan):
         self.times = step.level_times[level].tolist()
         self.evaluations = 0
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         s = check_drift_output("score", self.score(u, self.times[i]), u, u.shape)
         self.evaluations += 1
         noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)

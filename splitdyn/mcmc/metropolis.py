@@ -135,7 +135,8 @@ class MetropolisPlan(Plan):
         """The kernel's transition over interval ``i`` (plans may override to vary its parameters)."""
         return self.kernel.transition(state, self.spans[i], generator, potential=self.potential)
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         state = self.cache.lookup(u)
         if state is None:
             state = self.kernel.state_of(u, self.potential)

@@ -50,7 +50,8 @@ class _OverdampedPlan(Plan):
         self.spans = intervals.spans.tolist()
         self.scales = [math.sqrt(2.0 * h) for h in self.spans]
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         x = u[:, 0]
         g = self.deterministic(x) if self.deterministic is not None else self.stochastic(x, generator)
         noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)

@@ -34,6 +34,7 @@ import torch
 from ..checks import check_count, check_flag, check_positive
 from ..grids import check_grid
 from ..integrate import DivergenceError, plan_step
+from ..steps.noise import as_noise_source
 from ..steps.base import Step
 from .metropolis import MetropolisPlan
 
@@ -190,6 +191,7 @@ def run_chain(step: Step, u: torch.Tensor, n_steps: int | None = None, step_size
         raise ValueError(f"thin ({thin}) is larger than the {n_steps - burn_in} iterations kept after burn_in: no "
                          "draw would be kept; lower thin or pass keep=False")
     plan = plan_step(step, times, u, fuse=False)
+    generator = as_noise_source(generator, u.device)  # plans draw from a NoiseSource
     draws = (n_steps - burn_in) // thin if keep else 0
     samples = torch.empty((draws, *u.shape[:1], *u.shape[2:]), dtype=u.dtype, device=u.device) if draws else None
     start = time.perf_counter()

@@ -93,7 +93,8 @@ class _MomentumOUPlan(Plan):
         #: the components this step changes (the momentum only)
         self.writes = frozenset({1})
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         return torch.stack((u[:, 0], refresh_momentum(u[:, 1], self.decay[i], self.scale[i], generator)), 1)
 
     def gaussian_moments(self, mean, covariance, i):
@@ -255,7 +256,8 @@ class _KineticPlan(Plan):
         # the contiguous buffers behind the state returned last, handed back only for that unmodified tensor
         self.cache = StateCache()
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
+        generator = noise.generator
         buffers = self.cache.lookup(u)
         if buffers is not None:  # continue from the buffers behind the last state
             q, p, force, energy = buffers

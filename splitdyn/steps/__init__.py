@@ -12,12 +12,14 @@ from .exact_flow import ExactLinearFlow
 from .exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
 from .unipc import UniPC
 from .runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
-from .noise import BrownianNoise, NoiseSource
+from .noise import BrownianNoise, GaussianNoise, NoiseSource, as_noise_source
 from .predictor_corrector import LangevinCorrector, ReverseDiffusion, predictor_corrector
 
 __all__ = [
     "AffineMap",
     "BrownianNoise",
+    "GaussianNoise",
+    "as_noise_source",
     "LangevinCorrector",
     "NoiseSource",
     "ReverseDiffusion",

@@ -11,30 +11,73 @@ its dynamics' own time (reverse time :math:`\tau = T - t` for samplers). Every s
 
 Before a loop runs, :meth:`Step.plan` turns the grid into a :class:`Plan`: all float64 host work (transition
 matrices, Cholesky factors, per-step scalars) is done once and stored as device tensors indexed by step. The
-plan's ``plan(u, i, generator)`` then does only tensor arithmetic. No cache is keyed by float times, so memory
-does not grow with the number of steps apart from the plan's small tables.
+plan's ``plan(u, i, noise)`` then does only tensor arithmetic (``noise`` is always a
+:class:`~splitdyn.steps.noise.NoiseSource`; entry points wrap a plain generator once). No cache is keyed by
+float times, so memory does not grow with the number of steps apart from the plan's small tables.
 
-Every concrete subclass of :class:`Step` is recorded in :data:`REGISTRY` (by class name), which the order
-table of the test suite walks.
+The concrete public subclasses of :class:`Step` defined in the packages that opted in with
+``REGISTRY.include(package_name)`` (``splitdyn`` and ``splitdyn_cld`` do, in their ``__init__``; any other
+package may) are listed in :data:`REGISTRY` by class name, which the order table of the test suite walks.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
 
 from ..checks import check_state
+from .noise import NoiseSource, as_noise_source
 
-__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "kron_identity"]
+__all__ = ["Step", "Plan", "Intervals", "AffineMap", "REGISTRY", "StepRegistry", "EvaluationCounter", "CountedCall",
+           "evaluation_count", "unique_counters", "kron_identity"]
 
-#: Every concrete :class:`Step` subclass of the library by class name (filled in as subclasses are defined).
+class StepRegistry(Mapping[str, type]):
+    """Class name -> concrete public :class:`Step` subclass, for the packages that opted in with :meth:`include`.
+
+    Every such subclass is recorded when it is defined; a package's steps are listed once it is included, so a
+    package may opt in before or after defining them.
+    """
+
+    def __init__(self) -> None:
+        self._classes: list[type] = []
+        self._packages: set[str] = set()
+
+    def include(self, package: str) -> None:
+        """List the steps of the top-level package ``package`` (e.g. ``__name__`` in its ``__init__``)."""
+        if not isinstance(package, str) or not package:
+            raise TypeError(f"package must be a package name (a non-empty str), got {package!r}")
+        self._packages.add(package.split(".")[0])
+
+    def exclude(self, package: str) -> None:
+        """Stop listing the steps of ``package`` (undoes :meth:`include`)."""
+        self._packages.discard(package.split(".")[0])
+
+    def record(self, cls: type) -> None:
+        """Record a newly defined concrete public step class (called by :class:`Step`)."""
+        self._classes.append(cls)
+
+    def _listed(self) -> dict[str, type]:
+        return {c.__name__: c for c in self._classes if c.__module__.split(".")[0] in self._packages}
+
+    def __getitem__(self, name: str) -> type:
+        return self._listed()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+
+#: The registered :class:`Step` subclasses by class name (see :class:`StepRegistry`).
 #:
 #: :meta hide-value:
-REGISTRY: dict[str, type] = {}
+REGISTRY = StepRegistry()
 
 
 @dataclass(frozen=True)
@@ -42,18 +85,24 @@ class Intervals:
     """The sub-intervals a step is planned for: ``starts[i]`` and ``spans[i]`` (float64 CPU, shape ``(n,)``).
 
     ``contiguous`` says whether interval ``i + 1`` starts where interval ``i`` ends (true for a grid), which
-    compositions need to fuse adjacent exact flows.
+    compositions need to fuse adjacent exact flows; ``fusable`` whether the caller lets a plan do so, i.e.
+    needs no state at the interval boundaries (the loop decides: no callback, nothing saved).
     """
 
     starts: torch.Tensor
     spans: torch.Tensor
     contiguous: bool = False
+    fusable: bool = False
 
     @classmethod
-    def from_grid(cls, times: Sequence[float] | torch.Tensor) -> "Intervals":
-        """The ``n`` intervals between consecutive grid times."""
+    def from_grid(cls, times: Sequence[float] | torch.Tensor, fusable: bool = False) -> "Intervals":
+        """The ``n`` intervals between consecutive grid times (``fusable``: see the class docstring)."""
         g = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
-        return cls(g[:-1].clone(), g[1:] - g[:-1], True)
+        return cls(g[:-1].clone(), g[1:] - g[:-1], True, fusable)
+
+    def without_fusion(self) -> "Intervals":
+        """The same intervals, not fusable (for a plan whose states at the boundaries are needed)."""
+        return Intervals(self.starts, self.spans, self.contiguous, False)
 
     @classmethod
     def single(cls, t: float, h: float) -> "Intervals":
@@ -149,7 +198,7 @@ class AffineMap:
     def apply(self, matrices: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """:math:`\\sum_j A_j x_j` from :meth:`prepared` matrices: tensor arithmetic only (compilable)."""
         batch = inputs[0].shape[0]
-        out = None
+        out: torch.Tensor | None = None
         if self.mode == "kron":
             out = torch.mm(inputs[0].reshape(batch, -1), matrices[0])
             for x, table in zip(inputs[1:], matrices[1:]):
@@ -158,6 +207,7 @@ class AffineMap:
             for x, table in zip(inputs, matrices):
                 term = torch.matmul(table, x.reshape(batch, x.shape[1], -1))
                 out = term if out is None else out + term
+        assert out is not None  # at least one input
         return out.reshape(batch, self.k, *self.event)
 
     def __call__(self, i: int, *inputs: torch.Tensor) -> torch.Tensor:
@@ -197,23 +247,86 @@ class AffineMap:
         return [t[self.index[i]] for t in self.float64]
 
 
+class EvaluationCounter:
+    """Counts the calls of the functions it wraps (a score, a drift): the number of evaluations is what was called.
+
+    A function is wrapped once, where it enters the library (:class:`~splitdyn.reverse.ReverseSDE` wraps its
+    score, :class:`~splitdyn.steps.drift.CallableDrift` its function), and every plan calls the wrapper. A
+    compiled function is wrapped after compiling (:meth:`wrap` of the compiled callable), so the count stays
+    out of the graph.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, fn: Callable[..., Any], weight: int = 1) -> "CountedCall":
+        """``fn`` counted: each call adds ``weight`` (e.g. 0 for a cheap analytic drift)."""
+        return CountedCall(self, fn, weight)
+
+    def __repr__(self) -> str:
+        return f"EvaluationCounter(count={self.count})"
+
+
+class CountedCall:
+    """A function whose calls an :class:`EvaluationCounter` counts (made by :meth:`EvaluationCounter.wrap`)."""
+
+    __slots__ = ("counter", "fn", "weight")
+
+    def __init__(self, counter: EvaluationCounter, fn: Callable[..., Any], weight: int = 1) -> None:
+        self.counter, self.fn, self.weight = counter, fn, weight
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.counter.count += self.weight
+        return self.fn(*args, **kwargs)
+
+
+def unique_counters(plans: Sequence[Any]) -> tuple[EvaluationCounter, ...]:
+    """The counters of ``plans``, each once (plans of one reverse SDE share its counter)."""
+    out: dict[int, EvaluationCounter] = {}
+    for plan in plans:
+        for counter in plan.counters:
+            out.setdefault(id(counter), counter)
+    return tuple(out.values())
+
+
+def evaluation_count(*plans: "Plan") -> int:
+    """The evaluations made so far through the counters of ``plans`` (each counter once, plus any count a plan
+    keeps by hand); the loop reports the difference over a run."""
+    return sum(c.count for c in unique_counters(plans)) + sum(p.evaluations for p in plans)
+
+
 class Plan(ABC):
-    """A step planned for ``n`` intervals: call ``plan(u, i, generator)`` for interval ``i``.
+    """A step planned for ``n`` intervals: call ``plan(u, i, noise)`` for interval ``i``.
+
+    ``noise`` is a :class:`~splitdyn.steps.noise.NoiseSource` (wrap a ``torch.Generator`` with
+    :func:`~splitdyn.steps.noise.as_noise_source`); a plan draws all its randomness from it.
 
     Attributes
     ----------
     n:
         Number of intervals.
+    counters:
+        The :class:`EvaluationCounter` of every function the plan calls that counts as an evaluation (the
+        score, a drift): the loop reads them before and after a run (:func:`evaluation_count`); a plan never
+        counts by hand.
     evaluations:
-        Running count of score evaluations made through this plan (Python int, no device sync).
+        Only for plans that still count by hand (added to the counters by :func:`evaluation_count`); 0 for
+        every plan of :mod:`splitdyn.steps`.
     """
 
     n: int
+    counters: tuple[EvaluationCounter, ...] = ()
     evaluations: int = 0
+    #: the components a call changes (``None``: unknown, all); compositions use it for first-same-as-last reuse
+    writes: frozenset[int] | None = None
+    #: the drift a composable plan evaluates (``None``: none; see :class:`~splitdyn.protocols.ComposablePlan`)
+    source: object = None
 
     @abstractmethod
-    def __call__(self, u: torch.Tensor, i: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Advance ``u`` over interval ``i``."""
+    def __call__(self, u: torch.Tensor, i: int, noise: NoiseSource) -> torch.Tensor:
+        """Advance ``u`` over interval ``i``, drawing from ``noise``."""
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
         r"""Push :math:`\mathcal N(\text{mean}, \text{covariance})` of one state through interval ``i``.
@@ -249,9 +362,8 @@ class Step(ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if (not getattr(cls, "__abstractmethods__", None) and not cls.__name__.startswith("_")
-                and cls.__module__.split(".")[0] in ("splitdyn", "splitdyn_cld")):
-            REGISTRY[cls.__name__] = cls
+        if not getattr(cls, "__abstractmethods__", None) and not cls.__name__.startswith("_"):
+            REGISTRY.record(cls)
 
     @abstractmethod
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
@@ -260,7 +372,7 @@ class Step(ABC):
     def __call__(self, u: torch.Tensor, t: float, h: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """One step over :math:`[t, t + h]` (plans a one-interval table: for manual stepping, not for loops)."""
         check_state("u", u, u.shape[1] if isinstance(u, torch.Tensor) and u.ndim >= 2 else 1)
-        return self.plan(Intervals.single(t, h), u)(u, 0, generator)
+        return self.plan(Intervals.single(t, h), u)(u, 0, as_noise_source(generator, u.device))
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, t: float, h: float):
         """Exact Gaussian moments through one step over :math:`[t, t + h]` (see :meth:`Plan.gaussian_moments`)."""

@@ -28,12 +28,14 @@ The plan of a composition does two things a hand-written loop would:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 
 import torch
 
 from ..checks import check_flag
-from .base import Intervals, Plan, Step
+from .base import Intervals, Plan, Step, unique_counters
+from ..protocols import ComposablePlan
 from .exact_flow import ExactLinearFlow
 
 __all__ = ["Composition", "strang", "trotter", "splitting", "palindromic"]
@@ -53,12 +55,12 @@ def _schedule(steps) -> list[tuple[Step, float, float]]:
 
 
 class _CompositionPlan(Plan):
-    def __init__(self, comp: "Composition", intervals: Intervals, like: torch.Tensor, fuse: bool) -> None:
+    def __init__(self, comp: "Composition", intervals: Intervals, like: torch.Tensor) -> None:
         schedule = _schedule(comp.steps)
         self.n = len(intervals)
         self.fused = None
         first, last = schedule[0], schedule[-1]
-        if (fuse and intervals.contiguous and len(schedule) >= 3 and first[0] is last[0]
+        if (intervals.fusable and intervals.contiguous and len(schedule) >= 3 and first[0] is last[0]
                 and isinstance(first[0], ExactLinearFlow) and abs(first[1]) <= _TOL
                 and abs(last[1] + last[2] - 1.0) <= _TOL):
             opening = intervals.sub(first[1], first[2])
@@ -71,9 +73,15 @@ class _CompositionPlan(Plan):
             schedule = schedule[1:-1]
         self.plans = [op.plan(intervals.sub(offset, fraction), like) for op, offset, fraction in schedule]
         self.reuse = self._find_reuse(schedule, intervals)
+        self.counters = unique_counters(self.plans)
+        #: whether any value is carried from one interval to the next (then the returned state is remembered)
+        self.carries = any(rule is not None and rule[1] for rule in self.reuse)
         self.values: list = [None] * len(self.plans)
+        #: (weak reference to the state last returned, its version counter, its interval): what validates the
+        #: values carried into the next interval (first-same-as-last across steps)
+        self.returned: tuple | None = None
         # per sub-step: (index, the drift plan that evaluates/advances or None, the plan, the reuse rule)
-        self.calls = [(j, getattr(p, "drift", p) if hasattr(p, "evaluate") else None, p, self.reuse[j])
+        self.calls = [(j, p if isinstance(p, ComposablePlan) else None, p, self.reuse[j])
                       for j, p in enumerate(self.plans)]
 
     def _find_reuse(self, schedule, intervals) -> list:
@@ -82,7 +90,7 @@ class _CompositionPlan(Plan):
         m = len(self.plans)
         reuse: list = [None] * m
         for j, plan in enumerate(self.plans):
-            if not hasattr(plan, "evaluate") or schedule[j][0].nfe == 0:
+            if not isinstance(plan, ComposablePlan) or schedule[j][0].nfe == 0:
                 continue
             blocked = self.fused is not None  # a fused exact flow between two steps changes every component
             for back in range(1, m + 1):
@@ -91,10 +99,10 @@ class _CompositionPlan(Plan):
                 if across and blocked:
                     break
                 other = self.plans[k]
-                writes = getattr(other, "writes", None)
+                writes = other.writes
                 if writes is None or plan.reads is None or (writes & plan.reads):
                     break  # what sub-step k changed (after any evaluation of its own) reaches this drift
-                if getattr(other, "source", None) is plan.source:
+                if other.source is plan.source:
                     if self._same_times(plan, other, across):
                         reuse[j] = (k, across)
                     break
@@ -110,28 +118,47 @@ class _CompositionPlan(Plan):
 
     @property
     def evaluations(self) -> int:  # type: ignore[override]
-        return sum(p.evaluations for p in self.plans)
+        return sum(p.evaluations for p in self.plans)  # plans that still count by hand (splitdyn.mcmc); else 0
 
     def compile(self, **options) -> None:
         for plan in self.plans + ([self.fused] if self.fused is not None else []):
             plan.compile(**options)
 
-    def __call__(self, u, i, generator=None):
+    def _continues(self, u: torch.Tensor, i: int) -> bool:
+        """Whether ``u`` is the unmodified state this plan returned for interval ``i - 1``."""
+        last = self.returned
+        if last is None or i == 0 or last[2] != i - 1 or last[0]() is not u:
+            return False
+        try:
+            return u._version == last[1]
+        except RuntimeError:  # an inference tensor has no version counter: nothing to validate with
+            return False
+
+    def _remember(self, u: torch.Tensor, i: int) -> None:
+        try:
+            self.returned = (weakref.ref(u), u._version, i)
+        except RuntimeError:
+            self.returned = None
+
+    def __call__(self, u, i, noise):
+        carried = self._continues(u, i)
         if self.fused is not None and i == 0:
-            u = self.fused(u, 0, generator)
+            u = self.fused(u, 0, noise)
         values = self.values
         for j, drift, plan, rule in self.calls:
             if drift is None:
-                u = plan(u, i, generator)
+                u = plan(u, i, noise)
                 continue
-            if rule is not None and (not rule[1] or i > 0):
+            if rule is not None and (not rule[1] or carried):
                 value = values[rule[0]]
             else:
                 value = drift.evaluate(u, i)
             values[j] = value
             u = drift.advance(u, value, i)
         if self.fused is not None:
-            u = self.fused(u, i + 1, generator)
+            u = self.fused(u, i + 1, noise)
+        if self.carries:
+            self._remember(u, i)
         return u
 
     def gaussian_moments(self, mean, covariance, i):
@@ -197,16 +224,9 @@ class Composition(Step):
     def weak_order(self) -> float:  # type: ignore[override]
         return min([self.splitting_order] + [op.weak_order for op, _ in self.steps])
 
-    def plan(self, intervals: Intervals, like: torch.Tensor, fuse: bool = True) -> Plan:
-        """Plan every sub-step; ``fuse`` allows fusing adjacent exact flows (see the module docstring)."""
-        return _CompositionPlan(self, intervals, like, fuse)
-
-    def __call__(self, u, t, h, generator=None):
-        return self.plan(Intervals.single(t, h), u, fuse=False)(u, 0, generator)
-
-    def gaussian_moments(self, mean, covariance, t, h):
-        plan = self.plan(Intervals.single(t, h), mean.to(torch.float64), fuse=False)
-        return plan.gaussian_moments(mean, covariance, 0)
+    def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
+        """Plan every sub-step; fusable contiguous ``intervals`` let adjacent exact flows fuse (module docstring)."""
+        return _CompositionPlan(self, intervals, like)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"({type(op).__name__}, {f:g})" for op, f in self.steps)

@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-from ..checks import check_callable, check_count
+from ..checks import check_arity, check_count
+from .base import EvaluationCounter
 
 __all__ = ["Drift", "DriftPlan", "CallableDrift", "as_drift", "check_drift_output"]
 
@@ -27,6 +28,9 @@ def check_drift_output(name: str, value, u: torch.Tensor, shape: tuple) -> torch
     """Check that a user callable returned a tensor of ``shape`` in ``u``'s dtype; name the callable if not."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(value).__name__}")
+    if value.device != u.device:
+        raise ValueError(f"{name} returned a tensor on {value.device} for a state on {u.device}: return the "
+                         "state's device")
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"{name} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
     if value.dtype != u.dtype:
@@ -38,17 +42,28 @@ def check_drift_output(name: str, value, u: torch.Tensor, shape: tuple) -> torch
 
 
 class DriftPlan(ABC):
-    """A drift planned for evaluation times ``times[i]`` and Euler step sizes ``spans[i]``."""
+    """A drift planned for evaluation times ``times[i]`` and Euler step sizes ``spans[i]``.
 
+    ``counters`` are the :class:`~splitdyn.steps.base.EvaluationCounter` of what :meth:`evaluate` calls (see
+    :class:`~splitdyn.steps.base.Plan`); ``evaluations`` is for drift plans that still count by hand.
+    """
+
+    counters: tuple[EvaluationCounter, ...] = ()
     evaluations: int = 0
+    #: the components :meth:`advance` changes (``None``: all)
+    writes: frozenset[int] | None = None
 
     @abstractmethod
     def evaluate(self, u: torch.Tensor, i: int):
-        """The expensive part of :math:`b(u, t_i)` (counted in :attr:`evaluations` when it calls a score)."""
+        """The expensive part of :math:`b(u, t_i)` (a score call, counted by its counter)."""
 
     @abstractmethod
     def advance(self, u: torch.Tensor, value, i: int) -> torch.Tensor:
         """:math:`u + h_i\\,b(u, t_i)` given ``value = evaluate(u, i)``."""
+
+    def compile(self, **options) -> None:
+        """Compile the tensor arithmetic with ``torch.compile(**options)`` (default: nothing to compile)."""
+        return None
 
     def gaussian_moments(self, mean: torch.Tensor, covariance: torch.Tensor, i: int):
         """Exact moments through the Euler step, from the Jacobian of the (affine) map."""
@@ -76,14 +91,12 @@ class Drift(ABC):
 
 class _CallablePlan(DriftPlan):
     def __init__(self, drift: "CallableDrift", times: torch.Tensor, spans: torch.Tensor) -> None:
-        self.fn = drift.fn
-        self.nfe = drift.nfe
+        self.fn = drift.counted
+        self.counters = (drift.counter,)
         self.times = times.tolist()
         self.spans = spans.tolist()
-        self.evaluations = 0
 
     def evaluate(self, u, i):
-        self.evaluations += self.nfe
         return check_drift_output("drift", self.fn(u, self.times[i]), u, u.shape)
 
     def advance(self, u, value, i):
@@ -94,8 +107,11 @@ class CallableDrift(Drift):
     """A user drift ``b(u, t) -> du/dt`` (``t`` a Python float) making ``nfe`` score evaluations per call."""
 
     def __init__(self, fn: Callable[[torch.Tensor, float], torch.Tensor], nfe: int = 1) -> None:
-        self.fn = check_callable("drift", fn, "a callable b(u, t)")
+        self.fn = check_arity("drift", fn, 2, "b(u, t)")
         self.nfe = check_count("nfe", nfe, minimum=0)
+        #: counts the calls of ``fn`` (``nfe`` each)
+        self.counter = EvaluationCounter()
+        self.counted = self.counter.wrap(fn, self.nfe)
 
     def plan(self, times, spans, like):
         return _CallablePlan(self, times, spans)

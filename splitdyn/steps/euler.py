@@ -11,15 +11,17 @@ r"""Euler-type steps: :class:`EulerDrift` (a drift alone) and :class:`EulerMaruy
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ..checks import check_count, check_flag
 from ..linear_sde import LinearSDEBase
-from .base import AffineMap, Intervals, Plan, Step, kron_identity
+from ..protocols import SDE, require
+from ..reverse import ReverseSDE
+from .base import AffineMap, EvaluationCounter, Intervals, Plan, Step, kron_identity
 from .drift import Drift, as_drift, check_drift_output
-from .noise import standard_normal
+from .noise import NoiseSource
 
 __all__ = ["EulerDrift", "EulerMaruyama"]
 
@@ -44,26 +46,23 @@ class _EulerDriftPlan(Plan):
         self.times = times
         self.n = len(intervals)
         self.reads = step.reads
-        self.writes = step.writes if step.writes is not None else getattr(self.drift, "writes", None)
+        self.writes = step.writes if step.writes is not None else self.drift.writes
         self.time_dependent = step.time_dependent
         self.source = step.drift
+        # the composable protocol's two halves are the drift plan's own (no extra call in the loop)
+        self.evaluate = self.drift.evaluate
+        self.advance = self.drift.advance
+        self.counters = self.drift.counters
 
     @property
     def evaluations(self) -> int:  # type: ignore[override]
-        return self.drift.evaluations
+        return self.drift.evaluations  # drift plans that still count by hand (splitdyn.mcmc); 0 otherwise
 
-    def evaluate(self, u, i):
-        return self.drift.evaluate(u, i)
-
-    def advance(self, u, value, i):
-        return self.drift.advance(u, value, i)
-
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise):
         return self.drift.advance(u, self.drift.evaluate(u, i), i)
 
     def compile(self, **options) -> None:
-        if hasattr(self.drift, "compile"):
-            self.drift.compile(**options)
+        self.drift.compile(**options)
 
     def gaussian_moments(self, mean, covariance, i):
         return self.drift.gaussian_moments(mean, covariance, i)
@@ -137,9 +136,9 @@ class _LinearEMPlan(Plan):
         tables = [M] + ([C] if C is not None else []) + ([L] if self.noise_width else [])
         self.map = AffineMap(tables, like)
         self.has_score = C is not None
-        self.evaluations = 0
-        self.compiled = None
+        self.compiled: Callable[..., torch.Tensor] | None = None
         if self.has_score:
+            self.counters = (sde.counter,)
             self.score = sde.score
             self.score_shape = torch.Size([C.shape[-1], *like.shape[2:]])
 
@@ -147,7 +146,8 @@ class _LinearEMPlan(Plan):
         self.map = self.map.tensor_only()
         times = self.score_times if self.score_times is not None else [0.0] * self.n
         self.tensor_times = torch.tensor(times, dtype=torch.float64, device=self.map.device)  # exact times
-        self.compiled = torch.compile(self._update, **options)
+        compiled = torch.compile(self._update, **options)
+        self.compiled = self.sde.counter.wrap(compiled, int(self.has_score)) if self.has_score else compiled
 
     def _update(self, u, t, noise, matrices):
         inputs = [u]
@@ -157,36 +157,31 @@ class _LinearEMPlan(Plan):
             inputs.append(noise)
         return self.map.apply(matrices, inputs)
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         if self.compiled is not None:
-            self.evaluations += int(self.has_score)
-            self.sde.evaluations += int(self.has_score)
-            noise = None
+            xi = None
             if self.noise_width:
-                noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u,
-                                        self.starts[i], self.spans[i], self.columns)
-            return self.compiled(u, self.tensor_times[i], noise, self.map.prepared(i))
+                xi = noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.starts[i],
+                                           self.spans[i], u, self.columns)
+            return self.compiled(u, self.tensor_times[i], xi, self.map.prepared(i))
         if self.has_score:
-            self.evaluations += 1
-            self.sde.evaluations += 1  # the reverse SDE's running count (useful with external solvers)
-            t = self.score_times[i]
-            s = self.score(u, t)
+            s = self.score(u, self.score_times[i])
             if type(s) is not torch.Tensor or s.dtype != u.dtype or s.shape[1:] != self.score_shape \
-                    or s.shape[0] != u.shape[0]:
-                s = self.sde.checked_score(u, t)  # the full check: it says what is wrong
+                    or s.shape[0] != u.shape[0] or s.device != u.device:
+                s = self.sde.check_score_output(s, u)  # the full check: it says what is wrong
             if self.noise_width:
-                return self.map(i, u, s, self._noise(u, i, generator, 2))
+                return self.map(i, u, s, self._noise(u, i, noise, 2))
             return self.map(i, u, s)
         if self.noise_width:
-            return self.map(i, u, self._noise(u, i, generator, 1))
+            return self.map(i, u, self._noise(u, i, noise, 1))
         return self.map(i, u)
 
-    def _noise(self, u, i, generator, j: int):
-        """The standard normals of the active noise columns: drawn flat for the fast map, or from a noise source."""
-        if generator is None or isinstance(generator, torch.Generator):
-            return self.map.noise(j, u.shape[0], generator, u.dtype, u.device)
-        return standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.starts[i],
-                               self.spans[i], self.columns)
+    def _noise(self, u, i, noise: NoiseSource, j: int):
+        """The standard normals of the active noise columns: drawn flat for the fast map, or along a path."""
+        if not noise.brownian:
+            return self.map.noise(j, u.shape[0], noise.generator, u.dtype, u.device)
+        return noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.starts[i],
+                                     self.spans[i], u, self.columns)
 
     def gaussian_moments(self, mean, covariance, i):
         d = mean[0, 0].numel()
@@ -210,23 +205,21 @@ class _LinearEMPlan(Plan):
 class _GenericEMPlan(Plan):
     """Euler-Maruyama of any object with ``drift(u, t)`` and ``diffusion_matrix(t)`` (drift at float times)."""
 
-    def __init__(self, sde, nfe: int, intervals: Intervals, like: torch.Tensor) -> None:
+    def __init__(self, sde, drift, counter: EvaluationCounter, intervals: Intervals, like: torch.Tensor) -> None:
         self.sde = sde
+        self.drift = drift
+        self.counters = (counter,)
         self.n = len(intervals)
         self.times = intervals.starts.tolist()
         self.spans = intervals.spans.tolist()
         G = torch.stack([torch.as_tensor(sde.diffusion_matrix(t), dtype=torch.float64) for t in self.times])
         self.L_full = G * intervals.spans.sqrt()[:, None, None]
         self.noise = AffineMap([self.L_full], like)
-        self.nfe = nfe
-        self.evaluations = 0
 
-    def __call__(self, u, i, generator=None):
-        self.evaluations += self.nfe
-        drift = check_drift_output("the SDE's drift", self.sde.drift(u, self.times[i]), u, u.shape)
-        noise = standard_normal(generator, (u.shape[0], self.L_full.shape[-1], *u.shape[2:]), u, self.times[i],
-                                self.spans[i])
-        return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, noise)
+    def __call__(self, u, i, noise: NoiseSource):
+        drift = check_drift_output("the SDE's drift", self.drift(u, self.times[i]), u, u.shape)
+        xi = noise.standard_normal((u.shape[0], self.L_full.shape[-1], *u.shape[2:]), self.times[i], self.spans[i], u)
+        return torch.add(u, drift, alpha=self.spans[i]) + self.noise(i, xi)
 
     def gaussian_moments(self, mean, covariance, i):
         shape, n, d = mean.shape, mean.numel(), mean[0, 0].numel()
@@ -257,21 +250,24 @@ class EulerMaruyama(Step):
     strong_order = 0.5
 
     def __init__(self, sde, nfe: int | None = None) -> None:
-        for attr in ("drift", "diffusion_matrix"):
-            if not hasattr(sde, attr):
-                raise TypeError(f"sde must define {attr}(...) (an SDE), got {type(sde).__name__}")
+        require("sde", sde, SDE)
         self.sde = sde
         self.nfe = int(getattr(sde, "nfe", 0)) if nfe is None else check_count("nfe", nfe, minimum=0)
+        if isinstance(sde, ReverseSDE):  # its score is counted already
+            self.counter, self.drift = sde.counter, sde.drift
+        else:  # count the drift's calls, nfe each
+            self.counter = EvaluationCounter()
+            self.drift = self.counter.wrap(sde.drift, self.nfe)
 
     def plan(self, intervals: Intervals, like: torch.Tensor) -> Plan:
         tables = None
-        if hasattr(self.sde, "euler_maruyama_tables"):
+        if isinstance(self.sde, ReverseSDE):
             tables = self.sde.euler_maruyama_tables(intervals)
         elif isinstance(self.sde, LinearSDEBase):
             tables = _forward_linear_tables(self.sde, intervals)
         if tables is not None:
             return _LinearEMPlan(self.sde, tables, intervals, like)
-        return _GenericEMPlan(self.sde, self.nfe, intervals, like)
+        return _GenericEMPlan(self.sde, self.drift, self.counter, intervals, like)
 
     def __repr__(self) -> str:
         return f"EulerMaruyama({type(self.sde).__name__})"

@@ -9,6 +9,7 @@ part of a long MCMC chain may run past ``T``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -48,20 +49,19 @@ class _ExactFlowPlan(Plan):
         self.sde, self.intervals, self.Phi, self.index = sde, intervals, Phi, index
         self.brownian_map = None  # built on the first draw from a Brownian path (see splitdyn.steps.noise)
         self.map = AffineMap([Phi, L], like, index)
-        self.evaluations = 0
-        self.compiled = None
+        self.compiled: Callable[..., torch.Tensor] | None = None
         k = Phi.shape[-1]
         moved = ((Phi - torch.eye(k, dtype=torch.float64)).abs().amax(dim=(0, 2)) > 0) | (L.abs().amax(dim=(0, 2)) > 0)
         #: the components this flow changes (a velocity-only Ornstein-Uhlenbeck part leaves positions alone)
         self.writes = frozenset(int(c) for c in torch.nonzero(moved).flatten().tolist())
 
-    def __call__(self, u, i, generator=None):
-        if isinstance(generator, NoiseSource) and generator.brownian:
-            return self._on_path(u, i, generator)
+    def __call__(self, u, i, noise: NoiseSource):
+        if noise.brownian:
+            return self._on_path(u, i, noise)
         if self.compiled is not None:
-            noise = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
-            return self.compiled(self.map.prepared(i), [u, noise])
-        return self.map(i, u, self.map.noise(1, u.shape[0], generator, u.dtype, u.device))
+            xi = torch.randn(u.shape, generator=noise.generator, dtype=u.dtype, device=u.device)
+            return self.compiled(self.map.prepared(i), [u, xi])
+        return self.map(i, u, self.map.noise(1, u.shape[0], noise.generator, u.dtype, u.device))
 
     def compile(self, **options) -> None:
         self.map = self.map.tensor_only()

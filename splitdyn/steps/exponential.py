@@ -275,19 +275,18 @@ class _ExponentialPlan(Plan):
         self.reverse = reverse
         self.score_times = t.tolist()
         self.n = n
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
         self.history: list[torch.Tensor] = []
         self.joint = None
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise=None):  # noise: a NoiseSource, needed by the SDE only
         if i == 0:
             zero = torch.zeros((u.shape[0], self.m, *u.shape[2:]), dtype=u.dtype, device=u.device)
             self.history = [zero] * (self.order - 1)
-        self.evaluations += 1
         s = self.reverse.evaluate_score(u, self.score_times[i])
         inputs = [u, s, *self.history]
         if self.noisy:
-            inputs.append(torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device))
+            inputs.append(noise.independent_normal(u.shape, u))
         out = self.map(i, *inputs)
         if self.order > 1:
             self.history = [self.history_map(i, u, s)] + self.history[:-1]

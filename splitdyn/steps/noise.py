@@ -1,8 +1,11 @@
 r"""Noise sources: where stochastic plans take their Gaussian draws from.
 
-A plan is called as ``plan(u, i, generator)``. ``generator`` is either a ``torch.Generator`` (or ``None``),
-and the plan draws independent standard normals with ``torch.randn`` (the default, fast path), or a
-:class:`NoiseSource`, and the plan takes its increments from it. :class:`BrownianNoise` wraps a ``torchsde``
+A plan is called as ``plan(u, i, noise)`` and always receives a :class:`NoiseSource`: the entry points
+(:func:`~splitdyn.integrate.integrate`, :func:`~splitdyn.sample`, :meth:`Step.__call__
+<splitdyn.steps.base.Step.__call__>`) wrap a plain ``torch.Generator`` (or ``None``) once, with
+:func:`as_noise_source`, in a :class:`GaussianNoise`: independent standard normals from ``torch.randn``
+(the fast path; a plan may draw them in whatever layout it prefers from ``noise.generator`` when
+``noise.brownian`` is false). :class:`BrownianNoise` wraps a ``torchsde``
 Brownian motion :math:`W` (``BrownianInterval``, ``BrownianTree`` or ``BrownianPath``) of size
 ``(batch, m * d)`` over the dynamics' own time (reverse time :math:`\tau` for samplers, the convention of
 :class:`~splitdyn.interop.TorchsdeSolver`), so that our steps and ``torchsde`` run on the same path and
@@ -39,7 +42,7 @@ import torch
 
 from ..gaussian import psd_cholesky
 
-__all__ = ["NoiseSource", "BrownianNoise", "standard_normal", "independent_normal", "brownian_flow_tables"]
+__all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "as_noise_source", "brownian_flow_tables"]
 
 _LEVY = ("space-time", "davie", "foster")
 _NODES, _WEIGHTS = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(16))
@@ -50,6 +53,8 @@ class NoiseSource(ABC):
 
     #: Whether the draws are increments of one Brownian path (then exact flows condition on them).
     brownian: bool = False
+    #: The ``torch.Generator`` of the draws independent of any path (``None``: the device's default one).
+    generator: torch.Generator | None = None
 
     @abstractmethod
     def standard_normal(self, shape: Sequence[int], start: float, span: float, like: torch.Tensor,
@@ -59,9 +64,76 @@ class NoiseSource(ABC):
         ``shape`` is the full ``(batch, m, *event)``; ``columns`` selects noise channels (default all).
         """
 
-    @abstractmethod
     def independent_normal(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
         """Standard normals independent of the path (remainders of exact flows, Langevin corrector noise)."""
+        return torch.randn(tuple(shape), generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def get_state(self, device: torch.device) -> object:
+        """What :meth:`set_state` needs to draw the same numbers again on ``device`` (``None`` if it cannot)."""
+        return _generator_state(self.generator, device)
+
+    def set_state(self, state: object, device: torch.device) -> None:
+        """Rewind to a state from :meth:`get_state` (so that a replay draws the same noise)."""
+        _set_generator_state(self.generator, state, device)
+
+
+def _generator_state(generator: torch.Generator | None, device: torch.device) -> object:
+    if generator is not None:
+        return generator.get_state()
+    if device.type == "cpu":
+        return torch.random.get_rng_state()
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return None  # another backend's default generator: a replay cannot draw the same noise
+
+
+def _set_generator_state(generator: torch.Generator | None, state: object, device: torch.device) -> None:
+    if not isinstance(state, torch.Tensor):  # None: nothing to rewind to
+        return
+    if generator is not None:
+        generator.set_state(state)
+    elif device.type == "cpu":
+        torch.random.set_rng_state(state)
+    elif device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+
+
+class GaussianNoise(NoiseSource):
+    """Independent standard normals from ``torch.randn`` with ``generator`` (``None``: the default one).
+
+    What every plain ``torch.Generator`` (or ``None``) given to an entry point becomes (:func:`as_noise_source`).
+    """
+
+    brownian = False
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+
+    def standard_normal(self, shape, start, span, like, columns=None):
+        if columns is not None:
+            shape = (shape[0], len(columns), *shape[2:])
+        return torch.randn(tuple(shape), generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise({'default generator' if self.generator is None else self.generator})"
+
+
+def as_noise_source(generator: object, device: torch.device | str | None = None,
+                    name: str = "generator") -> NoiseSource:
+    """The :class:`NoiseSource` for what a caller passed as ``name``: a source as is, a ``torch.Generator`` or
+    ``None`` wrapped in a :class:`GaussianNoise`; anything else is refused by name. With ``device``, a
+    generator on another device type is refused (``torch.randn`` would fail deep inside a step)."""
+    if isinstance(generator, NoiseSource):
+        return generator
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator (or None), got {type(generator).__name__}"
+                        + (f" {generator!r}" if isinstance(generator, (int, float, str)) else ""))
+    if generator is not None and device is not None and torch.device(device).type != generator.device.type:
+        raise ValueError(f"{name} is a generator on {generator.device}, but the state is on {torch.device(device)}: "
+                         "pass torch.Generator(device=...) on the state's device")
+    return GaussianNoise(generator)
 
 
 class BrownianNoise(NoiseSource):
@@ -109,30 +181,6 @@ class BrownianNoise(NoiseSource):
         if columns is not None and len(columns) != shape[1]:
             W = W[:, list(columns)]
         return W / span ** 0.5
-
-    def independent_normal(self, shape, like):
-        return torch.randn(tuple(shape), generator=self.generator, dtype=like.dtype, device=like.device)
-
-
-def standard_normal(source, shape: Sequence[int], like: torch.Tensor, start: float, span: float,
-                    columns: Sequence[int] | None = None) -> torch.Tensor:
-    """Draw :math:`\\xi` for a plan: ``torch.randn`` for a generator (or ``None``), else from the source.
-
-    ``shape`` is the full ``(batch, m, *event)``; the draw has ``len(columns)`` channels when ``columns`` is
-    given (the plan's active noise columns).
-    """
-    if isinstance(source, NoiseSource):
-        return source.standard_normal(shape, start, span, like, columns)
-    if columns is not None:
-        shape = (shape[0], len(columns), *shape[2:])
-    return torch.randn(tuple(shape), generator=source, dtype=like.dtype, device=like.device)
-
-
-def independent_normal(source, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """Standard normals independent of any Brownian path (from the source's generator, or ``source`` itself)."""
-    if isinstance(source, NoiseSource):
-        return source.independent_normal(shape, like)
-    return torch.randn(tuple(shape), generator=source, dtype=like.dtype, device=like.device)
 
 
 def brownian_flow_tables(sde, starts: torch.Tensor, spans: torch.Tensor, levy_area: bool):

@@ -34,6 +34,7 @@ marginals and converges with order 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,18 +43,19 @@ from ..checks import check_count, check_flag, check_positive
 from .base import AffineMap, Intervals, Plan, Step, kron_identity
 from .composition import Composition
 from ..gaussian import psd_cholesky
-from .noise import NoiseSource, brownian_flow_tables, independent_normal
+from ..protocols import ReverseDynamics, require
+from .euler import EulerMaruyama
+from .noise import NoiseSource, brownian_flow_tables
+from .split import split_step
 
 if TYPE_CHECKING:
     from ..reverse import ReverseSDE
 
-__all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector"]
+__all__ = ["ReverseDiffusion", "LangevinCorrector", "predictor_corrector", "pc_step"]
 
 
 def _check_reverse(reverse) -> None:
-    for attr in ("sde", "evaluate_score", "T", "num_components", "score_components"):
-        if not hasattr(reverse, attr):
-            raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
+    require("reverse", reverse, ReverseDynamics)
 
 
 def _score_columns(reverse) -> list[int]:
@@ -83,14 +85,13 @@ class _ReverseDiffusionPlan(Plan):
         self.starts, self.span_list = intervals.starts.tolist(), intervals.spans.tolist()
         self.score_times = end.tolist()
         self.brownian_map = None
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
-    def __call__(self, u, i, generator=None):
-        self.evaluations += 1
+    def __call__(self, u, i, noise: NoiseSource):
         s = self.reverse.evaluate_score(u, self.score_times[i])
-        if isinstance(generator, NoiseSource) and generator.brownian:
-            return self._on_path(u, s, i, generator)
-        return self.map(i, u, s, torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device))
+        if noise.brownian:
+            return self._on_path(u, s, i, noise)
+        return self.map(i, u, s, torch.randn(u.shape, generator=noise.generator, dtype=u.dtype, device=u.device))
 
     def _on_path(self, u, s, i, source):
         # noise B0 dW + R zeta ~ N(0, Q) with B0 -> G: the same path as Euler-Maruyama to leading order
@@ -161,13 +162,14 @@ class _LangevinPlan(Plan):
         self.cols = _score_columns(reverse)
         self.all = self.cols == list(range(reverse.num_components))
         self.score_times = (reverse.T - (intervals.starts + step.time_point * intervals.spans)).tolist()
+        self.sizes: list[float] | None
         if step.rate is not None:
             self.sizes = (step.rate * intervals.spans / step.steps).tolist()
         elif step.step_size is not None:
             self.sizes = [step.step_size] * self.n
         else:
             self.sizes = None
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
     def _size(self, z: torch.Tensor, s: torch.Tensor, i: int):
         if self.sizes is not None:
@@ -179,12 +181,11 @@ class _LangevinPlan(Plan):
         eps = 2.0 * (self.step.snr * zn / sn.clamp_min(torch.finfo(s.dtype).tiny)) ** 2
         return eps.reshape(-1, *([1] * (s.ndim - 1))) if self.step.per_sample else eps
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise: NoiseSource):
         t = self.score_times[i]
         for _ in range(self.step.steps):
-            self.evaluations += 1
             s = self.reverse.evaluate_score(u, t)
-            z = independent_normal(generator, s.shape, u)
+            z = noise.independent_normal(s.shape, u)
             eps = self._size(z, s, i)
             if isinstance(eps, float):
                 move = torch.add(s * eps, z, alpha=math.sqrt(2.0 * eps))
@@ -282,3 +283,16 @@ def predictor_corrector(predictor: Step, corrector: Step) -> Composition:
         if not isinstance(step, Step):
             raise TypeError(f"{name} must be a splitdyn Step, got {type(step).__name__}")
     return Composition([(predictor, 1.0), (corrector, 1.0)])
+
+
+def pc_step(reverse: ReverseSDE, *, predictor: str = "em", snr: float = 0.16, steps: int = 1,
+            per_sample: bool = False) -> Step:
+    r"""Song et al.'s predictor-corrector step: ``predictor`` (``"em"``, ``"ancestral"`` or ``"sscs"``) then
+    ``steps`` Langevin corrector moves with the signal-to-noise rule ``snr`` (see
+    :mod:`splitdyn.steps.predictor_corrector`; for CLD the corrector moves :math:`v` given :math:`x`)."""
+    predictors: dict[str, Callable[[ReverseSDE], Step]] = {"em": EulerMaruyama, "ancestral": ReverseDiffusion,
+                                                           "sscs": split_step}
+    if predictor not in predictors:
+        raise ValueError(f"predictor must be one of {sorted(predictors)}, got {predictor!r}")
+    corrector = LangevinCorrector(reverse, snr=snr, steps=steps, per_sample=per_sample)
+    return predictor_corrector(predictors[predictor](reverse), corrector)

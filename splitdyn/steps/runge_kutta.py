@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..protocols import ReverseDynamics, require
 from .base import AffineMap, Intervals, Plan, Step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,13 +41,12 @@ class _RungeKuttaPlan(Plan):
             F, GGt, _ = reverse.coefficient_tables(t.clamp(0.0, reverse.T))
             self.maps.append(AffineMap([-F, 0.5 * GGt], like))
             self.score_times.append(t.tolist())
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
 
     def velocity(self, r: int, y: torch.Tensor, i: int) -> torch.Tensor:
-        self.evaluations += 1
         return self.maps[r](i, y, self.reverse.evaluate_score(y, self.score_times[r][i]))
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise=None):
         h = self.spans[i]
         stages = []
         for r, row in enumerate(self.a):
@@ -79,10 +79,8 @@ class _RungeKutta(Step):
     strong_order = None
 
     def __init__(self, reverse: "ReverseSDE") -> None:
-        for attr in ("coefficient_tables", "evaluate_score", "T"):
-            if not hasattr(reverse, attr):
-                raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
-        if not getattr(reverse, "linear", False):
+        require("reverse", reverse, ReverseDynamics)
+        if not reverse.linear:
             raise TypeError(f"the planned probability flow needs a linear forward SDE, got {type(reverse.sde).__name__}")
         self.reverse = reverse
         self.nfe = len(self.b)

@@ -138,7 +138,7 @@ class _UniPCPlan(Plan):
         self.reverse = reverse
         self.score_times = t.tolist()
         self.n = n
-        self.evaluations = 0
+        self.counters = (reverse.counter,)
         self.history: list[torch.Tensor] = []
         self.corrected: torch.Tensor | None = None
         self.joint = None
@@ -151,11 +151,10 @@ class _UniPCPlan(Plan):
         history = [m] + history[:-1]
         return self.predictor(i, u, *history), u, history
 
-    def __call__(self, u, i, generator=None):
+    def __call__(self, u, i, noise=None):  # deterministic: no noise
         if i == 0:
             zero = torch.zeros((u.shape[0], 1, *u.shape[2:]), dtype=u.dtype, device=u.device)
             self.history, self.corrected = [zero] * self.order, None
-        self.evaluations += 1
         s = self.reverse.evaluate_score(u, self.score_times[i])
         out, self.corrected, self.history = self._advance(u, s, i, self.history, self.corrected)
         return out

@@ -45,13 +45,14 @@ from typing import Callable, Union
 
 import torch
 
-from ..checks import check_count, check_flag, check_positive
-from ..integrate import Solution
-from ..interop import ReferenceSolver
-from ..linear_sde import apply_matrix
-from .base import Intervals, Step
-from .euler import EulerMaruyama
-from .noise import BrownianNoise
+from .checks import check_count, check_flag, check_positive
+from .integrate import Solution
+from .interop import ReferenceSolver
+from .linalg import apply_matrix
+from .reverse import ReverseSDE
+from .steps.base import Intervals, Step, evaluation_count
+from .steps.noise import BrownianNoise
+from .steps.split import split_step
 
 __all__ = ["AdaptiveSampler"]
 
@@ -68,9 +69,10 @@ class AdaptiveSampler(ReferenceSolver):
     ----------
     method:
         ``"em"`` (Euler-Maruyama with the shared first evaluation), ``"sscs"`` (the splitting sampler of
-        :func:`splitdyn.sample.split_step`), or a factory ``f(reverse_sde) -> Step``.
+        :func:`splitdyn.steps.split.split_step`), or a factory ``f(reverse_sde) -> Step``.
     rtol, atol:
-        Relative and absolute tolerances on the state.
+        Relative and absolute tolerances on the state; ``rtol`` below 1 (a relative error of 100% or more is
+        no accuracy at all: the controller would take a few giant steps and return noise).
     eps:
         Forward time where the solve stops (the cutoff :math:`\epsilon`).
     h0:
@@ -79,6 +81,8 @@ class AdaptiveSampler(ReferenceSolver):
         Safety factor of the controller, in ``(0, 1]``.
     max_steps:
         Most attempts before giving up (``RuntimeError``).
+    max_step:
+        Largest step size (reverse time); default no cap beyond the interval.
     per_unit_step:
         Scale the error estimate by :math:`\sqrt{(T - \epsilon)/h}` (error per unit step, see above).
     bm:
@@ -95,12 +99,16 @@ class AdaptiveSampler(ReferenceSolver):
 
     def __init__(self, method: Method = "em", rtol: float = 1e-2, atol: float = 1e-2, eps: float = 1e-3,
                  h0: float = 1e-2, safety: float = 0.9, max_steps: int = 100_000, bm: object | None = None,
-                 per_unit_step: bool = True) -> None:
+                 per_unit_step: bool = True, max_step: float | None = None) -> None:
         if not (method in ("em", "sscs") or (callable(method) and not isinstance(method, str))):
             raise ValueError(f"method must be 'em', 'sscs' or a factory f(reverse) -> Step, got {method!r}")
         self.method = method
         self.rtol = check_positive("rtol", rtol)
+        if not self.rtol < 1.0:
+            raise ValueError(f"rtol must be below 1 (a relative tolerance of 100% or more asks for no accuracy), "
+                             f"got {rtol!r}")
         self.atol = check_positive("atol", atol)
+        self.max_step = check_positive("max_step", max_step) if max_step is not None else math.inf
         self.eps = check_positive("eps", eps)
         self.h0 = check_positive("h0", h0)
         self.safety = check_positive("safety", safety)
@@ -131,16 +139,15 @@ class AdaptiveSampler(ReferenceSolver):
         one = step.plan(Intervals.single(tau, h), u)
         two = step.plan(Intervals(torch.tensor([tau, tau + h / 2], dtype=torch.float64),
                                   torch.tensor([h / 2, h / 2], dtype=torch.float64)), u)
+        before = evaluation_count(one, two)
         coarse = one(u, 0, source)
         fine = two(two(u, 0, source), 1, source)
-        return coarse, fine, one.evaluations + two.evaluations
+        return coarse, fine, evaluation_count(one, two) - before
 
     def _step_of(self, reverse):
         if self.method == "em":
             return None
         if self.method == "sscs":
-            from ..sample import split_step
-
             return split_step(reverse)
         step = self.method(reverse)
         if not isinstance(step, Step):
@@ -169,8 +176,7 @@ class AdaptiveSampler(ReferenceSolver):
         if save_at is not None or progress:
             raise ValueError("the adaptive sampler picks its own steps: it saves no states and shows no progress "
                              "bar (pass a callback to see the accepted steps)")
-        tables = getattr(reverse, "euler_maruyama_tables", None)
-        if tables is None or tables(Intervals.single(0.0, 0.1)) is None:
+        if not isinstance(reverse, ReverseSDE) or not reverse.linear:
             raise TypeError("the adaptive sampler needs the reverse SDE of a linear forward SDE")
         end = reverse.T - eps
         if not end > 0:
@@ -186,7 +192,7 @@ class AdaptiveSampler(ReferenceSolver):
             if self.accepted + self.rejected >= self.max_steps:
                 raise RuntimeError(f"the adaptive sampler took {self.max_steps} attempts and reached reverse time "
                                    f"{tau:.6g} of {end:.6g}: loosen rtol/atol or raise max_steps")
-            h = min(h, end - tau)
+            h = min(h, end - tau, self.max_step)
             if end - (tau + h) < 1e-9 * h:
                 h = end - tau
             if step is None:
