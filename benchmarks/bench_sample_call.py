@@ -49,6 +49,7 @@ from bench_step_cost import LinearVelocityScore, hand_em, hand_loop_tables, hand
 import splitdyn  # noqa: E402
 from splitdyn import EulerMaruyama, split_step, uniform_grid  # noqa: E402
 from splitdyn.integrate import plan_step  # noqa: E402
+from splitdyn.steps.noise import as_noise_source  # noqa: E402
 from splitdyn_cld import CLD  # noqa: E402
 
 LOAD_NOTE = ("The machine (2 cores) was shared with 6 other engineers' test and benchmark runs: absolute times are "
@@ -107,12 +108,13 @@ def part_call(args) -> tuple[list[dict], str]:
 
         def planned(step):
             plan = plan_step(step, times, u0)
+            noise = as_noise_source(generator, u0.device)  # plans draw from a NoiseSource
 
             def go():
                 with torch.no_grad():
                     u = u0
                     for i in range(n):
-                        u = plan(u, i, generator)
+                        u = plan(u, i, noise)
             return go
 
         def through_sample(name):
@@ -177,11 +179,13 @@ def part_floor(args) -> tuple[list[dict], str]:
         big = args.triad_floats  # default 64 MiB per float32 array: beyond the caches
         a, b, c = torch.empty(big), torch.rand(big), torch.rand(big)
 
+        source = as_noise_source(generator, u0.device)
+
         def em_loop():
             with torch.no_grad():
                 u = u0
                 for i in range(n):
-                    u = plan(u, i, generator)
+                    u = plan(u, i, source)
 
         contestants = {
             "noise": lambda: [torch.randn(noise.shape, generator=generator, out=noise) for _ in range(n)],

@@ -196,30 +196,6 @@ def check_floating_dtype(name: str, dtype: Any) -> torch.dtype:
     return dtype
 
 
-def check_device(name: str, device: Any) -> torch.device | None:
-    """``None`` or a usable ``torch.device`` (from a device or a string such as ``"cpu"``, ``"cuda:0"``).
-
-    An unknown name and a backend this machine does not have (``"cuda"`` without CUDA) are refused with a
-    ``ValueError`` naming ``name``; anything else with a ``TypeError``.
-    """
-    if device is None:
-        return None
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
-        raise TypeError(f"{name} must be a torch.device, a device string such as 'cpu' or 'cuda:0', or None, got "
-                        f"{type(device).__name__} {device!r}")
-    try:
-        out = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{name} must name a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}") from None
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name} is {device!r} but CUDA is not available on this machine: use 'cpu'")
-    if out.type == "cuda" and out.index is not None and out.index >= torch.cuda.device_count():
-        raise ValueError(f"{name} is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if out.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"{name} is {device!r} but MPS is not available on this machine: use 'cpu'")
-    return out
-
-
 def check_progress(name: str, value: Any) -> bool | str:
     """A progress-bar switch: ``True``/``False`` or a string (the bar's label); else a ``TypeError``."""
     if isinstance(value, str):

@@ -162,7 +162,7 @@ def log_likelihood(
             if prior_std is None:
                 raise ValueError("pass prior_covariance: the forward SDE has no stationary distribution (and no "
                                  "prior_std) to stand for p_T") from None
-            prior_covariance = [[float(prior_std) ** 2]]
+            prior_covariance = torch.tensor([[float(prior_std) ** 2]], dtype=torch.float64)
     k = ode.num_components
     prior_covariance = as_float64_matrix("prior_covariance", prior_covariance, (k, k), psd=True)
     if float(torch.linalg.eigvalsh(prior_covariance).min()) <= 0:

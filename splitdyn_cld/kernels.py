@@ -574,8 +574,8 @@ def score_coefficients(cld: CLD, t, kind: str = "hsm"):
     if B is None:
         host = times.cpu()
         return ell(cld, host, kind).to(times.device), velocity_variance(cld, host).to(times.device)
-    z = 4.0 * B / cld.friction
-    xx, det, var_vv = _stabilised_ell_terms(cld, z, _tensor_tails(z), kind)
+    zt = 4.0 * B / cld.friction
+    xx, det, var_vv = _stabilised_ell_terms(cld, zt, _tensor_tails(zt), kind)
     if checked:
         _check_definite(xx, det, cld)
     return (xx / det).sqrt(), var_vv

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from splitdyn import Intervals
+from splitdyn.steps.noise import GaussianNoise
 from splitdyn.mcmc import (GHMC, HMC, MALA, SGLD, ULA, ChainState, MassMatrix, MomentumOU, Potential, kinetic_langevin,
                            run_chain, with_momentum)
 
@@ -39,13 +40,13 @@ def test_a_state_edited_in_place_is_stepped_like_a_fresh_state(name, edit):
     u0 = x[:, None] if k == 1 else with_momentum(x, generator=torch.Generator().manual_seed(1))
     step = factory()
     plan = step.plan(Intervals.from_grid([0.0, 0.1, 0.2]), u0)
-    u1 = plan(u0, 0, torch.Generator().manual_seed(2))
+    u1 = plan(u0, 0, GaussianNoise(torch.Generator().manual_seed(2)))
     if edit == "add_":
         u1.add_(0.5)
     else:
         u1[:, 0] = u1[:, 0] * -1.0 + 0.25
-    after = plan(u1, 1, torch.Generator().manual_seed(3))
-    fresh = factory().plan(Intervals.from_grid([0.0, 0.1, 0.2]), u0)(u1.clone(), 1, torch.Generator().manual_seed(3))
+    after = plan(u1, 1, GaussianNoise(torch.Generator().manual_seed(3)))
+    fresh = factory().plan(Intervals.from_grid([0.0, 0.1, 0.2]), u0)(u1.clone(), 1, GaussianNoise(torch.Generator().manual_seed(3)))
     assert torch.allclose(after, fresh, rtol=0, atol=1e-12), (after - fresh).abs().max()
 
 

@@ -18,12 +18,12 @@ Every sampler is a :class:`~splitdyn.steps.base.Step`, so :func:`splitdyn.integr
 
 from .adaptation import TARGET_ACCEPTANCE, WarmupResult, tuned_step, warmup
 from .annealed import AnnealedLangevin, annealed_langevin, geometric_noise_levels
-from .diagnostics import effective_sample_size, plot_chains, plot_ranks, rhat, summarize
+from .diagnostics import THRESHOLDS, MCMCWarning, effective_sample_size, plot_chains, plot_ranks, rhat, summarize
 from .hamiltonian import GHMC, HMC, hamiltonian, leapfrog
 from .metric import MassMatrix
 from .metropolis import MALA, MetropolisPlan
 from .overdamped import SGLD, ULA, sgld_grid
-from .run import THRESHOLDS, ChainResult, MCMCWarning, run_chain, with_momentum
+from .run import ChainResult, run_chain, with_momentum
 from .state import ChainState, CountedPotential, TransitionInfo
 from .stochastic_gradient import minibatch_gradient, noisy_potential
 from .targets import LogDensity, Potential, StochasticGradient, as_potential

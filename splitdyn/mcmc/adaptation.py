@@ -71,6 +71,8 @@ from typing import Any
 import torch
 
 from ..checks import check_count, check_positive
+from ..steps.base import Intervals
+from ..steps.noise import as_noise_source
 from .hamiltonian import GHMC, HMC, van_der_corput
 from .metric import MassMatrix
 from .metropolis import MALA
@@ -487,7 +489,6 @@ def _chees_terms(before: torch.Tensor, info: TransitionInfo, metric: MassMatrix,
 
 def _warmup_kinetic(step: KineticLangevin, u, n_steps, step_size, mass_matrix, energy_variance, generator,
                     iterations):
-    from ..steps.base import Intervals
 
     event = tuple(u.shape[2:])
     d = math.prod(event)
@@ -506,10 +507,11 @@ def _warmup_kinetic(step: KineticLangevin, u, n_steps, step_size, mass_matrix, e
         return plan
 
     plan = new_plan(kernel, h)
+    noise = as_noise_source(generator, u.device)  # plans draw from a NoiseSource
     state = u
     with torch.no_grad():
         for t in iterations:
-            state = plan(state, 0, generator)
+            state = plan(state, 0, noise)
             xi = float(plan.energy_error.to(torch.float64).square().mean()) / d
             if not math.isfinite(xi) or not bool(torch.isfinite(state).all()):
                 raise ValueError("kinetic Langevin warm-up diverged (non-finite energy error or state); start the "

@@ -5,7 +5,7 @@ al. 2021) wrap ``arviz_stats``, an optional dependency (``pip install "splitdyn[
 called). Samples have shape ``(draws, chains, *event)`` as kept by :func:`splitdyn.mcmc.run_chain`; results
 have the event shape. Draws containing NaN or infinity are refused (the estimators would return NaN
 silently), and :func:`rhat` needs at least 2 chains. :func:`summarize` collects the warnings of a run
-(:class:`~splitdyn.mcmc.run.MCMCWarning`) and adds those of R-hat and ESS. :func:`plot_chains` draws traces
+(:class:`~splitdyn.mcmc.diagnostics.MCMCWarning`) and adds those of R-hat and ESS. :func:`plot_chains` draws traces
 and histograms, :func:`plot_ranks` rank histograms per chain (Vehtari et al. 2021), with matplotlib.
 """
 
@@ -20,7 +20,15 @@ import torch
 
 from ..checks import check_count
 
-__all__ = ["effective_sample_size", "rhat", "summarize", "plot_chains", "plot_ranks"]
+__all__ = ["effective_sample_size", "rhat", "summarize", "plot_chains", "plot_ranks", "MCMCWarning", "THRESHOLDS"]
+
+#: Default limits of the post-run checks: mean acceptance rate below ``"acceptance"``, R-hat above ``"rhat"``,
+#: bulk ESS below ``"ess"`` raise an :class:`MCMCWarning`.
+THRESHOLDS = {"acceptance": 0.1, "rhat": 1.01, "ess": 400.0}
+
+
+class MCMCWarning(UserWarning):
+    """A run finished but its draws are suspect (low acceptance, divergences, R-hat, ESS, left the support)."""
 
 
 def _array_stats():
@@ -71,7 +79,7 @@ def summarize(result: Any, thresholds: dict | None = None) -> dict:
     result:
         A :class:`~splitdyn.mcmc.run.ChainResult` that kept draws.
     thresholds:
-        Overrides of :data:`splitdyn.mcmc.run.THRESHOLDS` (``acceptance``, ``rhat``, ``ess``).
+        Overrides of :data:`splitdyn.mcmc.diagnostics.THRESHOLDS` (``acceptance``, ``rhat``, ``ess``).
 
     Returns
     -------
@@ -79,11 +87,10 @@ def summarize(result: Any, thresholds: dict | None = None) -> dict:
         ``ess``, ``rhat`` (NaN for one chain), ``min_ess``, ``max_rhat``, ``ess_per_gradient``,
         ``ess_per_second``, acceptance and divergence figures when the kernel has them, and ``warnings``: the
         run's warnings plus non-finite or large R-hat and low ESS (also issued as
-        :class:`~splitdyn.mcmc.run.MCMCWarning`).
+        :class:`~splitdyn.mcmc.diagnostics.MCMCWarning`).
     """
     import warnings
 
-    from .run import THRESHOLDS, MCMCWarning
 
     limits = {**THRESHOLDS, **(thresholds or {})}
     if getattr(result, "samples", None) is None:

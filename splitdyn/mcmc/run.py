@@ -12,9 +12,9 @@ the plan iteration after iteration, so every :mod:`splitdyn.mcmc` step (and any 
   and a Metropolis-Hastings plan's acceptance and divergence counts
   (:class:`~splitdyn.mcmc.metropolis.MetropolisPlan`) are reported per chain, counted after the burn-in.
 
-After the run, problems a user must see are reported as warnings (:class:`MCMCWarning`, not errors), and
+After the run, problems a user must see are reported as warnings (:class:`~splitdyn.mcmc.diagnostics.MCMCWarning`, not errors), and
 kept in :attr:`ChainResult.warnings` for :meth:`ChainResult.summary`: a mean acceptance rate below
-:data:`THRESHOLDS` ``["acceptance"]``, divergent transitions (energy error above
+:data:`~splitdyn.mcmc.diagnostics.THRESHOLDS` ``["acceptance"]``, divergent transitions (energy error above
 :data:`~splitdyn.mcmc.metropolis.DIVERGENCE_THRESHOLD`), and a potential that is not finite at the final
 state of some chains (the chains left the target's support, e.g. a potential that is NaN outside a region,
 where an unadjusted chain sees a zero or NaN gradient and wanders). :meth:`ChainResult.summary` adds R-hat
@@ -35,20 +35,14 @@ from ..checks import check_count, check_flag, check_positive
 from ..grids import check_grid
 from ..integrate import DivergenceError, plan_step
 from ..steps.noise import as_noise_source
+from .diagnostics import THRESHOLDS, MCMCWarning, summarize
 from ..steps.base import Step
 from .metropolis import MetropolisPlan
 
-__all__ = ["ChainResult", "MCMCWarning", "THRESHOLDS", "run_chain", "with_momentum"]
+__all__ = ["ChainResult", "run_chain", "with_momentum"]
 
 #: Thresholds of the warnings: mean acceptance rate below ``acceptance``; R-hat above ``rhat`` (Vehtari et al.
 #: 2021 recommend 1.01); bulk ESS below ``ess`` (their recommended minimum of 400, i.e. 100 per chain for 4).
-THRESHOLDS = {"acceptance": 0.1, "rhat": 1.01, "ess": 400.0}
-
-
-class MCMCWarning(UserWarning):
-    """A run finished but its draws are suspect (low acceptance, divergences, R-hat, ESS, left the support)."""
-
-
 @dataclass
 class ChainResult:
     r"""What :func:`run_chain` returns.
@@ -88,7 +82,6 @@ class ChainResult:
     def summary(self) -> dict:
         """Acceptance, divergences, ESS and R-hat per coordinate and the warnings, run's and diagnostics' (see
         :func:`splitdyn.mcmc.diagnostics.summarize`)."""
-        from .diagnostics import summarize
 
         return summarize(self)
 

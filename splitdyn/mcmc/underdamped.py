@@ -330,7 +330,7 @@ class _KineticPlan(Plan):
         """Exact moments for a linear force, through the equivalent composition of the parts."""
         if self.mass_matrix.kind != "scalar":
             raise NotImplementedError("exact moments of the kinetic step are computed for a scalar mass only")
-        plan = self.step.composition.plan(self.intervals, mean.to(torch.float64), fuse=False)
+        plan = self.step.composition.plan(self.intervals.without_fusion(), mean.to(torch.float64))
         return plan.gaussian_moments(mean, covariance, i)
 
 

@@ -286,6 +286,10 @@ class _ExponentialPlan(Plan):
         s = self.reverse.evaluate_score(u, self.score_times[i])
         inputs = [u, s, *self.history]
         if self.noisy:
+            if noise.brownian:  # the exact posterior step's noise is not a function of the path's increments
+                raise TypeError("the exponential SDE step draws independent normals from the noise source's generator,"
+                                " so it cannot follow a Brownian path (noise=BrownianNoise(...)); use a splitting or "
+                                "Euler-type step for path-wise runs")
             inputs.append(noise.independent_normal(u.shape, u))
         out = self.map(i, *inputs)
         if self.order > 1:
