@@ -101,9 +101,12 @@ def targets() -> list[str]:
                 f"missed (worst {worst[key]:.2f}x at batch {worst['batch']:.0e}, {worst['threads']} thread(s))")
             out.append(f"- {path.stem}: torchsde euler at least 3x slower than our {label} at every batch: "
                        f"**{verdict}**.")
+    for path in result_files(("trained",)):
+        data = json.loads(path.read_text())
+        out += [f"- {path.stem} (issue {data.get('issue', 21)}): {line}." for line in data.get("targets", [])]
     for path in result_files(("accuracy",)):
         data = json.loads(path.read_text())
-        out += [f"- {path.stem} (issue 11): {line}." for line in data.get("targets", [])]
+        out += [f"- {path.stem} (issue {data.get('issue', 11)}): {line}." for line in data.get("targets", [])]
         results, floor = data["results"], data.get("floor", {})
         for metric in ("sw2", "nll"):
             floor_text = f"; a fresh data sample scores {floor[metric]:.3g}" if metric in floor else ""
@@ -131,6 +134,34 @@ def targets() -> list[str]:
     return out
 
 
+def guidance() -> tuple[str, str] | None:
+    """Which sampler and grid to use at each budget, from the benchmarks' ``guidance`` entries (issue 21):
+    markdown and reStructuredText, or ``None`` when no result file has them."""
+    columns = []  # (title, {(process, nfe): text})
+    for stem, title in (("accuracy_mixture2d", "exact score, 2-D mixture"), ("accuracy_mixture64d", "exact score, 64-D mixture"),
+                        ("trained_samplers", "trained toy models (diamond, swiss roll)")):
+        path = RESULTS / f"{stem}.json"
+        if not path.exists():
+            path = RESULTS / f"{stem}_quick.json"
+        if not path.exists():
+            continue
+        entries = json.loads(path.read_text()).get("guidance", [])
+        if entries:
+            columns.append((title + (" (quick run)" if path.stem.endswith("_quick") else ""),
+                            {(e["process"], e["nfe"]): f"{e['sampler']}, {e['grid']} grid ({e['ratio']:.2f}x floor)"
+                             for e in entries}))
+    if not columns:
+        return None
+    keys = sorted({k for _, cells in columns for k in cells})
+    headers = ["process", "NFE"] + [title for title, _ in columns]
+    rows = [[process, nfe] + [cells.get((process, nfe), "") for _, cells in columns] for process, nfe in keys]
+    note = ("Best configuration of ours at each budget by mean SW2 / floor over the seeds (the value in brackets), "
+            "from the accuracy benchmark (exact scores) and the trained-model benchmark; 'optimised' is a grid from "
+            "splitdyn.grid_search for that sampler and budget. Within the standard errors several configurations "
+            "often tie: see the full tables.")
+    return (note + "\n\n" + md_table(headers, rows), note + "\n\n" + rst_table(headers, rows))
+
+
 def main() -> None:
     GENERATED.mkdir(parents=True, exist_ok=True)
     md = ["# Benchmark results", "",
@@ -151,8 +182,8 @@ def main() -> None:
     if checks:
         md += ["## Targets", "", *checks, ""]
         rst_bench += ["Targets", "-------", "", *checks, ""]
-    for path in result_files(("step_cost", "accuracy", "gpu", "digits", "mcmc", "adaptive", "noise_source",
-                              "ablation")):
+    for path in result_files(("step_cost", "accuracy", "trained", "gpu", "digits", "mcmc", "adaptive",
+                              "noise_source", "ablation")):
         data = json.loads(path.read_text())
         data.setdefault("machine", "not recorded in the JSON (see the command's page)")
         if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
@@ -179,6 +210,11 @@ def main() -> None:
         if png.exists():
             shutil.copyfile(png, GENERATED / png.name)
             rst_bench += [f".. image:: /_generated/{png.name}", "   :width: 600px", ""]
+    advice = guidance()
+    if advice is not None:
+        (RESULTS / "sampler_guidance.md").write_text("# Which sampler and grid at which budget\n\n" + advice[0])
+        md[4:4] = ["## Which sampler and grid at which budget", "", advice[0], ""]
+    (GENERATED / "sampler_guidance.rst").write_text(advice[1] if advice is not None else "(No results yet.)\n")
     (RESULTS / "README.md").write_text("\n".join(md) + "\n")
     (GENERATED / "benchmarks.rst").write_text("\n".join(rst_bench) + "\n" if rst_bench else "(No results yet.)\n")
     (GENERATED / "table8.rst").write_text("\n".join(rst_t8) + "\n" if rst_t8 else "(No results yet.)\n")

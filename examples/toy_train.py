@@ -8,7 +8,10 @@ critical), --gamma, --beta (a number or 8sqrtM), --eps-num; they are saved in th
 VPSDE: beta(t) = 0.1 + 19.9 t, the standard noise-prediction loss ||eps_theta - eps||^2, the same network.
 
 Sampling: CLD with SSCS (Algorithm 1), Euler-Maruyama and the probability-flow ODE (RK45, rtol = atol =
-1e-5); the VPSDE with Euler-Maruyama. All finish with the denoising step (1 NFE). The table reports, per
+1e-5); the VPSDE with Euler-Maruyama. All finish with the denoising step (1 NFE). Beside them, at
+--few-step-nfe score evaluations (default 10; 0 skips), the few-step samplers the accuracy benchmarks recommend
+for trained models (FEW_STEP: CLD and VP, see benchmarks/results/sampler_guidance.md): CLD ends with the
+score-free data update of eq. 109 (NFE = steps), the VPSDE with the Euler denoising step (NFE = steps + 1). The table reports, per
 sampler: NFE; the mean -log p_data of the samples (diamond only, where the true density is known; a perfect
 sampler gives the data's entropy, and values below it mean samples too concentrated on the mode centres);
 the sliced Wasserstein-2 distance and the unbiased squared MMD (Gaussian kernels; can be slightly negative)
@@ -48,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from splitdyn import VPSDE, PerturbationKernel, ProbabilityFlowODE, UniformGrid
+from splitdyn import VPSDE, PerturbationKernel, PowerGrid, ProbabilityFlowODE, UniformGrid
 from splitdyn import sample as sample_process
 from splitdyn.likelihood import log_likelihood
 from splitdyn.metrics import mmd_rbf, mode_weight_error, wasserstein_sliced
@@ -72,6 +75,9 @@ CLD_SWITCHES = ("objective", "mixed", "weighting", "mass", "gamma", "beta", "eps
 VPSDE_PROCESS = {"beta_min": 0.1, "beta_max": 20.0, "T": 1.0}
 #: Settings that define a training run: --resume refuses a checkpoint with other values (--override-settings).
 RUN_SETTINGS = ("data", "steps", "batch_size", "lr", "ema", "width", "blocks", "seed") + CLD_SWITCHES
+#: The few-step samplers the demo shows at --few-step-nfe, per model: (named sampler, power-grid rho), the best
+#: at NFE 10 on the trained toy models of benchmarks/bench_trained_samplers.py.
+FEW_STEP = {"CLD": ("ei-ode-3", 4.0), "VPSDE": ("unipc-3-bh1", 3.0)}
 
 
 def cld_process_settings(args) -> dict:
@@ -217,18 +223,29 @@ def evaluate(args, cld, cld_score, vp, vp_score, data, device):
     shape = (args.eval_samples, 2)
     jobs = [(n, model, sampler) for n in args.sample_steps for model, sampler in
             (("CLD", "sscs"), ("CLD", "em"), ("VPSDE", "em"))] + [(None, "CLD", "ode")]
+    if args.few_step_nfe:
+        jobs += [(args.few_step_nfe, model, FEW_STEP[model][0]) for model in ("CLD", "VPSDE")]
     bar = tqdm(jobs, desc="sample", disable=args.no_progress)
     for n, model, sampler in bar:  # one bar, labelled with the job it runs
         bar.set_description(f"sample {model} {sampler.upper()}" + (f" NFE {n}" if n is not None else ""))
         start = time.perf_counter()
-        if model == "VPSDE":
+        if sampler == FEW_STEP.get(model, (None,))[0] and n == args.few_step_nfe:
+            rho = FEW_STEP[model][1]
+            if model == "CLD":  # n steps, then the score-free data update (eq. 109)
+                out = sample_process(cld, cld_score, shape, PowerGrid(n, rho), step=sampler, denoise="score-free",
+                                     generator=generator, device=device)
+            else:  # n - 1 steps, then the denoising step
+                out = sample_process(vp, vp_score, shape, PowerGrid(n - 1, rho), step=sampler, generator=generator,
+                                     device=device)
+        elif model == "VPSDE":
             out = sample_process(vp, vp_score, shape, UniformGrid(n - 1), step="em", generator=generator,
                                  device=device)
         else:
             out = sample(cld, cld_score, shape, None if n is None else n - 1, sampler=sampler, generator=generator,
                          device=device)
         x, nfe = out.components()[0], out.nfe
-        record(model, sampler.upper(), x, nfe, time.perf_counter() - start)
+        record(model, sampler.upper() if sampler in ("sscs", "em", "ode") else sampler, x, nfe,
+               time.perf_counter() - start)
 
     likelihoods = {}
     if args.nll_samples > 0:
@@ -329,6 +346,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="Cholesky stabiliser eps_num added to Sigma_xx and Sigma_vv (default 1e-6)")
     parser.add_argument("--sample-steps", type=_sample_steps, nargs="+", default=[50, 200],
                         help="NFE budgets for SSCS/EM, denoising step included (default 50 200)")
+    parser.add_argument("--few-step-nfe", type=nonnegative_int, default=10,
+                        help="NFE of the few-step samplers shown beside SSCS/EM (default 10; 0 skips them)")
     parser.add_argument("--eval-samples", type=positive_int, default=5000, help="samples per sampler (default 5000)")
     parser.add_argument("--nll-samples", type=nonnegative_int, default=200,
                         help="held-out points for the NLLs (default 200; 0 skips)")

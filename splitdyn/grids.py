@@ -9,10 +9,15 @@ A grid is described by a :class:`Grid` object (:class:`UniformGrid`, :class:`Qua
 :class:`PowerGrid`, :class:`LogSNRGrid`, :class:`GivenGrid`) with the step count ``n`` and the cutoff ``eps``,
 and materialised for a horizon ``T`` by :meth:`Grid.reverse_times`. The functions :func:`uniform_grid`,
 :func:`quadratic_grid` and :func:`make_grid` return the tensors directly.
+
+:class:`InformationLogSNR` gives any linear SDE (CLD included) a scalar log-SNR, so that :class:`LogSNRGrid`
+applies to it; :mod:`splitdyn.grid_search` optimises a grid for a sampler and a budget and returns a
+:class:`GivenGrid`, which :meth:`GivenGrid.to_dict` / :meth:`GivenGrid.from_dict` save and restore.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -26,6 +31,7 @@ __all__ = [
     "PowerGrid",
     "LogSNRGrid",
     "GivenGrid",
+    "InformationLogSNR",
     "uniform_grid",
     "quadratic_grid",
     "make_grid",
@@ -233,10 +239,87 @@ class GivenGrid(Grid):
     def _fractions(self, T: float) -> torch.Tensor:
         return self.times.clone()
 
+    def to_dict(self) -> dict:
+        """The grid as plain Python data (``{"reverse_times": [...], "T": T}``), for ``json.dump`` or
+        ``torch.save``; :meth:`from_dict` restores it exactly (float64 round-trips through ``repr``)."""
+        return {"reverse_times": self.times.tolist(), "T": self.T}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GivenGrid":
+        """The grid saved by :meth:`to_dict`."""
+        if not isinstance(data, dict) or "reverse_times" not in data or "T" not in data:
+            raise ValueError("data must be a dict with keys 'reverse_times' and 'T' (from GivenGrid.to_dict)")
+        return cls(data["reverse_times"], data["T"])
+
     def __repr__(self) -> str:
         values = [f"{v:.6g}" for v in self.times.tolist()]
         shown = ", ".join(values if len(values) <= 5 else values[:3] + ["...", values[-1]])
         return f"GivenGrid([{shown}], T={self.T})"
+
+
+class InformationLogSNR:
+    r"""A scalar log signal-to-noise ratio for any linear SDE: half the log of the Fisher information that the
+    state :math:`u_t` carries about the data :math:`x_0` (per coordinate),
+
+    .. math::
+
+        \lambda(t) = \tfrac12 \log\left(\varphi_t^\top \Sigma_t^{-1} \varphi_t\right),
+
+    with :math:`p(u_t \mid x_0) = N(\varphi_t x_0, \Sigma_t)` (:math:`\varphi_t` the data column of the
+    transition matrix, :math:`\Sigma_t` the perturbation covariance including the initial velocity law).
+    For a one-component process :math:`\varphi_t = \alpha_t`, :math:`\Sigma_t = \sigma_t^2`, so
+    :math:`\lambda = \log(\alpha_t/\sigma_t)`, the usual log-SNR. For CLD the velocity carries information
+    about :math:`x_0` too, and :math:`\lambda` counts it. :math:`\lambda` is non-increasing in :math:`t`
+    (:math:`u_t` is a Markov process, so information about :math:`x_0` can only be lost: data processing);
+    this is checked on a table at construction. It is :math:`+\infty` at :math:`t = 0`.
+
+    With ``log_snr`` and ``time_from_log_snr`` (bisection in :math:`\log t`), an instance is a ``process``
+    for :class:`LogSNRGrid`.
+
+    Parameters
+    ----------
+    process:
+        A :class:`~splitdyn.linear_sde.LinearSDEBase` whose data is component 0.
+    initial_covariance:
+        :math:`\Sigma_0` (CLD: ``cld.initial_covariance()``); default the process's own, else zero.
+    """
+
+    def __init__(self, process, initial_covariance=None) -> None:
+        from .steps.exponential_weights import DiffusionGeometry  # the Gaussian geometry of a linear SDE
+
+        self.geometry = DiffusionGeometry(process, initial_covariance)
+        self.process = process
+        self.T = float(process.T)
+        table = self.log_snr(torch.logspace(-6, 0, 200, dtype=torch.float64) * self.T)
+        if bool((table[1:] > table[:-1] + 1e-9 * table[:-1].abs().clamp_min(1.0)).any()):
+            raise ValueError(f"the information log-SNR of {type(process).__name__} is not decreasing in t")
+
+    def log_snr(self, t) -> torch.Tensor:
+        r""":math:`\lambda(t)` (float64, the shape of ``t``; ``t`` in :math:`(0, T]`)."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()) or bool((t > self.T * (1 + 1e-12)).any()):
+            raise ValueError(f"t must lie in (0, T = {self.T}]")
+        phi, _, P = self.geometry.precision(t)
+        info = (phi[..., None, :] @ P @ phi[..., :, None])[..., 0, 0]
+        return 0.5 * torch.log(info)
+
+    def time_from_log_snr(self, lam) -> torch.Tensor:
+        r"""The time :math:`t` with :math:`\lambda(t) = \lambda` (bisection in :math:`\log t` on
+        :math:`[10^{-12} T, T]`, float64; values outside the range give the end points)."""
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        if not bool(torch.isfinite(lam).all()):
+            raise ValueError("lam must be finite")
+        lo = torch.full_like(lam, math.log(1e-12 * self.T))
+        hi = torch.full_like(lam, math.log(self.T))
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(torch.exp(mid).clamp_max(self.T)) > lam
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return torch.exp(0.5 * (lo + hi)).clamp_max(self.T)
+
+    def __repr__(self) -> str:
+        return f"InformationLogSNR({type(self.process).__name__})"
 
 
 def uniform_grid(n: int, T: float = 1.0, eps: float = 1e-3) -> torch.Tensor:
@@ -255,7 +338,7 @@ def quadratic_grid(n: int, T: float = 1.0, eps: float = 1e-3) -> torch.Tensor:
 
 def make_grid(kind: str, n: int, T: float = 1.0, eps: float = 1e-3, *, rho: float = 7.0, process=None) -> torch.Tensor:
     r"""A grid by name, as a tensor: ``"uniform"``, ``"quadratic"``, ``"power"`` (with ``rho``) or ``"logsnr"``
-    (with ``process``)."""
+    (with ``process``: its own ``log_snr`` when it has one, else :class:`InformationLogSNR` of it)."""
     kinds = ("logsnr", "power", "quadratic", "uniform")
     if kind not in kinds:
         raise ValueError(f"grid must be one of {list(kinds)}, got {kind!r}")
@@ -268,6 +351,8 @@ def make_grid(kind: str, n: int, T: float = 1.0, eps: float = 1e-3, *, rho: floa
     else:
         if process is None:
             raise ValueError("grid 'logsnr' needs the process (with log_snr and time_from_log_snr): pass process=")
+        if not callable(getattr(process, "log_snr", None)):
+            process = InformationLogSNR(process)
         grid = LogSNRGrid(n, process, eps)
     return grid.reverse_times(T)
 

@@ -53,8 +53,10 @@ def test_toy_train_tiny_run_writes_outputs_with_finite_metrics(tmp_path):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["parameters"]["cld"] < 100_000
-    assert {(r["model"], r["sampler"]) for r in saved["results"]} == {("CLD", "SSCS"), ("CLD", "EM"), ("CLD", "ODE"),
-                                                                      ("VPSDE", "EM")}
+    assert {(r["model"], r["sampler"]) for r in saved["results"]} == {
+        ("CLD", "SSCS"), ("CLD", "EM"), ("CLD", "ODE"), ("VPSDE", "EM"),
+        ("CLD", toy.FEW_STEP["CLD"][0]), ("VPSDE", toy.FEW_STEP["VPSDE"][0])}  # the few-step samplers at NFE 10
+    assert {r["nfe"] for r in saved["results"] if r["sampler"] in (toy.FEW_STEP["CLD"][0], toy.FEW_STEP["VPSDE"][0])} == {10}
     for row in result["results"]:
         assert all(math.isfinite(row[k]) for k in ("sw2", "mmd2", "nll_samples", "mode_weight_error")), row
         assert row["nonfinite"] == 0
