@@ -273,17 +273,19 @@ def decompose(bench: Bench, sampler: str, grid: str, eps: float, nfe: int, seeds
 
 def second_target(args, grids: dict) -> list[dict]:
     """The 64-D mixture of ``bench_accuracy.py`` (10,000 samples): does the cutoff chosen on the diamond hurt
-    there? ``unipc-2`` on the power-3 grid and on grids searched on the 64-D model at each cutoff."""
+    there? Each of ``--samplers-64d`` on the power-3 grid and on grids searched on the 64-D model at each
+    cutoff."""
     mixture = random_mixture(64, 16, torch.Generator().manual_seed(0), std=0.1, scale=1.0)
     bench = Bench(args.samples_64d, args.floor_draws, args.projections, args.reference_steps, mixture)
     print(f"64-D: floor SW2 {bench.floor[0]:.4g} +- {bench.floor[1]:.2g}", flush=True)
     rows = []
     for nfe in args.nfe_64d:
-        configs = [("unipc-2", "power-3", 1e-3)]
-        for eps in args.cutoffs_64d:
-            key = bench.search("unipc-2", nfe, eps, batch=256)
-            grids[f"64d {key}"] = bench.optimised[key]
-            configs.append(("unipc-2", "optimised", eps))
+        configs = [(sampler, "power-3", 1e-3) for sampler in args.samplers_64d]
+        for sampler in args.samplers_64d:
+            for eps in args.cutoffs_64d:
+                key = bench.search(sampler, nfe, eps, batch=256)
+                grids[f"64d {key}"] = bench.optimised[key]
+                configs.append((sampler, "optimised", eps))
         for sampler, grid, eps in configs:
             x = bench.run(sampler, grid, eps, nfe, args.confirm_seeds[:3])
             row = {"problem": "mixture64d", "nfe": nfe, "sampler": sampler, "grid": grid, "eps": eps,
@@ -318,6 +320,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--second-target", action="store_true", help="only the 64-D check of the cutoffs")
     parser.add_argument("--samples-64d", type=int, default=10000)
     parser.add_argument("--nfe-64d", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--samplers-64d", nargs="+", default=["unipc-2"])
     parser.add_argument("--cutoffs-64d", type=float, nargs="+", default=[1e-3, 2e-3])
     parser.add_argument("--merge", nargs="+", default=None, help="merge the JSON of tagged runs into cld_fewstep")
     parser.add_argument("--grids-from", default=str(RESULTS / "accuracy_mixture2d.json"),
