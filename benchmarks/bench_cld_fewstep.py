@@ -11,7 +11,10 @@ Protocol (as ``bench_accuracy.py``): per seed, the SW2 of the samples to a fresh
 
 Stages
 ------
-1. **Scan** (choice seeds, default 0-2): every sampler x grid x cutoff in :data:`SCAN` at each NFE. Each cell
+1. **Scan** (choice seeds, default 0-2): ``--samplers`` x ``--grids`` at the cutoff 1e-3, and grids searched by
+   :func:`splitdyn.grid_search.search_grid` (calibration seed 1000) at every ``--cutoffs`` for the
+   ``--cutoff-samplers`` (the accuracy benchmark's searched grids at 1e-3 for the others; the full lists
+   are :data:`SAMPLERS`, :data:`GRIDS`, :data:`CUTOFFS`), at each NFE. Each cell
    also gets the *discretisation error* ``rms``: the RMS distance of the samples to the converged solution of
    the same ODE from the same prior draws (``--reference-steps`` power-3 steps of ``ei-ode-3``; no sampling
    noise, so it ranks configurations that the SW2 cannot separate at this sample size).
@@ -22,6 +25,11 @@ Stages
    cutoff (the converged ODE to eps with the score-free map), and the error by step: the first ``k`` steps
    of the few-step sampler followed by the converged ODE for the rest (mean-square distance to the converged
    solution, and SW2 ratio, as ``k`` grows).
+
+A full run does not fit a busy 2-core machine in one go, so the stages run piecewise: ``--tag`` names the
+output of a part (``cld_fewstep<tag>``), ``--confirm-only`` and ``--decompose`` run one stage for given
+configurations, ``--second-target`` checks the choices on the 64-D mixture of ``bench_accuracy.py``, and
+``--merge`` combines the parts (the commands are in ``docs/concepts/exponential_integrators.rst``).
 
 Output: ``benchmarks/results/cld_fewstep.{json,md}`` (``cld_fewstep_quick`` with ``--quick``).
 """
