@@ -190,8 +190,12 @@ def main() -> None:
     if checks:
         md += ["## Targets", "", *checks, ""]
         rst_bench += ["Targets", "-------", "", *[c.replace("|", "\\|") for c in checks], ""]  # no substitutions
+    # cld_fewstep.json is the merged few-step CLD result (its cld_fewstep_<part> files are the runs it merges)
+    merged = [RESULTS / "cld_fewstep.json"] if (RESULTS / "cld_fewstep.json").exists() else []
     for path in result_files(("step_cost", "accuracy", "trained", "gpu", "digits", "mcmc", "adaptive",
-                              "noise_source", "ablation")):
+                              "noise_source", "ablation", "sample_call")) + merged:
+        if path.stem.startswith("mcmc_reference"):  # reference posteriors (data for the tests), not results
+            continue
         data = json.loads(path.read_text())
         data.setdefault("machine", "not recorded in the JSON (see the command's page)")
         if "error" in data:  # a part that failed (bench_gpu.py writes its traceback): say so, no table
@@ -200,21 +204,26 @@ def main() -> None:
             rst_bench += [path.stem, "-" * len(path.stem), "", f"Machine: {data['machine']}", "", "**failed**", ""]
             continue
         command, headers, table_rows = md_file_table(path.with_suffix(".md"))
-        if headers is None:
+        if headers is None and data.get("results"):
             rows = data["results"]
             headers = list(rows[0])
             table_rows = [[fmt(r[h]) for h in headers] for r in rows]
+        if headers is None:  # neither a table on its page nor result rows: the page alone says it
+            print(f"{path.name}: no table found; only its markdown page is linked")
         intro = [f"Machine: {data['machine']}", ""] + ([re.sub(r"`([^`]*)`", lambda m: "``" + m.group(1).strip() + "``", command), ""] if command else [])
         md += [f"## {path.stem}", ""]
         body = path.with_suffix(".md")
         if body.exists():  # the whole page the benchmark wrote (machine, command, every table, notes)
             md += [body.read_text().strip(), ""]
         else:
-            md += [f"Machine: {data['machine']}", ""] + ([command, ""] if command else []) + [md_table(headers, table_rows)]
+            md += [f"Machine: {data['machine']}", ""] + ([command, ""] if command else [])
+            md += [md_table(headers, table_rows)] if headers is not None else []
         png = path.with_suffix(".png")
         if png.exists():
             md += [f"![{path.stem}]({png.name})", ""]
-        rst_bench += [path.stem, "-" * len(path.stem), "", *intro, rst_table(headers, table_rows)]
+        rst_bench += [path.stem, "-" * len(path.stem), "", *intro]
+        rst_bench += [rst_table(headers, table_rows)] if headers is not None else [
+            f"See ``benchmarks/results/{path.with_suffix('.md').name}``.", ""]
         if png.exists():
             shutil.copyfile(png, GENERATED / png.name)
             rst_bench += [f".. image:: /_generated/{png.name}", "   :width: 600px", ""]

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 import torch.distributed as dist
 
 from splitdyn_cld.evaluation import (FeatureStatistics, check_inception_weights, extract_features, feature_statistics,
                                      frechet_distance, inception_feature_extractor, load_digits_classifier)
 from splitdyn_cld.data import bits_per_dim_offset, load_uint8, to_float, to_uint8
-from splitdyn_cld.cli import ScriptParser, nonnegative_int, one_line, positive_float, positive_int, user_errors
+from splitdyn_cld.cli import (ScriptParser, device_name, nonnegative_int, one_line, positive_float, positive_int,
+                              user_errors)
 from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model,
                                          setup_distributed, shard_sizes)
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=500, help="images per sampler call on each rank")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-ema", dest="ema", action="store_false")
-    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:i (default: cuda if available)")
     p.add_argument("--dataset", help="data for references / NLL (default: the checkpoint's)")
     p.add_argument("--data-root", help="data folder (default: the checkpoint's)")
     g = p.add_argument_group("digits Fréchet distance")

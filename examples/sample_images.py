@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 from splitdyn import sample
 from splitdyn.grids import GivenGrid, InformationLogSNR, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid
 from splitdyn.interop import ReferenceSolver
 from splitdyn.reverse import ReverseSDE
 from splitdyn.sample import SAMPLERS, sampler_step
 from splitdyn_cld.data import to_uint8
-from splitdyn_cld.cli import ScriptParser, nonnegative_int, positive_float, positive_int, user_errors
+from splitdyn_cld.cli import ScriptParser, device_name, nonnegative_int, positive_float, positive_int, user_errors
 from splitdyn_cld.image_training import (cleanup_distributed, generate_images, load_trained_model, save_image_grid,
                                          setup_distributed, shard_sizes)
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per sampler call on each rank")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="rank r uses the stream (seed, r)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw weights instead of the EMA")
-    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:i (default: cuda if available)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32",
                    help="autocast for the network (fp32 default for sampling)")
     p.add_argument("--grid-count", type=nonnegative_int, default=64, help="images in grid.png")

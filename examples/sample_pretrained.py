@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 from splitdyn import SAMPLERS, LogSNRGrid, PowerGrid, QuadraticGrid, UniformGrid
 from splitdyn_cld.cli import (
+    device_name,
     ScriptParser,
     nonnegative_int,
     positive_float,
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=positive_int, default=16)
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:i")
     p.add_argument("--grid-count", type=nonnegative_int, default=64, help="images in grid.png")
     p.add_argument("--out", default="outputs/pretrained", help="output folder (default outputs/pretrained)")
     p.add_argument("--threads", type=positive_int,

@@ -56,6 +56,8 @@ from functools import partial
 from collections.abc import Sequence
 from typing import Callable
 
+from numbers import Integral
+
 import torch
 
 from .checks import check_arity, check_compile, check_count, check_device, check_flag, check_positive, check_progress
@@ -217,6 +219,7 @@ def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
         shape = tuple(initial)
     except TypeError:
         raise TypeError(f"initial must be a shape (batch, *event) or a state tensor, got {type(initial).__name__}") from None
+    shape = tuple(int(s) if isinstance(s, Integral) and not isinstance(s, bool) else s for s in shape)  # numpy ints
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"initial must be a shape (batch, *event) of positive ints, got {initial!r}")
     if not hasattr(process, "prior_sample"):

@@ -446,6 +446,18 @@ def test_numpy_integers_are_batch_sizes():
     with pytest.raises(TypeError, match="shape must be a sequence"):
         CLD_.prior_sample(torch.tensor(3))
     assert cld_sample(CLD_, velocity_score, [np.int64(2)], 2).state.shape == (2, 2)
+    import splitdyn
+
+    out = splitdyn.sample(CLD_, velocity_score, (np.int64(4), np.int32(2)), splitdyn.UniformGrid(3))
+    assert out.state.shape == (4, 2, 2)
+
+
+@pytest.mark.parametrize("script", ["sample_images", "evaluate_images", "sample_pretrained"])
+def test_sampling_scripts_check_their_device_while_parsing(script, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_example(script).main(["--device", "nonsense"])
+    assert info.value.code == 2
+    assert "argument --device: device must name a device such as 'cpu'" in capsys.readouterr().err
 
 
 # -- resources -----------------------------------------------------------------------------------------------------
