@@ -51,7 +51,7 @@ templates_path = []
 # dependencies, and the Python standard library, including the ``typing`` internals that annotations expand
 # to). Never add ``splitdyn`` or ``splitdyn_cld`` names: fix the reference instead (docs/_ext/splitdyn_docs.py
 # already resolves re-exported names and names as the referring module sees them).
-nitpicky = False  # True once the last 8 references in others' modules are fixed (build with -D nitpicky=1 to list them)
+nitpicky = True  # every reference must resolve (third-party packages are listed in nitpick_ignore_regex)
 _EXTERNAL = ["torch", "numpy", "tqdm", "torchsde", "torchdiffeq", "diffusers", "safetensors", "matplotlib", "scipy",
              "sklearn", "blackjax", "jax", "PIL",
              # the Python standard library

@@ -41,7 +41,7 @@ picks its own steps for Euler-Maruyama or SSCS (any :class:`~splitdyn.steps.base
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 
@@ -55,9 +55,6 @@ from .steps.noise import BrownianNoise
 from .steps.split import split_step
 
 __all__ = ["AdaptiveSampler"]
-
-#: What ``method`` accepts: a name or a factory ``f(reverse_sde) -> Step``.
-Method = Union[str, Callable[..., Step]]
 
 _ORDER = 1.5  # the error estimate scales as h^(3/2) (strong local error of an Euler-type step, additive noise)
 
@@ -97,8 +94,8 @@ class AdaptiveSampler(ReferenceSolver):
 
     needs_grid = False
 
-    def __init__(self, method: Method = "em", rtol: float = 1e-2, atol: float = 1e-2, eps: float = 1e-3,
-                 h0: float = 1e-2, safety: float = 0.9, max_steps: int = 100_000, bm: object | None = None,
+    def __init__(self, method: str | Callable[..., Step] = "em", rtol: float = 1e-2, atol: float = 1e-2,
+                 eps: float = 1e-3, h0: float = 1e-2, safety: float = 0.9, max_steps: int = 100_000, bm: object | None = None,
                  per_unit_step: bool = True, max_step: float | None = None) -> None:
         if not (method in ("em", "sscs") or (callable(method) and not isinstance(method, str))):
             raise ValueError(f"method must be 'em', 'sscs' or a factory f(reverse) -> Step, got {method!r}")

@@ -66,7 +66,7 @@ class Solution:
 
 def plan_step(step: Step, times: Sequence[float], like: torch.Tensor, *, fuse: bool = True) -> Plan:
     """Plan ``step`` for the intervals of a grid, for states like ``like``; ``fuse`` lets the plan fuse across
-    grid times (:attr:`~splitdyn.steps.base.Intervals.fusable`: no state at the grid times is needed)."""
+    grid times (``Intervals.fusable``: no state at the grid times is needed)."""
     if not isinstance(step, Step):
         raise TypeError(f"step must be a splitdyn Step (see splitdyn.steps), got {type(step).__name__}")
     return step.plan(Intervals.from_grid(times, fusable=fuse), like)

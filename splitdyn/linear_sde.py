@@ -345,7 +345,7 @@ class LinearSDE(LinearSDEBase):
         :math:`-f + GG^\top \nabla\log p` splits into the linear part
         :math:`\tilde\beta(\tau)\,(-F - GG^\top P)\,u` with noise :math:`\sqrt{\tilde\beta(\tau)}\,G\,d\bar w`,
         returned here with :math:`\tilde\beta(\tau) = \beta(T - \tau)`, and the score part
-        :math:`\tilde\beta(\tau)\,GG^\top(\nabla\log p + P u)` (see :func:`splitdyn.reverse.score_drift`).
+        :math:`\tilde\beta(\tau)\,GG^\top(\nabla\log p + P u)` (see :meth:`splitdyn.reverse.ReverseSDE.score_part`).
         For CLD this is the paper's :math:`\hat{\mathcal L}^*_A` (eq. 76, kernels eq. 85-90).
 
         Parameters

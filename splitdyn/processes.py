@@ -104,7 +104,7 @@ def log_snr_bisection(process: "DiffusionProcess", lam: float | torch.Tensor) ->
 class DiffusionProcess(LinearSDEBase):
     r"""A one-component (``k = 1``) diffusion process with marginals :math:`x_t = \alpha(t)x_0 + \sigma(t)\varepsilon`.
 
-    Subclasses give the coefficients (:meth:`_alpha`, :meth:`_sigma`, :meth:`_log_snr`), the kernels, and
+    Subclasses give the coefficients (``_alpha``, ``_sigma``, ``_log_snr``), the kernels, and
     ``prior_std``; this class adds the prior, the perturbation kernel and the log-SNR inverse (by bisection
     unless overridden with a closed form).
 

@@ -78,7 +78,7 @@ class _ScoreTerm:
 
     @property
     def evaluations(self) -> int:
-        """Score evaluations so far (the :attr:`counter`'s count; reset with :meth:`reset_count`)."""
+        """Score evaluations so far (the :attr:`counter`'s count; reset with ``reset_count()``)."""
         return self.counter.count
 
     @property
@@ -235,7 +235,7 @@ class ReverseSDE(_ScoreTerm):
     nfe:
         Score evaluations per :meth:`drift` call (1).
     evaluations:
-        Running count of score evaluations (reset with :meth:`reset_count`), useful with external solvers.
+        Running count of score evaluations (reset with ``reset_count()``), useful with external solvers.
     """
 
     nfe = 1

@@ -171,7 +171,7 @@ class PlanCache:
         return entry
 
     def store(self, key: tuple, entry: tuple) -> None:
-        """Keep ``entry`` under ``key``, dropping the least recently used beyond :attr:`maxsize`."""
+        """Keep ``entry`` under ``key``, dropping the least recently used beyond ``maxsize``."""
         self.builds += 1
         if self.maxsize == 0:
             return

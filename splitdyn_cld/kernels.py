@@ -338,7 +338,7 @@ def reverse_linear_kernel(cld: CLD, tau, s=0.0) -> tuple[torch.Tensor, torch.Ten
 
 class ReverseLinearPart(LinearSDE):
     r"""CLD's time-reversed linear part :math:`\hat{\mathcal L}^*_A` (eq. 76, split at the stationary precision)
-    with the closed-form kernel of eq. 85-90: what :meth:`CLD.reverse_linear_part` returns for a critically
+    with the closed-form kernel of eq. 85-90: what :meth:`splitdyn_cld.process.CLD.reverse_linear_part` returns for a critically
     damped process, so SSCS's exact half-steps use the closed forms (the generic Van Loan kernel of the same
     matrices is the cross-check in the tests)."""
 

@@ -17,7 +17,7 @@ float times, so memory does not grow with the number of steps apart from the pla
 
 The concrete public subclasses of :class:`Step` defined in the packages that opted in with
 ``REGISTRY.include(package_name)`` (``splitdyn`` and ``splitdyn_cld`` do, in their ``__init__``; any other
-package may) are listed in :data:`REGISTRY` by class name, which the order table of the test suite walks.
+package may) are listed in ``REGISTRY`` by class name, which the order table of the test suite walks.
 """
 
 from __future__ import annotations

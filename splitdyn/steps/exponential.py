@@ -1,6 +1,6 @@
 r"""Exponential integrators with data prediction for the reverse dynamics of any linear SDE.
 
-With the notation of :mod:`splitdyn.steps.exponential_weights` (:math:`\varphi_t`, :math:`\Sigma_t`, the
+With the notation of ``splitdyn.steps.exponential_weights`` (:math:`\varphi_t`, :math:`\Sigma_t`, the
 Tweedie estimate :math:`\hat x_0`, the factor :math:`R_t`), a step from forward time :math:`t` to
 :math:`s < t` is
 

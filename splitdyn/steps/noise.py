@@ -1,8 +1,7 @@
 r"""Noise sources: where stochastic plans take their Gaussian draws from.
 
 A plan is called as ``plan(u, i, noise)`` and always receives a :class:`NoiseSource`: the entry points
-(:func:`~splitdyn.integrate.integrate`, :func:`~splitdyn.sample`, :meth:`Step.__call__
-<splitdyn.steps.base.Step.__call__>`) wrap a plain ``torch.Generator`` (or ``None``) once, with
+(:func:`~splitdyn.integrate.integrate`, :func:`~splitdyn.sample`, ``Step.__call__``) wrap a plain ``torch.Generator`` (or ``None``) once, with
 :func:`as_noise_source`, in a :class:`GaussianNoise`: independent standard normals from ``torch.randn``
 (the fast path; a plan may draw them in whatever layout it prefers from ``noise.generator`` when
 ``noise.brownian`` is false). :class:`BrownianNoise` wraps a ``torchsde``

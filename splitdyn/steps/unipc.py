@@ -8,7 +8,7 @@ UniPC (Zhao et al. 2023) integrates the probability-flow ODE with data predictio
     u_{t_{i+1}} = K_i\,u_{t_i} + \int_{t_i}^{t_{i+1}} K(t_{i+1}, \tau)\,b(\tau)\,\hat x_0(\tau)\,d\tau,\qquad
     K(s, \tau) = R_sR_\tau^{-1},\quad b = -\tfrac12 GG^\top\Sigma^{-1}\varphi,
 
-with the :math:`k`-vector (matrix, for CLD) weights of :mod:`splitdyn.steps.exponential_weights`. Write
+with the :math:`k`-vector (matrix, for CLD) weights of ``splitdyn.steps.exponential_weights``. Write
 :math:`m_j = \hat x_0(\tilde u_j, t_j)` for the estimate at grid node :math:`j`, evaluated once, at the
 *predicted* state :math:`\tilde u_j`.
 
