@@ -529,6 +529,28 @@ def test_a_compiled_sampler_equals_eager_and_compiles_once_over_a_50_step_grid(s
     assert runs[True].nfe == runs[False].nfe == 51
 
 
+def test_a_score_that_breaks_the_graph_does_not_recompile_at_every_step():
+    """A score that reads its time on the host (``float(t)``: a graph break, like a table indexed by a tensor
+    time) splits the compiled step in two graphs, compiled once each, not once per step (dynamo's limit is 8)."""
+    compilations = [0]
+
+    def counting_backend(graph_module, example_inputs):
+        compilations[0] += 1
+        return graph_module.forward
+
+    def host_time_score(u, t):
+        scale = 0.25 * (1.0 + float(t))  # a graph break
+        return -u[:, 1:] / scale + 0.1 * torch.sin(u[:, :1])
+
+    torch._dynamo.reset()
+    cld = CLD()
+    runs = [splitdyn.sample(cld, host_time_score, (16, 2), uniform_grid(30), step="em", cache=False,
+                            generator=torch.Generator().manual_seed(0), dtype=F64, compile=mode)
+            for mode in (False, {"backend": counting_backend})]
+    assert compilations[0] <= 3, compilations[0]  # 10 when a per-step list was alive across the break
+    assert torch.allclose(runs[0].state, runs[1].state, rtol=1e-12, atol=1e-12)
+
+
 def test_a_captured_loop_runs_the_same_plan_eagerly_without_cuda():
     cld, _, reverse_sde = gaussian_cld_reverse()
     like = torch.zeros(32, 2, 3, dtype=F64)

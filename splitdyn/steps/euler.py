@@ -150,11 +150,10 @@ class _LinearEMPlan(Plan):
         self.compiled = self.sde.counter.wrap(compiled, int(self.has_score)) if self.has_score else compiled
 
     def _update(self, u, t, noise, matrices):
-        inputs = [u]
-        if self.has_score:
-            inputs.append(self.sde.checked_score(u, t))
-        if noise is not None:
-            inputs.append(noise)
+        # the score first, into a local: a score that breaks the graph (e.g. a table indexed by a tensor time)
+        # must not find a list that is new at every step alive across the break, or each step recompiles
+        s = self.sde.checked_score(u, t) if self.has_score else None
+        inputs = [u] + ([s] if s is not None else []) + ([noise] if noise is not None else [])
         return self.map.apply(matrices, inputs)
 
     def __call__(self, u, i, noise: NoiseSource):
