@@ -151,6 +151,18 @@ def integrate(
     plan:
         A plan of ``step`` for this grid and states like ``u`` made earlier (:func:`plan_step`, compiled or
         not), to skip planning; default: planned here.
+
+    Examples
+    --------
+    Ten Euler steps of size 0.1 of :math:`du/dt = -u` multiply the state by :math:`0.9^{10} \approx 0.3487`:
+
+    >>> import torch
+    >>> from splitdyn import EulerDrift, integrate
+    >>> solution = integrate(EulerDrift(lambda u, t: -u, nfe=0), torch.ones(1, 1, 1), torch.linspace(0.0, 1.0, 11))
+    >>> solution.state
+    tensor([[[0.3487]]])
+    >>> solution.nfe, len(solution.times)
+    (0, 11)
     """
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")

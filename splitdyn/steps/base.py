@@ -354,6 +354,19 @@ class Step(ABC):
         Declared global weak order (``math.inf`` for an exact step).
     strong_order:
         Declared strong order, or ``None`` where it is not meaningful or not claimed.
+
+    Examples
+    --------
+    The Euler step of the analytic drift :math:`b(u) = -u` costs no score evaluation and is first order; a
+    step can be called for one manual step :math:`[t, t + h]`:
+
+    >>> import torch
+    >>> from splitdyn import EulerDrift
+    >>> step = EulerDrift(lambda u, t: -u, nfe=0)
+    >>> step.nfe, step.weak_order
+    (0, 1.0)
+    >>> step(torch.ones(1, 1, 2), 0.0, 0.1)  # u + h b(u) = 0.9 u
+    tensor([[[0.9000, 0.9000]]])
     """
 
     nfe: int = 0
