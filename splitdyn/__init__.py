@@ -16,7 +16,9 @@ from .moments import moment_kernels
 from .processes import DiffusionProcess, SubVPSDE, VESDE, VPSDE, log_snr_bisection
 from .reverse import ProbabilityFlowODE, ReverseSDE, TorchsdeAdapter
 from .adaptive import AdaptiveSampler
-from .sample import SAMPLE_PLANS, SAMPLERS, PlanCache, sample, score_free_denoise, tweedie_denoise
+from .final_step import score_free_denoise, tweedie_denoise
+from .plan_cache import SAMPLE_PLANS, PlanCache
+from .sample import SAMPLERS, sample
 from .steps.predictor_corrector import pc_step
 from .steps.split import split_step
 from .schedules import (ConstantBeta, CosineSchedule, CustomBeta, DiscreteSchedule, GeometricSigma, LinearBeta,

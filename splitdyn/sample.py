@@ -51,7 +51,6 @@ A :class:`~splitdyn.steps.base.Step`, a callable ``factory(reverse_sde) -> Step`
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from functools import partial
 from collections.abc import Sequence
 from typing import Callable
@@ -60,9 +59,8 @@ from numbers import Integral
 
 import torch
 
-from .checks import check_arity, check_compile, check_count, check_device, check_flag, check_positive, check_progress
-from .linalg import apply_matrix
-from .linear_sde import LinearSDEBase
+from .checks import check_arity, check_compile, check_device, check_flag, check_progress
+from .final_step import DENOISE_MODES, check_score_free, score_free_denoise, tweedie_denoise
 from .grids import check_grid
 from .integrate import Callback, DivergenceError, Solution, integrate, plan_step, save_indices
 from .interop import AdaptiveProbabilityFlow, ReferenceSolver, TorchsdeSolver
@@ -71,16 +69,15 @@ from .adaptive import AdaptiveSampler
 from .steps.base import Plan, Step
 from .steps.euler import EulerMaruyama
 from .steps.exponential import ExponentialODE, ExponentialSDE, NoiseExponentialODE
-from .steps.exponential_weights import DiffusionGeometry
 from .steps.unipc import UniPC
 from .steps.runge_kutta import ProbabilityFlowHeun, ProbabilityFlowRK4
+from .plan_cache import SAMPLE_PLANS, PlanCache, cache_key
 from .protocols import ForwardProcess, require
 from .steps.noise import NoiseSource, as_noise_source
 from .steps.predictor_corrector import ReverseDiffusion, pc_step
 from .steps.split import split_step
 
-__all__ = ["sample", "SAMPLERS", "sampler_step", "PlanCache", "SAMPLE_PLANS", "score_free_denoise",
-           "tweedie_denoise", "DENOISE_MODES"]
+__all__ = ["sample", "SAMPLERS", "sampler_step"]
 
 
 def _ignore_dynamics(solver_type, reverse, **options):
@@ -137,76 +134,6 @@ def sampler_step(step, reverse: ReverseSDE) -> Step | ReferenceSolver:
     raise TypeError(f"step must be a sampler name, a Step, a ReferenceSolver or a factory, got {type(step).__name__}")
 
 
-class PlanCache:
-    """The plans :func:`sample` made, reused by later calls with the same setup (plan once, sample many).
-
-    A call with the same ``process`` and ``score`` objects, the same ``step`` (name or object), score
-    components, grid times, state shape, dtype and device, fusion and ``compile`` setting reuses the reverse SDE,
-    the step and its plan: no host work (coefficient tables, closed-form kernels, Cholesky factors) is
-    repeated. The least recently used entry goes beyond ``maxsize``. Entries keep their process and score
-    alive; a process changed in place after a call is not seen by its cached plan: call :meth:`clear` (or pass
-    ``cache=False`` to :func:`sample`). Reference solvers are not cached (they plan nothing).
-
-    Parameters
-    ----------
-    maxsize:
-        Most plans kept (0 disables the cache).
-
-    Attributes
-    ----------
-    builds:
-        Plans built through this cache so far.
-    """
-
-    def __init__(self, maxsize: int = 8) -> None:
-        self.maxsize = check_count("maxsize", maxsize, minimum=0)
-        self.entries: OrderedDict[tuple, tuple] = OrderedDict()
-        self.builds = 0
-
-    def lookup(self, key: tuple) -> tuple | None:
-        """The entry stored under ``key`` (made the most recent), or ``None``."""
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-        return entry
-
-    def store(self, key: tuple, entry: tuple) -> None:
-        """Keep ``entry`` under ``key``, dropping the least recently used beyond ``maxsize``."""
-        self.builds += 1
-        if self.maxsize == 0:
-            return
-        self.entries[key] = entry
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.maxsize:
-            self.entries.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every plan (and release the processes and scores they hold)."""
-        self.entries.clear()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-#: The :class:`PlanCache` :func:`sample` uses by default (``splitdyn.SAMPLE_PLANS.clear()`` empties it).
-#:
-#: :meta hide-value:
-SAMPLE_PLANS = PlanCache()
-
-
-def _cache_key(process, score, step, score_components, times, u, fusable: bool, compile) -> tuple | None:
-    if not isinstance(step, (str, Step)):
-        return None  # a factory (often a new partial each call): nothing stable to key on
-    options = compile if not isinstance(compile, dict) else tuple(sorted((k, repr(v)) for k, v in compile.items()))
-    try:
-        components = None if score_components is None else tuple(score_components)
-        hash(components)
-    except TypeError:
-        return None  # not a sequence of indices: ReverseSDE says what is wrong
-    return (id(process), id(score), step if isinstance(step, str) else id(step), components, tuple(times),
-            tuple(u.shape), u.dtype, u.device, fusable, options)
-
-
 def _initial_state(process, initial, generator, dtype, device) -> torch.Tensor:
     k = process.num_components
     if isinstance(initial, torch.Tensor):
@@ -237,83 +164,6 @@ def _reverse_times(grid, T: float) -> list[float]:
     if abs(times[0]) > 1e-12 * max(1.0, T) or times[-1] > T * (1 + 1e-12):
         raise ValueError(f"grid must run in reverse time from 0 to at most T = {T}, got [{times[0]}, {times[-1]}]")
     return times
-
-
-#: The values of :func:`sample`'s ``denoise``: ``True`` (or ``"euler"``), ``"score-free"``, ``"tweedie"`` and
-#: ``False``.
-DENOISE_MODES = (True, False, "euler", "score-free", "tweedie")
-
-
-def score_free_denoise(process, u: torch.Tensor, eps: float) -> torch.Tensor:
-    r"""The denoising step from forward time :math:`\epsilon` to 0 without a score evaluation.
-
-    The denoising Euler step (paper eq. 107) is :math:`u_0 = u_\epsilon - \epsilon F(\epsilon)u_\epsilon +
-    \epsilon\,GG^\top(\epsilon)\,s(u_\epsilon, \epsilon)`. Where the noise does not reach the data component
-    (row 0 of :math:`GG^\top` is zero: CLD's :math:`x`) the score drops out of the data's update, which is
-    then exact without a network call: for CLD :math:`x_0 = x_\epsilon - \epsilon\beta M^{-1}v_\epsilon`
-    (eq. 109). This map returns :math:`u_\epsilon - \epsilon F(\epsilon)u_\epsilon`: its data component
-    equals the Euler step's; the other components (CLD's :math:`v`) lack the score term and are not the
-    denoised ones.
-
-    Parameters
-    ----------
-    process:
-        A linear forward SDE (:class:`~splitdyn.linear_sde.LinearSDEBase`) whose diffusion does not reach the
-        data component.
-    u:
-        States ``(batch, k, *event)`` at forward time ``eps``.
-    eps:
-        The cutoff :math:`\epsilon > 0`.
-
-    Raises
-    ------
-    ValueError
-        When the noise reaches the data component (VP, VE: the data's update needs the score; use the Euler
-        step, one evaluation).
-    """
-    eps = _check_score_free(process, eps)
-    return u - eps * apply_matrix(process.drift_matrix(eps).to(u.dtype), u)
-
-
-def tweedie_denoise(reverse: ReverseSDE, u: torch.Tensor, eps: float) -> torch.Tensor:
-    r"""The data prediction :math:`\hat x_0 = E[x_0 \mid u_\epsilon]` as the last step (one score evaluation).
-
-    Tweedie's identity :math:`\nabla\log p_\epsilon(u) = -\Sigma_\epsilon^{-1}(u - \varphi_\epsilon\hat x_0)`
-    gives :math:`\hat x_0` from the score (of the score components alone,
-    :meth:`~splitdyn.steps.exponential_weights.DiffusionGeometry.tweedie`). It is the data-prediction
-    samplers' step from the last node to :math:`t = 0` (DDIM's, and diffusers' last step with
-    ``final_sigmas_type="zero"``): for VP an NFE-``n`` sampler takes ``n - 1`` steps and this one. Returns
-    ``u`` with its data component (0) replaced by :math:`\hat x_0`; the other components (CLD's :math:`v`)
-    are left at :math:`\epsilon`.
-
-    Parameters
-    ----------
-    reverse:
-        The :class:`~splitdyn.reverse.ReverseSDE` of a linear forward SDE (its score and score components).
-    u:
-        States ``(batch, k, *event)`` at forward time ``eps``.
-    eps:
-        The cutoff :math:`\epsilon > 0`.
-    """
-    if not isinstance(reverse, ReverseSDE):
-        raise TypeError(f"reverse must be a splitdyn.ReverseSDE, got {type(reverse).__name__}")
-    eps = check_positive("eps", eps)
-    if not isinstance(reverse.sde, LinearSDEBase):
-        raise TypeError(f"the Tweedie estimate needs a linear forward SDE, got {type(reverse.sde).__name__}")
-    geometry = DiffusionGeometry(reverse.sde, score_components=reverse.score_components)
-    D, E = geometry.tweedie(torch.tensor(eps, dtype=torch.float64))
-    x0 = apply_matrix(D.to(u.dtype), u) + apply_matrix(E.to(u.dtype), reverse.evaluate_score(u, eps))
-    return torch.cat([x0, u[:, 1:]], dim=1)
-
-
-def _check_score_free(process, eps: float) -> float:
-    eps = check_positive("eps", eps)
-    if not isinstance(process, LinearSDEBase):
-        raise TypeError(f"process must be a linear forward SDE (splitdyn.LinearSDEBase), got {type(process).__name__}")
-    if bool(process.diffusion_covariance(eps)[0].ne(0).any()):
-        raise ValueError(f"the noise of {type(process).__name__} reaches its data component, so the denoising "
-                         "step needs the score: use denoise=True (one evaluation)")
-    return eps
 
 
 def sample(
@@ -390,8 +240,8 @@ def sample(
         A :class:`~splitdyn.steps.noise.NoiseSource` (e.g. ``BrownianNoise(bm)`` on a ``torchsde`` path over
         reverse time) for fixed-grid steps; see :func:`~splitdyn.integrate.integrate`.
     cache:
-        Reuse the plan of an earlier call with the same setup (see :class:`PlanCache`): ``True`` uses
-        :data:`SAMPLE_PLANS`, ``False`` plans afresh, or pass a :class:`PlanCache` of your own.
+        Reuse the plan of an earlier call with the same setup (see :class:`~splitdyn.plan_cache.PlanCache`): ``True`` uses
+        :data:`~splitdyn.plan_cache.SAMPLE_PLANS`, ``False`` plans afresh, or pass a :class:`~splitdyn.plan_cache.PlanCache` of your own.
 
     Returns
     -------
@@ -434,7 +284,7 @@ def sample(
     elif isinstance(cache, PlanCache):
         plans = cache
     else:
-        raise TypeError(f"cache must be True, False or a splitdyn.sample.PlanCache, got {type(cache).__name__}")
+        raise TypeError(f"cache must be True, False or a splitdyn.PlanCache, got {type(cache).__name__}")
     if score_components is None:
         score_components = getattr(process, "score_components", None)
     u = _initial_state(process, initial, generator, dtype, device)
@@ -446,7 +296,7 @@ def sample(
     if plans is not None and grid is not None and isinstance(step, (str, Step)):
         times = _reverse_times(grid, T)
         fusable = fuse and callback is None and not any(j > 0 for j in save_indices(save_at, times))
-        key = _cache_key(process, score, step, score_components, times, u, fusable, compile)
+        key = cache_key(process, score, step, score_components, times, u, fusable, compile)
         entry = plans.lookup(key) if key is not None else None
     if entry is not None:
         reverse, solver, plan = entry[-3:]
@@ -474,7 +324,7 @@ def sample(
         times = _reverse_times(grid, T)
         eps = T - times[-1]
         if denoise == "score-free" and eps > 0:
-            _check_score_free(process, eps)  # refused before the run, not after
+            check_score_free(process, eps)  # refused before the run, not after
         if isinstance(solver, ReferenceSolver):
             with no_grad:
                 solution = solver.solve(reverse, u, times, eps, generator=generator, progress=progress,

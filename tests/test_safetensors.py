@@ -1,4 +1,4 @@
-"""Model weights to and from safetensors (:mod:`splitdyn_cld.checkpoints`): round trips, no pickle, clear errors."""
+"""Model weights to and from safetensors (:mod:`splitdyn_cld.safetensors_io`): round trips, no pickle, clear errors."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import torch
 
 pytest.importorskip("safetensors")
 
-from splitdyn_cld.checkpoints import (
-    CheckpointError,
-    export_safetensors,
-    load_safetensors,
-    save_checkpoint,
-    save_safetensors,
-)
+from splitdyn_cld.checkpoints import CheckpointError, save_checkpoint
+from splitdyn_cld.safetensors_io import export_safetensors, load_safetensors, save_safetensors
 
 
 def small_net():
